@@ -1,0 +1,164 @@
+//! Batched direct gets (`$JS.API.DIRECT.GET`, nats-server 2.11+).
+//!
+//! One request returns up to `batch` messages matching a subject filter from
+//! a starting point, followed by an end-of-batch marker that tells how many
+//! more match. That gives both paging and cheap counts ("how many unread")
+//! from the server's subject index, with no consumer to create or delete.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Bus, READ_TIMEOUT, Unavailable};
+
+/// Most bytes one batch may carry; the server stops after the message that
+/// crosses it.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where a scan starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// At this sequence (inclusive).
+    Seq(u64),
+    /// At the first message stored at or after this time.
+    Time(OffsetDateTime),
+}
+
+/// A stored message with the metadata the server attaches.
+#[derive(Clone, Debug)]
+pub struct RawMessage {
+    pub seq: u64,
+    pub subject: String,
+    /// When the server stored it.
+    pub stored: OffsetDateTime,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+}
+
+impl RawMessage {
+    /// False for KV delete and purge markers.
+    pub fn is_kv_value(&self) -> bool {
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_none()
+    }
+}
+
+pub struct Batch {
+    pub messages: Vec<RawMessage>,
+    /// Matching messages after the last one returned.
+    pub pending: u64,
+}
+
+#[derive(Serialize)]
+struct Request<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    start_time: Option<OffsetDateTime>,
+    next_by_subj: &'a str,
+    batch: usize,
+    max_bytes: usize,
+}
+
+impl Bus {
+    pub(crate) async fn direct_batch(
+        &self,
+        stream: &str,
+        filter: &str,
+        start: Start,
+        batch: usize,
+    ) -> Result<Batch, Unavailable> {
+        self.ensure_connected()?;
+        let (seq, start_time) = match start {
+            Start::Seq(seq) => (Some(seq.max(1)), None),
+            Start::Time(at) => (None, Some(at)),
+        };
+        let request = Request {
+            seq,
+            start_time,
+            next_by_subj: filter,
+            batch: batch.max(1),
+            max_bytes: MAX_BATCH_BYTES,
+        };
+        let body = serde_json::to_vec(&request).expect("request serializes");
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(Unavailable::from)?;
+        self.client
+            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body.into())
+            .await
+            .map_err(Unavailable::from)?;
+        let collect = async {
+            let mut messages = Vec::new();
+            while let Some(reply) = replies.next().await {
+                match reply.status.map(|s| s.as_u16()) {
+                    None | Some(200) => messages.push(parse(reply.headers, reply.payload)?),
+                    // End of batch: how many more match.
+                    Some(204) => {
+                        return Ok(Batch {
+                            messages,
+                            pending: header_u64(&reply.headers, "Nats-Num-Pending"),
+                        });
+                    }
+                    // Nothing matches (also the answer for a missing stream).
+                    Some(404) => {
+                        return Ok(Batch {
+                            messages,
+                            pending: 0,
+                        });
+                    }
+                    Some(503) => return Err(Unavailable("no JetStream server answered".into())),
+                    Some(code) => {
+                        let why = reply.description.unwrap_or_default();
+                        return Err(Unavailable(format!("direct get failed: {code} {why}")));
+                    }
+                }
+            }
+            Err(Unavailable("connection closed during read".into()))
+        };
+        tokio::time::timeout(READ_TIMEOUT, collect)
+            .await
+            .map_err(|_| Unavailable(format!("no answer within {}s", READ_TIMEOUT.as_secs())))?
+    }
+}
+
+fn header<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn header_u64(headers: &Option<HeaderMap>, name: &str) -> u64 {
+    header(headers, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parse(headers: Option<HeaderMap>, payload: Bytes) -> Result<RawMessage, Unavailable> {
+    let bad = |what: &str| Unavailable(format!("direct get reply without {what}"));
+    let seq = header(&headers, "Nats-Sequence")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("sequence"))?;
+    let subject = header(&headers, "Nats-Subject")
+        .ok_or_else(|| bad("subject"))?
+        .to_owned();
+    let stored = header(&headers, "Nats-Time-Stamp")
+        .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok())
+        .ok_or_else(|| bad("timestamp"))?;
+    Ok(RawMessage {
+        seq,
+        subject,
+        stored,
+        headers,
+        payload,
+    })
+}

@@ -1,0 +1,101 @@
+//! Following the stream live: an ordered consumer that survives outages.
+//!
+//! Ordered consumers are ephemeral and cost the server almost nothing (no
+//! acks, no replicated state), which matters with one per SSE client. The
+//! client library already recreates one after missed heartbeats; this wrapper
+//! also recreates it after any other failure, from the last sequence seen,
+//! so a follower never skips or repeats a message.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures_util::StreamExt;
+
+use super::{Bus, RawMessage, Unavailable};
+
+pub struct Follower {
+    bus: Bus,
+    filters: Vec<String>,
+    next: u64,
+    messages: Option<pull::Ordered>,
+}
+
+impl Follower {
+    pub(super) fn new(bus: Bus, filters: Vec<String>, from: u64) -> Self {
+        Self {
+            bus,
+            filters,
+            next: from.max(1),
+            messages: None,
+        }
+    }
+
+    /// The next message; waits for one, retrying through outages.
+    pub async fn next(&mut self) -> RawMessage {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.try_next().await {
+                Ok(message) => {
+                    self.next = message.seq + 1;
+                    return message;
+                }
+                Err(err) => {
+                    tracing::warn!(from = self.next, "stream follower restarting: {err}");
+                    self.messages = None;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn try_next(&mut self) -> Result<RawMessage, Unavailable> {
+        if self.messages.is_none() {
+            self.messages = Some(open(&self.bus, &self.filters, self.next).await?);
+        }
+        let messages = self.messages.as_mut().expect("opened above");
+        let message = messages
+            .next()
+            .await
+            .ok_or_else(|| Unavailable("consumer ended".into()))?
+            .map_err(Unavailable::from)?;
+        let info = message.info().map_err(|e| Unavailable(e.to_string()))?;
+        let (seq, stored) = (info.stream_sequence, info.published);
+        Ok(RawMessage {
+            seq,
+            subject: message.subject.to_string(),
+            stored,
+            headers: message.headers.clone(),
+            payload: message.payload.clone(),
+        })
+    }
+}
+
+/// An ordered consumer from `next` on. (A free function: holding `&Follower`
+/// across the awaits would make the follower's future need `Sync`.)
+async fn open(bus: &Bus, filters: &[String], next: u64) -> Result<pull::Ordered, Unavailable> {
+    bus.ensure_connected()?;
+    let stream = bus
+        .js
+        .get_stream_no_info(&bus.stream)
+        .await
+        .map_err(Unavailable::from)?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subjects: filters.to_vec(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: next,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(Unavailable::from)?;
+    consumer.messages().await.map_err(Unavailable::from)
+}
+
+impl Bus {
+    /// Follows messages matching `filters` from sequence `from` on.
+    pub fn follow(&self, filters: Vec<String>, from: u64) -> Follower {
+        Follower::new(self.clone(), filters, from)
+    }
+}

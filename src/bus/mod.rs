@@ -1,0 +1,246 @@
+//! JetStream: the only state clawbus has.
+//!
+//! One stream holds every message (the stream sequence is the message id);
+//! one KV bucket holds the small per-agent records: registration, read marks,
+//! wake marks, and host heartbeats. Adapters keep nothing that matters in
+//! memory, so any adapter can answer for any agent and a restart loses nothing.
+
+mod direct;
+mod follow;
+mod publish;
+mod scan;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::config::Config;
+use crate::message::Subjects;
+
+pub use direct::{RawMessage, Start};
+pub use follow::Follower;
+pub use publish::{Outgoing, SendError, Stored};
+pub use scan::Scan;
+
+/// A JetStream request failed; the HTTP layer answers 503.
+#[derive(Debug, thiserror::Error)]
+#[error("NATS is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+impl Unavailable {
+    pub fn from(err: impl std::fmt::Display) -> Self {
+        Self(err.to_string())
+    }
+}
+
+/// Deadline of one read from JetStream.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected, provisioned bus.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+    kv: kv::Store,
+    kv_bucket: String,
+    subjects: Subjects,
+    send_timeout: Duration,
+    retractions: Arc<AtomicUsize>,
+}
+
+/// Connects without waiting: the client keeps retrying in the background, so
+/// the adapter can serve `/healthz` (and answer 503) while NATS is away.
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let nats = &config.nats;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("clawbus@{}", config.host))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .ping_interval(Duration::from_secs(10))
+        .connection_timeout(Duration::from_secs(3))
+        .reconnect_delay_callback(|attempt| {
+            let exp = attempt.min(6) as u32;
+            Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
+        })
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                other => tracing::info!("NATS: {other}"),
+            }
+        });
+    if let Some(path) = &nats.credentials {
+        options = options.credentials_file(path).await?;
+    }
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &nats.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert, &nats.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options.connect(nats.urls()).await?)
+}
+
+impl Bus {
+    /// Creates or updates the stream and the state bucket. Idempotent: every
+    /// adapter runs it at start-up and none resets what another stored.
+    pub async fn provision(
+        client: async_nats::Client,
+        config: &Config,
+    ) -> Result<Bus, Unavailable> {
+        let nats = &config.nats;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(nats.send_timeout)
+            .build(client.clone());
+        let subjects = Subjects::new(config.subject_prefix());
+        js.create_or_update_stream(stream::Config {
+            name: nats.stream.clone(),
+            description: Some("clawbus agent messages".into()),
+            subjects: subjects.stream_subjects(),
+            storage: stream::StorageType::File,
+            num_replicas: nats.replicas,
+            max_age: nats.max_age,
+            duplicate_window: nats.duplicate_window,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        })
+        .await
+        .map_err(Unavailable::from)?;
+        let kv_bucket = format!("{}_STATE", nats.stream);
+        let kv = js
+            .create_or_update_key_value(kv::Config {
+                bucket: kv_bucket.clone(),
+                description: "clawbus registry, read marks and wake marks".into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: nats.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(Unavailable::from)?;
+        Ok(Bus {
+            client,
+            js,
+            stream: nats.stream.clone(),
+            kv,
+            kv_bucket,
+            subjects,
+            send_timeout: nats.send_timeout,
+            retractions: Arc::default(),
+        })
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Fails fast instead of letting a request queue up behind a reconnect.
+    pub fn ensure_connected(&self) -> Result<(), Unavailable> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(Unavailable("not connected".into()))
+        }
+    }
+
+    /// Sends whose outcome was unknown and that are still being withdrawn.
+    pub fn pending_retractions(&self) -> usize {
+        self.retractions.load(Ordering::Relaxed)
+    }
+
+    /// The stream's last sequence: the newest message id.
+    pub async fn last_sequence(&self) -> Result<u64, Unavailable> {
+        self.ensure_connected()?;
+        let info = tokio::time::timeout(READ_TIMEOUT, async {
+            self.js
+                .get_stream_no_info(&self.stream)
+                .await?
+                .get_info()
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .await
+        .map_err(Unavailable::from)?
+        .map_err(Unavailable::from)?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Number of messages matching `filter` with a sequence of at least `from`.
+    pub async fn count(&self, filter: &str, from: u64) -> Result<u64, Unavailable> {
+        let batch = self
+            .direct_batch(&self.stream, filter, Start::Seq(from), 1)
+            .await?;
+        Ok(batch.messages.len() as u64 + batch.pending)
+    }
+
+    /// One message by id, if it still exists.
+    pub async fn message(&self, seq: u64) -> Result<Option<RawMessage>, Unavailable> {
+        let batch = self
+            .direct_batch(
+                &self.stream,
+                &self.subjects.every_message(),
+                Start::Seq(seq),
+                1,
+            )
+            .await?;
+        Ok(batch.messages.into_iter().next().filter(|m| m.seq == seq))
+    }
+
+    /// Scans messages matching any of `filters`, in id order.
+    pub fn scan(&self, filters: Vec<String>, start: Start, chunk: usize) -> Scan<'_> {
+        Scan::new(self, self.stream.clone(), filters, start, chunk)
+    }
+
+    /// Current values of the state bucket under `prefix` (e.g. `agent.`),
+    /// read in bulk rather than key by key.
+    pub async fn kv_entries(&self, prefix: &str) -> Result<Vec<(String, RawMessage)>, Unavailable> {
+        let subject_prefix = format!("$KV.{}.", self.kv_bucket);
+        let filter = format!("{subject_prefix}{prefix}>");
+        let mut scan = Scan::new(
+            self,
+            format!("KV_{}", self.kv_bucket),
+            vec![filter],
+            Start::Seq(1),
+            256,
+        );
+        let mut entries = Vec::new();
+        while let Some(message) = scan.next().await? {
+            if message.is_kv_value() {
+                let key = message
+                    .subject
+                    .strip_prefix(&subject_prefix)
+                    .unwrap_or_default()
+                    .to_owned();
+                entries.push((key, message));
+            }
+        }
+        Ok(entries)
+    }
+}

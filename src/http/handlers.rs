@@ -1,0 +1,211 @@
+//! The endpoints of API.md.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt, stream};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Identity;
+use super::error::ApiError;
+use super::input::{self, JsonBody, Params};
+use crate::metrics::SendOutcome;
+
+/// Comment lines on an idle event stream keep proxies from closing it.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn send(
+    State(state): State<AppState>,
+    identity: Identity,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let key = headers.get("idempotency-key").map(|v| v.as_bytes());
+        let message = input::new_message(&body, key, state.max_message_bytes())?;
+        identity.may_act_as(&message.from)?;
+        Ok::<_, ApiError>(state.mailbox()?.send(message).await?)
+    }
+    .await;
+    state.metrics().send(match &result {
+        Ok(sent) if sent.duplicate => SendOutcome::Duplicate,
+        Ok(_) => SendOutcome::Stored,
+        Err(err) if err.status() == StatusCode::SERVICE_UNAVAILABLE => SendOutcome::Unavailable,
+        Err(_) => SendOutcome::Rejected,
+    });
+    let sent = result?;
+    let mut answer = json!({"ok": true, "id": sent.id, "timestamp": sent.timestamp});
+    if sent.duplicate {
+        answer["duplicate"] = Value::Bool(true);
+    }
+    Ok(Json(answer))
+}
+
+pub async fn inbox(
+    State(state): State<AppState>,
+    identity: Identity,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let agent = params.agent()?;
+    identity.may_act_as(&agent)?;
+    let page = state
+        .mailbox()?
+        .inbox(&agent, &params.inbox_query()?)
+        .await?;
+    Ok(Json(
+        json!({"agent": agent, "messages": page.messages, "unread": page.unread}),
+    ))
+}
+
+pub async fn ack(
+    State(state): State<AppState>,
+    identity: Identity,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let (agent, ack) = input::ack(&body)?;
+    identity.may_act_as(&agent)?;
+    let acked = state.mailbox()?.ack(&agent, ack).await?;
+    Ok(Json(
+        json!({"ok": true, "acked": acked.acked, "ignored": acked.ignored}),
+    ))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    identity: Identity,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let agent = params.agent()?;
+    identity.may_act_as(&agent)?;
+    let query = params.history_query()?;
+    let messages = state.mailbox()?.history(&agent, &query).await?;
+    Ok(Json(
+        json!({"agent": agent, "with": query.with, "messages": messages}),
+    ))
+}
+
+pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
+    let rows = state.mailbox()?.agents().await?;
+    let agents: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            json!({
+                "name": row.status.inbox.agent,
+                "host": row.status.host,
+                "online": row.status.online,
+                "last_seen": row.status.last_seen,
+                "unread": row.unread,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"agents": agents})))
+}
+
+pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
+    let mailbox = state.mailbox()?;
+    let (rows, messages) = tokio::try_join!(mailbox.agents(), mailbox.message_count())?;
+    let online = rows.iter().filter(|row| row.status.online).count();
+    let unread: BTreeMap<String, u64> = rows
+        .iter()
+        .map(|row| (row.status.inbox.agent.to_string(), row.unread))
+        .collect();
+    Ok(Json(json!({
+        "messages": messages,
+        "agents": rows.len(),
+        "online": online,
+        "unread": unread,
+        "host": state.host(),
+        "wakes": state.metrics().wake_stats(),
+        "nats": {"connected": mailbox.bus().is_connected()},
+        "pending_retractions": mailbox.bus().pending_retractions(),
+    })))
+}
+
+/// `GET /api/stream`: Server-Sent Events, replaying from `Last-Event-ID`
+/// (or `?after=`) before going live.
+pub async fn stream(
+    State(state): State<AppState>,
+    identity: Identity,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let agent = params.optional_agent("agent")?;
+    match &agent {
+        Some(agent) => identity.may_act_as(agent)?,
+        None => identity.may_see_fleet()?,
+    }
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| ApiError::invalid_request("Last-Event-ID must be a message id"))?,
+        ),
+        None => params.after().map(|after| (after > 0).then_some(after))?,
+    };
+    let live = state.mailbox()?.live(agent.as_ref(), after).await?;
+    let events = stream::unfold(live, |mut live| async move {
+        let message = live.next().await;
+        let data = serde_json::to_string(&message).expect("serializes");
+        let event = Event::default()
+            .event("message")
+            .id(message.id.to_string())
+            .data(data);
+        Some((Ok(event), live))
+    });
+    let shutdown = state.shutdown().clone();
+    Ok(
+        Sse::new(events.take_until(async move { shutdown.cancelled().await }))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    )
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"ok": true}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.ready() {
+        Ok(Json(json!({"ok": true})))
+    } else {
+        Err(ApiError::unavailable(
+            "not connected to NATS, or the stream is not set up yet",
+        ))
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = state.metrics();
+    let bus = state.mailbox().ok().map(|m| m.bus().clone());
+    metrics
+        .nats_connected
+        .set(bus.as_ref().is_some_and(|b| b.is_connected()).into());
+    metrics
+        .pending_retractions
+        .set(bus.map_or(0, |b| b.pending_retractions() as i64));
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

@@ -1,0 +1,429 @@
+//! Turning requests into validated values, with the documented error for
+//! every way a request can be wrong. Nothing reaches the mailbox unchecked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::mailbox::{Ack, HistoryQuery, InboxQuery, NewMessage};
+use crate::message::{BROADCAST, Priority};
+use crate::names::AgentName;
+
+/// Time a client has to send the body once its headers are in.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for the JSON around the content (field names, escapes).
+const JSON_OVERHEAD: usize = 64 * 1024;
+/// `limit` when none is given, and the most a page may hold.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Longest `Idempotency-Key`.
+const MAX_KEY: usize = 128;
+/// Most ids one ack may name.
+const MAX_ACK_IDS: usize = 10_000;
+
+/// A JSON object sent with `Content-Type: application/json`.
+pub struct JsonBody(pub Map<String, Value>);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let is_json = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let limit = state.max_message_bytes() + JSON_OVERHEAD;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(too_large_body(limit));
+        }
+        let collected = tokio::time::timeout(
+            BODY_TIMEOUT,
+            Limited::new(request.into_body(), limit).collect(),
+        )
+        .await
+        .map_err(|_| ApiError::request_timeout())?
+        .map_err(|err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                too_large_body(limit)
+            } else {
+                ApiError::invalid_request(format!("could not read the body: {err}"))
+            }
+        })?;
+        match serde_json::from_slice(&collected.to_bytes()) {
+            Ok(Value::Object(map)) => Ok(JsonBody(map)),
+            Ok(_) => Err(ApiError::invalid_request("the body must be a JSON object")),
+            Err(err) => Err(ApiError::invalid_json(format!(
+                "the body is not valid JSON: {err}"
+            ))),
+        }
+    }
+}
+
+fn too_large_body(limit: usize) -> ApiError {
+    ApiError::too_large(format!("the body exceeds {limit} bytes"))
+}
+
+/// Query string parameters; later repeats of a name win.
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|err| ApiError::invalid_request(format!("malformed query string: {err}")))?;
+        Ok(Params(pairs.into_iter().collect()))
+    }
+}
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn agent(&self) -> Result<AgentName, ApiError> {
+        let raw = self
+            .get("agent")
+            .ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
+        agent_name("agent", raw)
+    }
+
+    pub fn optional_agent(&self, name: &str) -> Result<Option<AgentName>, ApiError> {
+        self.get(name).map(|raw| agent_name(name, raw)).transpose()
+    }
+
+    pub fn after(&self) -> Result<u64, ApiError> {
+        self.get("after").map_or(Ok(0), |raw| {
+            raw.parse().map_err(|_| {
+                ApiError::invalid_request("after must be a message id (a whole number)")
+            })
+        })
+    }
+
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_LIMIT),
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(0) | Err(_) => Err(ApiError::invalid_request(
+                    "limit must be a positive whole number",
+                )),
+                Ok(limit) => Ok(limit.min(MAX_LIMIT)),
+            },
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<Option<OffsetDateTime>, ApiError> {
+        self.get(name)
+            .map(|raw| {
+                parse_time(raw).ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "{name} must be an RFC 3339 time or unix seconds"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn inbox_query(&self) -> Result<InboxQuery, ApiError> {
+        let unread_only = match self.get("unread") {
+            None | Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(_) => return Err(ApiError::invalid_request("unread must be true or false")),
+        };
+        let priority = self
+            .get("priority")
+            .map(|raw| Priority::parse(raw).ok_or_else(bad_priority))
+            .transpose()?;
+        Ok(InboxQuery {
+            unread_only,
+            limit: self.limit()?,
+            after: self.after()?,
+            priority,
+        })
+    }
+
+    pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
+        Ok(HistoryQuery {
+            with: self.optional_agent("with")?,
+            since: self.time("since")?,
+            until: self.time("until")?,
+            limit: self.limit()?,
+            after: self.after()?,
+        })
+    }
+}
+
+fn parse_time(raw: &str) -> Option<OffsetDateTime> {
+    if let Ok(at) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Some(at);
+    }
+    let seconds: f64 = raw.parse().ok().filter(|s: &f64| s.is_finite())?;
+    OffsetDateTime::from_unix_timestamp_nanos((seconds * 1e9) as i128).ok()
+}
+
+fn agent_name(field: &str, raw: &str) -> Result<AgentName, ApiError> {
+    AgentName::parse(raw).map_err(|err| ApiError::invalid_agent(format!("{field}: {err}")))
+}
+
+fn bad_priority() -> ApiError {
+    ApiError::invalid_request("priority must be normal, high or urgent")
+}
+
+/// A required agent-name field of a JSON body.
+fn agent_field(body: &Map<String, Value>, field: &str) -> Result<AgentName, ApiError> {
+    match body.get(field) {
+        Some(Value::String(raw)) => agent_name(field, raw),
+        None | Some(Value::Null) => Err(ApiError::invalid_request(format!("{field} is required"))),
+        Some(_) => Err(ApiError::invalid_request(format!(
+            "{field} must be a string"
+        ))),
+    }
+}
+
+/// A message id field: a positive whole number.
+fn id_value(field: &str, value: &Value) -> Result<u64, ApiError> {
+    value.as_u64().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::invalid_request(format!(
+            "{field} must be a message id (a positive whole number)"
+        ))
+    })
+}
+
+/// `POST /api/send`: the body and the optional `Idempotency-Key`.
+pub fn new_message(
+    body: &Map<String, Value>,
+    key: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<NewMessage, ApiError> {
+    let from = agent_field(body, "from")?;
+    let to = match body.get("to") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(raw)) if raw == BROADCAST => None,
+        Some(Value::String(raw)) => Some(agent_name("to", raw)?),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "to must be an agent name, \"*\" or null",
+            ));
+        }
+    };
+    let (field, value) = ["content", "message", "text", "body"]
+        .into_iter()
+        .find_map(|field| body.get(field).filter(|v| !v.is_null()).map(|v| (field, v)))
+        .ok_or_else(|| ApiError::invalid_request("content is required"))?;
+    let content = match value {
+        Value::String(text) if !text.trim().is_empty() => text.clone(),
+        Value::String(_) => return Err(ApiError::invalid_request(format!("{field} is empty"))),
+        _ => {
+            return Err(ApiError::invalid_request(format!(
+                "{field} must be a string"
+            )));
+        }
+    };
+    if content.len() > max_bytes {
+        return Err(ApiError::too_large(format!(
+            "content is {} bytes; the limit is {max_bytes}",
+            content.len()
+        )));
+    }
+    let priority = match body.get("priority") {
+        None | Some(Value::Null) => Priority::Normal,
+        Some(Value::String(raw)) => Priority::parse(raw).ok_or_else(bad_priority)?,
+        Some(_) => return Err(bad_priority()),
+    };
+    let reply_to = match body.get("reply_to") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(id_value("reply_to", value)?),
+    };
+    let idempotency_key = key
+        .map(|key| {
+            let printable = key.iter().all(|b| (0x20..0x7f).contains(b));
+            match std::str::from_utf8(key) {
+                Ok(key) if printable && !key.is_empty() && key.len() <= MAX_KEY => {
+                    Ok(key.to_owned())
+                }
+                _ => Err(ApiError::invalid_request(format!(
+                    "Idempotency-Key must be 1 to {MAX_KEY} printable ASCII characters"
+                ))),
+            }
+        })
+        .transpose()?;
+    Ok(NewMessage {
+        from,
+        to,
+        content,
+        priority,
+        reply_to,
+        idempotency_key,
+    })
+}
+
+/// `POST /api/ack`: the agent and exactly one of `ids`, `all`, `up_to`.
+pub fn ack(body: &Map<String, Value>) -> Result<(AgentName, Ack), ApiError> {
+    let agent = agent_field(body, "agent")?;
+    let given = |field| body.get(field).is_some_and(|v: &Value| !v.is_null());
+    let one_of = || ApiError::invalid_request("give exactly one of ids, all (true) or up_to");
+    let ack = match (given("ids"), given("all"), given("up_to")) {
+        (true, false, false) => {
+            let Some(Value::Array(ids)) = body.get("ids") else {
+                return Err(ApiError::invalid_request(
+                    "ids must be an array of message ids",
+                ));
+            };
+            if ids.len() > MAX_ACK_IDS {
+                return Err(ApiError::invalid_request(format!(
+                    "at most {MAX_ACK_IDS} ids per ack"
+                )));
+            }
+            Ack::Ids(
+                ids.iter()
+                    .map(|id| id_value("ids", id))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        (false, true, false) => match body.get("all") {
+            Some(Value::Bool(true)) => Ack::All,
+            _ => return Err(ApiError::invalid_request("all must be true")),
+        },
+        (false, false, true) => Ack::UpTo(id_value("up_to", &body["up_to"])?),
+        _ => return Err(one_of()),
+    };
+    Ok((agent, ack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn send(value: Value) -> Result<NewMessage, ApiError> {
+        new_message(&body(value), None, 10)
+    }
+
+    #[test]
+    fn send_aliases_and_defaults() {
+        let message = send(json!({"from": "a", "text": "hi"})).unwrap();
+        assert_eq!(
+            (message.to, message.content.as_str(), message.priority),
+            (None, "hi", Priority::Normal)
+        );
+        let message = send(json!({"from": "a", "to": "*", "content": "c", "body": "b"})).unwrap();
+        assert_eq!(message.content, "c");
+        let message = send(
+            json!({"from": "a", "to": "b", "message": "m", "reply_to": 4, "priority": "urgent"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (message.to.unwrap().as_str(), message.reply_to),
+            ("b", Some(4))
+        );
+    }
+
+    #[test]
+    fn send_rejections_carry_the_documented_code() {
+        let code = |value| send(value).unwrap_err().code();
+        assert_eq!(code(json!({"content": "x"})), "invalid_request");
+        assert_eq!(code(json!({"from": 5, "content": "x"})), "invalid_request");
+        assert_eq!(
+            code(json!({"from": "a.b", "content": "x"})),
+            "invalid_agent"
+        );
+        assert_eq!(
+            code(json!({"from": "a", "to": "b c", "content": "x"})),
+            "invalid_agent"
+        );
+        assert_eq!(
+            code(json!({"from": "a", "to": 3, "content": "x"})),
+            "invalid_request"
+        );
+        assert_eq!(code(json!({"from": "a", "content": ""})), "invalid_request");
+        assert_eq!(
+            code(json!({"from": "a", "content": ["x"]})),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(json!({"from": "a", "content": "x", "priority": "HIGH"})),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(json!({"from": "a", "content": "x", "reply_to": -1})),
+            "invalid_request"
+        );
+        assert_eq!(
+            code(json!({"from": "a", "content": "x".repeat(11)})),
+            "too_large"
+        );
+        let long_key = "k".repeat(129);
+        assert!(
+            new_message(
+                &body(json!({"from": "a", "content": "x"})),
+                Some(long_key.as_bytes()),
+                10
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn ack_takes_exactly_one_form() {
+        let (agent, form) = ack(&body(json!({"agent": "bob", "ids": [1, 2]}))).unwrap();
+        assert_eq!(agent.as_str(), "bob");
+        assert!(matches!(form, Ack::Ids(ids) if ids == [1, 2]));
+        assert!(matches!(
+            ack(&body(json!({"agent": "bob", "all": true}))).unwrap().1,
+            Ack::All
+        ));
+        assert!(matches!(
+            ack(&body(json!({"agent": "bob", "up_to": 9}))).unwrap().1,
+            Ack::UpTo(9)
+        ));
+        for bad in [
+            json!({"agent": "bob"}),
+            json!({"agent": "bob", "all": false}),
+            json!({"agent": "bob", "ids": [1], "all": true}),
+            json!({"agent": "bob", "ids": ["1"]}),
+            json!({"agent": "bob", "ids": 1}),
+            json!({"agent": "bob", "up_to": 0}),
+        ] {
+            assert_eq!(
+                ack(&body(bad.clone())).unwrap_err().code(),
+                "invalid_request",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_accept_rfc3339_and_unix_seconds() {
+        assert_eq!(
+            parse_time("1764064800").unwrap().unix_timestamp(),
+            1_764_064_800
+        );
+        assert_eq!(
+            parse_time("2025-11-25T10:00:00Z").unwrap().unix_timestamp(),
+            1_764_064_800
+        );
+        assert!(parse_time("yesterday").is_none());
+    }
+}

@@ -1,0 +1,104 @@
+//! The HTTP API of API.md, served under `/api/` and, as the old bus did,
+//! without the prefix.
+
+mod auth;
+mod error;
+mod handlers;
+mod input;
+mod server;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mailbox::Mailbox;
+use crate::metrics::Metrics;
+
+pub use error::ApiError;
+pub use server::serve;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    host: String,
+    max_message_bytes: usize,
+    tokens: auth::Tokens,
+    metrics: Arc<Metrics>,
+    /// Set once NATS is reached and the stream is provisioned; until then
+    /// the API answers 503.
+    mailbox: OnceLock<Mailbox>,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+        AppState(Arc::new(Shared {
+            host: config.host.clone(),
+            max_message_bytes: config.http.max_message_bytes,
+            tokens: auth::Tokens::new(&config.http),
+            metrics,
+            mailbox: OnceLock::new(),
+            shutdown,
+        }))
+    }
+
+    pub fn set_mailbox(&self, mailbox: Mailbox) {
+        let _ = self.0.mailbox.set(mailbox);
+    }
+
+    fn mailbox(&self) -> Result<&Mailbox, ApiError> {
+        self.0
+            .mailbox
+            .get()
+            .ok_or_else(|| ApiError::unavailable("starting: not connected to NATS yet"))
+    }
+
+    fn ready(&self) -> bool {
+        self.0.mailbox.get().is_some_and(|m| m.bus().is_connected())
+    }
+
+    fn host(&self) -> &str {
+        &self.0.host
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.0.max_message_bytes
+    }
+
+    fn tokens(&self) -> &auth::Tokens {
+        &self.0.tokens
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/send", post(handlers::send))
+        .route("/inbox", get(handlers::inbox))
+        .route("/ack", post(handlers::ack))
+        .route("/history", get(handlers::history))
+        .route("/agents", get(handlers::agents))
+        .route("/stats", get(handlers::stats))
+        .route("/stream", get(handlers::stream));
+    Router::new()
+        .nest("/api", api.clone())
+        .merge(api)
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,265 @@
+//! Messages as stored in JetStream and as shown to agents, and the subject
+//! layout that addresses them.
+//!
+//! Subjects carry both ends of a message, `<p>.msg.<to>.<from>` for direct
+//! messages and `<p>.all.<from>` for broadcasts, so that every question the
+//! API asks ("bob's inbox", "what alice sent", "the conversation between the
+//! two") is a subject filter the server answers from its index, never a scan.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::names::AgentName;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Normal, Self::High, Self::Urgent]
+            .into_iter()
+            .find(|p| p.as_str() == raw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Urgent => "urgent",
+        }
+    }
+}
+
+/// `to` of a broadcast.
+pub const BROADCAST: &str = "*";
+
+/// The JetStream payload of a message. The id is the stream sequence and the
+/// read flag is per reader, so neither is stored here.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: String,
+    pub to: String,
+    pub content: String,
+    pub priority: Priority,
+    pub reply_to: Option<u64>,
+    pub timestamp: String,
+}
+
+impl Envelope {
+    pub fn is_broadcast(&self) -> bool {
+        self.to == BROADCAST
+    }
+
+    pub fn time(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::parse(&self.timestamp, &Rfc3339).ok()
+    }
+}
+
+/// The message object of the HTTP API.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageView {
+    pub id: u64,
+    #[serde(flatten)]
+    pub envelope: Envelope,
+    pub read: bool,
+}
+
+/// `2026-11-25T10:00:00.123Z`: UTC with milliseconds, as the old bus wrote.
+pub fn format_time(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Where a stored message went, read back from its subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Direct { to: &'a str, from: &'a str },
+    Broadcast { from: &'a str },
+}
+
+impl<'a> Route<'a> {
+    pub fn from(&self) -> &'a str {
+        match *self {
+            Route::Direct { from, .. } | Route::Broadcast { from } => from,
+        }
+    }
+}
+
+/// The subject layout under one prefix.
+#[derive(Clone, Debug)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Subjects the stream captures. `void` holds the markers that withdraw
+    /// sends whose outcome was unknown (see `bus::publish`).
+    pub fn stream_subjects(&self) -> Vec<String> {
+        let p = &self.prefix;
+        vec![format!("{p}.msg.*.*"), format!("{p}.all.*"), self.void()]
+    }
+
+    pub fn direct(&self, to: &AgentName, from: &AgentName) -> String {
+        format!("{}.msg.{to}.{from}", self.prefix)
+    }
+
+    pub fn broadcast(&self, from: &AgentName) -> String {
+        format!("{}.all.{from}", self.prefix)
+    }
+
+    pub fn void(&self) -> String {
+        format!("{}.void", self.prefix)
+    }
+
+    /// Direct messages to `agent`, from anyone.
+    pub fn to(&self, agent: &AgentName) -> String {
+        format!("{}.msg.{agent}.*", self.prefix)
+    }
+
+    /// Direct messages from `agent`, to anyone.
+    pub fn sent_by(&self, agent: &AgentName) -> String {
+        format!("{}.msg.*.{agent}", self.prefix)
+    }
+
+    /// Every broadcast.
+    pub fn broadcasts(&self) -> String {
+        format!("{}.all.*", self.prefix)
+    }
+
+    /// Every message, direct or broadcast (and no withdrawal markers).
+    pub fn every_message(&self) -> String {
+        format!("{}.*.>", self.prefix)
+    }
+
+    pub fn route<'s>(&self, subject: &'s str) -> Option<Route<'s>> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
+        let mut parts = rest.split('.');
+        let route = match (parts.next()?, parts.next(), parts.next()) {
+            ("msg", Some(to), Some(from)) => Route::Direct { to, from },
+            ("all", Some(from), None) => Route::Broadcast { from },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(route)
+    }
+}
+
+/// Which stored messages belong to one agent's inbox: direct messages to it,
+/// and broadcasts by others sent after it registered (`since` is the last
+/// stream sequence at registration).
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    pub agent: AgentName,
+    pub since: u64,
+}
+
+impl Inbox {
+    pub fn contains(&self, seq: u64, route: Route<'_>) -> bool {
+        match route {
+            Route::Direct { to, .. } => to == self.agent.as_str(),
+            Route::Broadcast { from } => from != self.agent.as_str() && seq > self.since,
+        }
+    }
+
+    /// The subject filters whose union is a superset of the inbox.
+    pub fn filters(&self, subjects: &Subjects) -> Vec<String> {
+        vec![subjects.to(&self.agent), subjects.broadcasts()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> AgentName {
+        AgentName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn subjects_round_trip_through_routes() {
+        let s = Subjects::new("clawbus");
+        let direct = s.direct(&name("bob"), &name("alice"));
+        assert_eq!(direct, "clawbus.msg.bob.alice");
+        assert_eq!(
+            s.route(&direct),
+            Some(Route::Direct {
+                to: "bob",
+                from: "alice"
+            })
+        );
+        assert_eq!(
+            s.route(&s.broadcast(&name("alice"))),
+            Some(Route::Broadcast { from: "alice" })
+        );
+        for other in [
+            "clawbus.void",
+            "other.msg.a.b",
+            "clawbus.msg.a",
+            "clawbus.msg.a.b.c",
+            "clawbusx.all.a",
+        ] {
+            assert_eq!(s.route(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn inbox_membership_excludes_own_and_older_broadcasts() {
+        let inbox = Inbox {
+            agent: name("bob"),
+            since: 10,
+        };
+        assert!(inbox.contains(
+            5,
+            Route::Direct {
+                to: "bob",
+                from: "alice"
+            }
+        ));
+        assert!(!inbox.contains(
+            50,
+            Route::Direct {
+                to: "carol",
+                from: "bob"
+            }
+        ));
+        assert!(inbox.contains(11, Route::Broadcast { from: "alice" }));
+        assert!(!inbox.contains(10, Route::Broadcast { from: "alice" }));
+        assert!(!inbox.contains(50, Route::Broadcast { from: "bob" }));
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_600_800_123_456_789).unwrap();
+        let text = format_time(at);
+        assert!(text.ends_with(".123Z"), "{text}");
+        assert_eq!(
+            OffsetDateTime::parse(&text, &Rfc3339)
+                .unwrap()
+                .unix_timestamp(),
+            at.unix_timestamp()
+        );
+    }
+}

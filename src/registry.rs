@@ -1,0 +1,207 @@
+//! Which agents exist, where they live, and whether their adapter is alive.
+//!
+//! KV keys `agent.<name>` record an agent's host and the stream sequence at
+//! its first registration (`since`: broadcasts before it are not its mail).
+//! Keys `host.<host>` are heartbeats: an adapter rewrites its key every few
+//! seconds, and the server's timestamp on that write is the host's last sign
+//! of life. Registrations are never removed ("no adapter has ever registered"
+//! is what makes a recipient unknown), so positive lookups are cached forever.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::bus::{Bus, Unavailable};
+use crate::message::{Inbox, format_time};
+use crate::names::AgentName;
+
+/// How often an adapter reports that it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Silence after which a host's agents count as offline.
+pub const OFFLINE_AFTER: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AgentRecord {
+    host: String,
+    since: u64,
+    registered_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HostRecord {
+    /// False once the adapter has shut down cleanly.
+    running: bool,
+    version: String,
+}
+
+/// One row of `GET /api/agents` (without the unread count).
+#[derive(Clone, Debug)]
+pub struct AgentStatus {
+    pub inbox: Inbox,
+    pub host: String,
+    pub online: bool,
+    pub last_seen: Option<String>,
+}
+
+pub struct Registry {
+    bus: Bus,
+    host: String,
+    /// Agent → `since`, for agents known to be registered.
+    known: RwLock<HashMap<AgentName, u64>>,
+}
+
+fn agent_key(name: &AgentName) -> String {
+    format!("agent.{name}")
+}
+
+impl Registry {
+    pub fn new(bus: Bus, host: String) -> Self {
+        Self {
+            bus,
+            host,
+            known: RwLock::default(),
+        }
+    }
+
+    /// Registers this host's agents (idempotently) and returns their inboxes.
+    pub async fn register(&self, agents: &[AgentName]) -> Result<Vec<Inbox>, Unavailable> {
+        let last = self.bus.last_sequence().await?;
+        stream::iter(agents.iter().cloned())
+            .map(|agent| self.register_one(agent, last))
+            .buffered(32)
+            .try_collect()
+            .await
+    }
+
+    async fn register_one(&self, agent: AgentName, last: u64) -> Result<Inbox, Unavailable> {
+        let kv = self.bus.kv();
+        let key = agent_key(&agent);
+        loop {
+            let existing = kv.entry(&key).await.map_err(Unavailable::from)?;
+            let record = existing
+                .as_ref()
+                .and_then(|e| serde_json::from_slice::<AgentRecord>(&e.value).ok());
+            if let Some(record) = record {
+                if record.host != self.host {
+                    tracing::info!(%agent, from = %record.host, to = %self.host, "agent moved host");
+                    let moved = AgentRecord {
+                        host: self.host.clone(),
+                        ..record.clone()
+                    };
+                    kv.put(&key, serde_json::to_vec(&moved).expect("serializes").into())
+                        .await
+                        .map_err(Unavailable::from)?;
+                }
+                return Ok(self.remember(agent, record.since));
+            }
+            let record = AgentRecord {
+                host: self.host.clone(),
+                since: last,
+                registered_at: format_time(OffsetDateTime::now_utc()),
+            };
+            match kv
+                .create(
+                    &key,
+                    serde_json::to_vec(&record).expect("serializes").into(),
+                )
+                .await
+            {
+                Ok(_) => return Ok(self.remember(agent, last)),
+                // Another adapter registered it meanwhile: read theirs.
+                Err(err)
+                    if err.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
+                {
+                    continue;
+                }
+                Err(err) => return Err(Unavailable::from(err)),
+            }
+        }
+    }
+
+    fn remember(&self, agent: AgentName, since: u64) -> Inbox {
+        self.known
+            .write()
+            .expect("registry lock")
+            .insert(agent.clone(), since);
+        Inbox { agent, since }
+    }
+
+    /// The inbox of a registered agent, or `None` if no adapter ever
+    /// registered it.
+    pub async fn inbox(&self, agent: &AgentName) -> Result<Option<Inbox>, Unavailable> {
+        if let Some(since) = self.known.read().expect("registry lock").get(agent) {
+            return Ok(Some(Inbox {
+                agent: agent.clone(),
+                since: *since,
+            }));
+        }
+        self.bus.ensure_connected()?;
+        let value = self
+            .bus
+            .kv()
+            .get(agent_key(agent))
+            .await
+            .map_err(Unavailable::from)?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok())
+            .map(|record| self.remember(agent.clone(), record.since)))
+    }
+
+    /// Reports this host alive (or, on shutdown, stopped).
+    pub async fn heartbeat(&self, running: bool) -> Result<(), Unavailable> {
+        self.bus.ensure_connected()?;
+        let record = HostRecord {
+            running,
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        self.bus
+            .kv()
+            .put(
+                format!("host.{}", self.host),
+                serde_json::to_vec(&record).expect("serializes").into(),
+            )
+            .await
+            .map_err(Unavailable::from)?;
+        Ok(())
+    }
+
+    /// Every registered agent with its host's liveness, sorted by name.
+    pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
+        let (agents, hosts) =
+            tokio::try_join!(self.bus.kv_entries("agent."), self.bus.kv_entries("host."))?;
+        let now = OffsetDateTime::now_utc();
+        let hosts: HashMap<String, (bool, OffsetDateTime)> = hosts
+            .into_iter()
+            .filter_map(|(key, message)| {
+                let record: HostRecord = serde_json::from_slice(&message.payload).ok()?;
+                let host = key.strip_prefix("host.")?.to_owned();
+                let fresh = now - message.stored < OFFLINE_AFTER;
+                Some((host, (record.running && fresh, message.stored)))
+            })
+            .collect();
+        let mut rows: Vec<AgentStatus> = agents
+            .into_iter()
+            .filter_map(|(key, message)| {
+                let agent = AgentName::parse(key.strip_prefix("agent.")?).ok()?;
+                let record: AgentRecord = serde_json::from_slice(&message.payload).ok()?;
+                let (online, last_seen) = match hosts.get(&record.host) {
+                    Some((online, seen)) => (*online, Some(format_time(*seen))),
+                    None => (false, None),
+                };
+                let inbox = self.remember(agent, record.since);
+                Some(AgentStatus {
+                    inbox,
+                    host: record.host,
+                    online,
+                    last_seen,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.inbox.agent.cmp(&b.inbox.agent));
+        Ok(rows)
+    }
+}

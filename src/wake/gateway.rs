@@ -1,0 +1,180 @@
+//! Calls to an OpenClaw gateway's hook endpoints, and what their answers mean.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Gateway;
+
+/// Longest `Retry-After` honoured as given; beyond it the normal backoff
+/// cap applies, so a bogus header cannot park an agent for a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// One call to a gateway.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// `POST /hooks/wake` with a notice.
+    Wake { text: String },
+    /// `POST /hooks/agent` with the messages themselves.
+    Agent {
+        message: String,
+        idempotency_key: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    Queued,
+    /// The gateway folded it into an identical pending wake.
+    Coalesced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// Connection errors, timeouts, 408, 429 and 5xx.
+    Transient {
+        retry_after: Option<Duration>,
+        why: String,
+    },
+    /// Any other answer: the gateway refuses this call as configured.
+    Refused { why: String },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WakeBody<'a> {
+    text: &'a str,
+    mode: &'static str,
+    agent_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentBody<'a> {
+    message: &'a str,
+    name: &'static str,
+    agent_id: &'a str,
+    deliver: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WakeAnswer {
+    event_outcome: Option<String>,
+}
+
+/// Sends one call and classifies the answer.
+pub async fn call(
+    http: &reqwest::Client,
+    gateway: &Gateway,
+    call: &Call,
+) -> Result<Delivered, Failed> {
+    let base = gateway.url.as_str().trim_end_matches('/');
+    let (path, body, key) = match call {
+        Call::Wake { text } => {
+            let body = WakeBody {
+                text,
+                mode: "now",
+                agent_id: &gateway.openclaw_agent,
+            };
+            ("wake", serde_json::to_vec(&body), None)
+        }
+        Call::Agent {
+            message,
+            idempotency_key,
+        } => {
+            let body = AgentBody {
+                message,
+                name: "clawbus",
+                agent_id: &gateway.openclaw_agent,
+                deliver: false,
+            };
+            ("agent", serde_json::to_vec(&body), Some(idempotency_key))
+        }
+    };
+    let mut request = http
+        .post(format!("{base}/hooks/{path}"))
+        .header(AUTHORIZATION, format!("Bearer {}", gateway.hook_token))
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.expect("serializes"));
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.map_err(|err| Failed::Transient {
+        retry_after: None,
+        why: describe(&err),
+    })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        let coalesced = serde_json::from_str::<WakeAnswer>(&text)
+            .ok()
+            .and_then(|a| a.event_outcome)
+            .is_some_and(|outcome| outcome == "coalesced");
+        return Ok(if coalesced {
+            Delivered::Coalesced
+        } else {
+            Delivered::Queued
+        });
+    }
+    let why = format!(
+        "{status}: {}",
+        text.chars().take(200).collect::<String>().trim()
+    );
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        Err(Failed::Transient { retry_after, why })
+    } else {
+        Err(Failed::Refused { why })
+    }
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+    };
+    (wait <= MAX_RETRY_AFTER).then_some(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let wait = parse_retry_after(&soon).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("86400"), None);
+    }
+}

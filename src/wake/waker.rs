@@ -1,0 +1,238 @@
+//! One task per local agent that turns pending messages into gateway calls.
+//!
+//! At most one call per agent is in flight. Messages that arrive meanwhile
+//! wait in the agent's [`Pending`] summary and are covered by the next call.
+//! A failed call puts its summary back, so the retry covers everything
+//! pending by then. Agents do not share a task, so a slow or failing gateway
+//! delays only its own agents.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Gateway, WakeMode};
+use crate::mailbox::Mailbox;
+use crate::message::{Inbox, Priority};
+use crate::metrics::{Metrics, WakeOutcome};
+
+use super::gateway::{self, Call, Delivered, Failed};
+use super::marks::WakeMarks;
+use super::notice;
+use super::pending::Pending;
+
+/// First retry delay after a transient failure; it doubles up to
+/// `wake.max_backoff`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// What the dispatcher and an agent's waker share.
+pub struct Slot {
+    pub inbox: Inbox,
+    pending: Mutex<Pending>,
+    /// Messages up to this id are covered by a successful wake.
+    woken: AtomicU64,
+    arrived: Notify,
+}
+
+impl Slot {
+    pub fn new(inbox: Inbox, woken: u64) -> Self {
+        Self {
+            inbox,
+            pending: Mutex::default(),
+            woken: AtomicU64::new(woken),
+            arrived: Notify::new(),
+        }
+    }
+
+    pub fn woken(&self) -> u64 {
+        self.woken.load(Ordering::Acquire)
+    }
+
+    /// A message for this agent was stored.
+    pub fn offer(&self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
+        if seq <= self.woken() {
+            return;
+        }
+        self.pending
+            .lock()
+            .expect("slot lock")
+            .add(seq, from, priority, stored);
+        self.arrived.notify_one();
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock().expect("slot lock"))
+    }
+
+    fn put_back(&self, batch: Pending) {
+        self.pending.lock().expect("slot lock").merge(batch);
+    }
+}
+
+pub struct Waker {
+    pub slot: Arc<Slot>,
+    pub mode: WakeMode,
+    pub gateway: Gateway,
+    pub http: reqwest::Client,
+    pub mailbox: Mailbox,
+    pub marks: Arc<WakeMarks>,
+    pub metrics: Arc<Metrics>,
+    pub coalesce: Duration,
+    pub max_backoff: Duration,
+    /// Where the agent reads its inbox, for the notice.
+    pub base_url: String,
+}
+
+impl Waker {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.slot.arrived.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if !self.coalesce.is_zero() && !sleep_unless(&shutdown, self.coalesce).await {
+                return;
+            }
+            self.metrics.agents_waiting.inc();
+            let done = self.deliver(&shutdown).await;
+            self.metrics.agents_waiting.dec();
+            if !done {
+                return;
+            }
+        }
+    }
+
+    /// Calls the gateway until everything pending is covered. False if
+    /// interrupted by shutdown (what was pending is replayed after restart).
+    async fn deliver(&self, shutdown: &CancellationToken) -> bool {
+        let mut failures = 0;
+        loop {
+            let batch = self.slot.take();
+            if batch.is_empty() {
+                return true;
+            }
+            let outcome = match self.call_for(&batch).await {
+                Ok(call) => gateway::call(&self.http, &self.gateway, &call).await,
+                Err(why) => Err(Failed::Transient {
+                    retry_after: None,
+                    why,
+                }),
+            };
+            let delay = match outcome {
+                Ok(delivered) => {
+                    self.delivered(delivered, &batch);
+                    failures = 0;
+                    continue;
+                }
+                Err(failure) => {
+                    self.slot.put_back(batch);
+                    failures += 1;
+                    self.failed(failure, failures)
+                }
+            };
+            if !sleep_unless(shutdown, delay).await {
+                return false;
+            }
+        }
+    }
+
+    async fn call_for(&self, batch: &Pending) -> Result<Call, String> {
+        let agent = &self.slot.inbox.agent;
+        if self.mode != WakeMode::Agent {
+            return Ok(Call::Wake {
+                text: notice::wake_text(agent, batch, &self.base_url),
+            });
+        }
+        let messages = self
+            .mailbox
+            .messages_between(&self.slot.inbox, self.slot.woken(), batch.up_to)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Call::Agent {
+            message: notice::agent_text(agent, &messages, &self.base_url),
+            idempotency_key: format!("clawbus-{}", batch.up_to),
+        })
+    }
+
+    fn delivered(&self, delivered: Delivered, batch: &Pending) {
+        self.metrics.wake(match delivered {
+            Delivered::Queued => WakeOutcome::Queued,
+            Delivered::Coalesced => WakeOutcome::Coalesced,
+        });
+        let latency = batch.oldest.map_or(Duration::ZERO, |oldest| {
+            (OffsetDateTime::now_utc() - oldest)
+                .try_into()
+                .unwrap_or_default()
+        });
+        self.metrics.woke(batch.messages, latency);
+        self.slot.woken.fetch_max(batch.up_to, Ordering::AcqRel);
+        self.marks.set(&self.slot.inbox.agent, batch.up_to);
+        tracing::debug!(agent = %self.slot.inbox.agent, up_to = batch.up_to, ?delivered, "woke");
+    }
+
+    /// Counts and logs a failure; returns how long to wait before retrying.
+    fn failed(&self, failure: Failed, failures: u32) -> Duration {
+        let agent = &self.slot.inbox.agent;
+        match failure {
+            Failed::Transient { retry_after, why } => {
+                self.metrics.wake(WakeOutcome::Retryable);
+                let delay = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
+                tracing::warn!(%agent, attempt = failures, ?delay, "wake failed, will retry: {why}");
+                delay
+            }
+            Failed::Refused { why } => {
+                self.metrics.wake(WakeOutcome::Rejected);
+                tracing::error!(
+                    %agent,
+                    gateway = %self.gateway.url,
+                    "gateway refused the wake ({why}); check hook_token and openclaw_agent. \
+                     Retrying in {:?}; messages stay in the inbox",
+                    self.max_backoff
+                );
+                self.max_backoff
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: a random delay between half and
+/// all of `FIRST_BACKOFF * 2^(failures-1)`, at most `cap`.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    let ceiling = FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(cap);
+    ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
+}
+
+/// Sleeps; false if `shutdown` came first.
+async fn sleep_unless(shutdown: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_cap() {
+        let cap = Duration::from_secs(30);
+        for failures in 1..40 {
+            let ceiling = FIRST_BACKOFF
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(cap);
+            let delay = backoff(failures, cap);
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{failures}: {delay:?}"
+            );
+        }
+        assert!(backoff(30, cap) >= Duration::from_secs(15));
+    }
+}

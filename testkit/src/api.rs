@@ -1,0 +1,103 @@
+//! A small client for the clawbus HTTP API.
+
+use std::time::Duration;
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+/// An answer: status and body (JSON, or the text as a JSON string).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Api {
+        Api { base: base.into(), http: crate::http_client(Duration::from_secs(30)), token: None }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The same client, authenticating with `token`.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api { token: Some(token.into()), ..self.clone() }
+    }
+
+    async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await.expect("request reaches the adapter");
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body, retry_after }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.answer(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.post_raw(path, Some("application/json"), body.to_string().into_bytes(), &[]).await
+    }
+
+    /// A POST with full control over content type, body and headers.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.answer(request).await
+    }
+
+    /// Sends and expects 200; returns the id.
+    pub async fn send(&self, from: &str, to: &str, content: &str) -> u64 {
+        let answer = self.post("/api/send", &json!({"from": from, "to": to, "content": content})).await;
+        assert_eq!(answer.status, 200, "send failed: {:?}", answer.body);
+        answer.body["id"].as_u64().expect("id")
+    }
+
+    /// The unread inbox of `agent`; expects 200.
+    pub async fn inbox(&self, agent: &str) -> Value {
+        self.ok(&format!("/api/inbox?agent={agent}")).await
+    }
+
+    /// A GET that must answer 200.
+    pub async fn ok(&self, path: &str) -> Value {
+        let answer = self.get(path).await;
+        assert_eq!(answer.status, 200, "GET {path}: {:?}", answer.body);
+        answer.body
+    }
+
+    /// Ids of the messages in an inbox or history answer.
+    pub fn ids(body: &Value) -> Vec<u64> {
+        body["messages"].as_array().expect("messages").iter().map(|m| m["id"].as_u64().expect("id")).collect()
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        self.http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success())
+    }
+}

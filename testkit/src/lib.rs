@@ -1,0 +1,103 @@
+//! Test kit for clawbus: real `nats-server` processes (single node or a
+//! cluster), real `clawbus` adapter processes, a stand-in OpenClaw gateway
+//! that follows the hook contract and records every call, an API client,
+//! and wait helpers that poll with a deadline instead of sleeping.
+//!
+//! Everything listens on 127.0.0.1, keeps its files in temporary
+//! directories, and is stopped when dropped.
+
+pub mod adapter;
+pub mod api;
+pub mod gateway;
+pub mod nats;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+pub use adapter::{Adapter, AdapterConfig, AgentSpec};
+pub use api::Api;
+pub use gateway::{Call, Gateway, Reply};
+pub use nats::{NatsCluster, NatsServer};
+
+/// An HTTP client. (The workspace builds reqwest without a built-in TLS
+/// provider, as clawbus installs ring at start; so does this.)
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(timeout).tcp_nodelay(true).build().expect("http client")
+}
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// Polls `check` every 20 ms until it yields `Some`, or panics after
+/// `timeout` naming `what`. Generous timeouts cost nothing when things work
+/// and keep a busy machine from failing a correct test.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a pid of a child we spawned; no memory involved.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// A path to a program: `$VAR` if set, else `name` in a `target` directory
+/// next to the running executable, else `name` on `PATH`.
+pub(crate) fn program(var: &str, name: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| name.into())
+}
+
+/// The common case: one NATS node, one gateway, one adapter (host `hostA`)
+/// hosting `agents`, all woken through that gateway.
+pub struct OneHost {
+    pub adapter: Adapter,
+    pub gateway: Gateway,
+    pub nats: NatsServer,
+}
+
+impl OneHost {
+    pub async fn start(agents: &[&str]) -> OneHost {
+        OneHost::start_with(agents, |config| config).await
+    }
+
+    /// Like [`OneHost::start`], with a chance to adjust the config.
+    pub async fn start_with(agents: &[&str], adjust: impl FnOnce(AdapterConfig) -> AdapterConfig) -> OneHost {
+        let nats = NatsServer::start();
+        let gateway = Gateway::start("hook-secret").await;
+        let config = agents
+            .iter()
+            .fold(AdapterConfig::new("hostA", nats.url()), |config, name| config.agent(AgentSpec::new(name, &gateway)));
+        let adapter = Adapter::start(adjust(config)).await;
+        OneHost { adapter, gateway, nats }
+    }
+
+    pub fn api(&self) -> Api {
+        self.adapter.api()
+    }
+}
