@@ -68,24 +68,43 @@ impl Registry {
     }
 
     /// Registers this host's agents (idempotently) and returns their inboxes.
+    /// Existing records are read in one bulk scan; only new agents and
+    /// agents that moved here cost a write.
     pub async fn register(&self, agents: &[AgentName]) -> Result<Vec<Inbox>, Unavailable> {
-        let last = self.bus.last_sequence().await?;
+        let (last, records) = tokio::try_join!(self.bus.last_sequence(), self.records())?;
         stream::iter(agents.iter().cloned())
-            .map(|agent| self.register_one(agent, last))
+            .map(|agent| {
+                let existing = records.get(agent.as_str()).cloned();
+                self.register_one(agent, existing, last)
+            })
             .buffered(32)
             .try_collect()
             .await
     }
 
-    async fn register_one(&self, agent: AgentName, last: u64) -> Result<Inbox, Unavailable> {
+    async fn records(&self) -> Result<HashMap<String, AgentRecord>, Unavailable> {
+        Ok(self
+            .bus
+            .kv_entries("agent.")
+            .await?
+            .into_iter()
+            .filter_map(|(key, message)| {
+                let name = key.strip_prefix("agent.")?.to_owned();
+                Some((name, serde_json::from_slice(&message.payload).ok()?))
+            })
+            .collect())
+    }
+
+    async fn register_one(
+        &self,
+        agent: AgentName,
+        mut existing: Option<AgentRecord>,
+        last: u64,
+    ) -> Result<Inbox, Unavailable> {
         let kv = self.bus.kv();
         let key = agent_key(&agent);
         loop {
-            let existing = kv.entry(&key).await.map_err(Unavailable::from)?;
-            let record = existing
-                .as_ref()
-                .and_then(|e| serde_json::from_slice::<AgentRecord>(&e.value).ok());
-            if let Some(record) = record {
+            if let Some(record) = existing {
                 if record.host != self.host {
                     tracing::info!(%agent, from = %record.host, to = %self.host, "agent moved host");
                     let moved = AgentRecord {
@@ -111,11 +130,12 @@ impl Registry {
                 .await
             {
                 Ok(_) => return Ok(self.remember(agent, last)),
-                // Another adapter registered it meanwhile: read theirs.
+                // Another adapter registered it meanwhile: use theirs.
                 Err(err)
                     if err.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
                 {
-                    continue;
+                    let value = kv.get(&key).await.map_err(Unavailable::from)?;
+                    existing = value.and_then(|v| serde_json::from_slice(&v).ok());
                 }
                 Err(err) => return Err(Unavailable::from(err)),
             }
@@ -171,8 +191,7 @@ impl Registry {
 
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
-        let (agents, hosts) =
-            tokio::try_join!(self.bus.kv_entries("agent."), self.bus.kv_entries("host."))?;
+        let (agents, hosts) = tokio::try_join!(self.records(), self.bus.kv_entries("host."))?;
         let now = OffsetDateTime::now_utc();
         let hosts: HashMap<String, (bool, OffsetDateTime)> = hosts
             .into_iter()
@@ -185,9 +204,8 @@ impl Registry {
             .collect();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()
-            .filter_map(|(key, message)| {
-                let agent = AgentName::parse(key.strip_prefix("agent.")?).ok()?;
-                let record: AgentRecord = serde_json::from_slice(&message.payload).ok()?;
+            .filter_map(|(name, record)| {
+                let agent = AgentName::parse(&name).ok()?;
                 let (online, last_seen) = match hosts.get(&record.host) {
                     Some((online, seen)) => (*online, Some(format_time(*seen))),
                     None => (false, None),

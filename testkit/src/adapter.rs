@@ -37,7 +37,13 @@ impl AgentSpec {
 
     /// An agent that is never woken.
     pub fn silent(name: &str) -> AgentSpec {
-        AgentSpec { name: name.into(), gateway: None, hook_token: None, openclaw_agent: None, wake: Some("none".into()) }
+        AgentSpec {
+            name: name.into(),
+            gateway: None,
+            hook_token: None,
+            openclaw_agent: None,
+            wake: Some("none".into()),
+        }
     }
 
     pub fn openclaw_agent(mut self, id: &str) -> AgentSpec {
@@ -102,12 +108,21 @@ impl AdapterConfig {
     }
 
     fn toml(&self, port: u16) -> String {
-        let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
-        self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        let mut toml = format!(
+            "host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            self.host
+        );
+        self.http
+            .iter()
+            .for_each(|line| writeln!(toml, "{line}").unwrap());
         writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();
-        self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        self.nats
+            .iter()
+            .for_each(|line| writeln!(toml, "{line}").unwrap());
         toml.push_str("\n[wake]\n");
-        self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        self.wake
+            .iter()
+            .for_each(|line| writeln!(toml, "{line}").unwrap());
         for agent in &self.agents {
             writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
             let optional = [
@@ -158,14 +173,21 @@ impl Adapter {
     }
 
     async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "adapter {} is already running", self.config.host);
+        assert!(
+            self.child.is_none(),
+            "adapter {} is already running",
+            self.config.host
+        );
         let path = self.dir.path().join("clawbus.toml");
         std::fs::write(&path, self.config.toml(self.port)).expect("write config");
         let mut child = Command::new(crate::program("CLAWBUS_BIN", "clawbus"))
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", std::env::var("CLAWBUS_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CLAWBUS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -184,13 +206,20 @@ impl Adapter {
         let start = self.log.lock().expect("log lock").len();
         let log = self.log.clone();
         let host = self.config.host.clone();
-        let port = eventually(&format!("adapter {host} to listen"), Duration::from_secs(30), || {
-            let text = log.lock().expect("log lock")[start..].to_owned();
-            async move {
-                let (_, rest) = text.split_once("listening on http://127.0.0.1:")?;
-                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u16>().ok()
-            }
-        })
+        let port = eventually(
+            &format!("adapter {host} to listen"),
+            Duration::from_secs(30),
+            || {
+                let text = log.lock().expect("log lock")[start..].to_owned();
+                async move {
+                    let (_, rest) = text.split_once("listening on http://127.0.0.1:")?;
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<u16>()
+                        .ok()
+                }
+            },
+        )
         .await;
         self.port = port;
     }
@@ -198,9 +227,11 @@ impl Adapter {
     pub async fn wait_ready(&self) {
         let api = self.api();
         let host = &self.config.host;
-        eventually(&format!("adapter {host} to be ready"), Duration::from_secs(30), || async {
-            api.is_ready().await.then_some(())
-        })
+        eventually(
+            &format!("adapter {host} to be ready"),
+            Duration::from_secs(30),
+            || async { api.is_ready().await.then_some(()) },
+        )
         .await;
     }
 
@@ -262,11 +293,18 @@ impl Adapter {
         let pid = self.pid()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let peak_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        let peak_kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         Some((Duration::from_millis(ticks * 1000 / hz), peak_kb * 1024))
     }
 }
@@ -275,7 +313,11 @@ impl Drop for Adapter {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- log of adapter {} ---\n{}", self.config.host, self.log());
+            eprintln!(
+                "--- log of adapter {} ---\n{}",
+                self.config.host,
+                self.log()
+            );
         }
     }
 }

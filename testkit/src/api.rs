@@ -22,7 +22,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Api {
-        Api { base: base.into(), http: crate::http_client(Duration::from_secs(30)), token: None }
+        Api {
+            base: base.into(),
+            http: crate::http_client(Duration::from_secs(30)),
+            token: None,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -31,7 +35,10 @@ impl Api {
 
     /// The same client, authenticating with `token`.
     pub fn with_token(&self, token: &str) -> Api {
-        Api { token: Some(token.into()), ..self.clone() }
+        Api {
+            token: Some(token.into()),
+            ..self.clone()
+        }
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -41,18 +48,33 @@ impl Api {
         };
         let response = request.send().await.expect("request reaches the adapter");
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer { status, body, retry_after }
+        Answer {
+            status,
+            body,
+            retry_after,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        self.answer(self.http.get(format!("{}{path}", self.base))).await
+        self.answer(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.post_raw(path, Some("application/json"), body.to_string().into_bytes(), &[]).await
+        self.post_raw(
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+            &[],
+        )
+        .await
     }
 
     /// A POST with full control over content type, body and headers.
@@ -75,7 +97,12 @@ impl Api {
 
     /// Sends and expects 200; returns the id.
     pub async fn send(&self, from: &str, to: &str, content: &str) -> u64 {
-        let answer = self.post("/api/send", &json!({"from": from, "to": to, "content": content})).await;
+        let answer = self
+            .post(
+                "/api/send",
+                &json!({"from": from, "to": to, "content": content}),
+            )
+            .await;
         assert_eq!(answer.status, 200, "send failed: {:?}", answer.body);
         answer.body["id"].as_u64().expect("id")
     }
@@ -94,10 +121,19 @@ impl Api {
 
     /// Ids of the messages in an inbox or history answer.
     pub fn ids(body: &Value) -> Vec<u64> {
-        body["messages"].as_array().expect("messages").iter().map(|m| m["id"].as_u64().expect("id")).collect()
+        body["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["id"].as_u64().expect("id"))
+            .collect()
     }
 
     pub async fn is_ready(&self) -> bool {
-        self.http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success())
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 }

@@ -24,12 +24,20 @@ pub use nats::{NatsCluster, NatsServer};
 /// provider, as clawbus installs ring at start; so does this.)
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(timeout).tcp_nodelay(true).build().expect("http client")
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .build()
+        .expect("http client")
 }
 
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// Polls `check` every 20 ms until it yields `Some`, or panics after
@@ -45,7 +53,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -83,18 +94,28 @@ pub struct OneHost {
 
 impl OneHost {
     pub async fn start(agents: &[&str]) -> OneHost {
-        OneHost::start_with(agents, |config| config).await
+        OneHost::start_with(agents, |config, _| config).await
     }
 
-    /// Like [`OneHost::start`], with a chance to adjust the config.
-    pub async fn start_with(agents: &[&str], adjust: impl FnOnce(AdapterConfig) -> AdapterConfig) -> OneHost {
+    /// Like [`OneHost::start`], with a chance to adjust the config (and to
+    /// add agents of other kinds, given the gateway).
+    pub async fn start_with(
+        agents: &[&str],
+        adjust: impl FnOnce(AdapterConfig, &Gateway) -> AdapterConfig,
+    ) -> OneHost {
         let nats = NatsServer::start();
         let gateway = Gateway::start("hook-secret").await;
         let config = agents
             .iter()
-            .fold(AdapterConfig::new("hostA", nats.url()), |config, name| config.agent(AgentSpec::new(name, &gateway)));
-        let adapter = Adapter::start(adjust(config)).await;
-        OneHost { adapter, gateway, nats }
+            .fold(AdapterConfig::new("hostA", nats.url()), |config, name| {
+                config.agent(AgentSpec::new(name, &gateway))
+            });
+        let adapter = Adapter::start(adjust(config, &gateway)).await;
+        OneHost {
+            adapter,
+            gateway,
+            nats,
+        }
     }
 
     pub fn api(&self) -> Api {
