@@ -1,6 +1,6 @@
 //! Wake-ups at the OpenClaw gateway, per the wake contract of API.md.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use clawbus_testkit::{AgentSpec, Api, OneHost, Reply, eventually};
 use futures_util::{StreamExt, stream};
