@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{self, Bus, Unavailable};
+use crate::bus::{self, Bus, Nats, Unavailable};
 use crate::config::{Config, LocalAgent};
 use crate::http::{self, AppState};
 use crate::mailbox::Mailbox;
@@ -39,15 +39,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(host = %config.host, agents = agents.len(), "listening on http://{local}");
-    let server = tokio::spawn(http::serve(
-        listener,
-        http::router(state.clone()),
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(http::serve(listener, http::router(state.clone()), shutdown.clone()));
 
-    let client = bus::connect(&config).await?;
+    let nats = bus::connect(&config).await?;
     let running = tokio::select! {
-        running = start(&config, client.clone(), &agents, &state, metrics, base_url(local)) => Some(running),
+        running = start(&config, nats.clone(), &agents, &state, metrics, base_url(local)) => Some(running),
         _ = shutdown.cancelled() => None,
     };
     if let Some(running) = &running {
@@ -64,7 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let (served, ()) = tokio::join!(server, stop_wakes);
     served.context("HTTP server task failed")?;
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), nats.client.flush()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -72,7 +68,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Retries until NATS is reachable and everything is set up.
 async fn start(
     config: &Config,
-    client: async_nats::Client,
+    nats: Nats,
     agents: &[LocalAgent],
     state: &AppState,
     metrics: Arc<Metrics>,
@@ -80,16 +76,7 @@ async fn start(
 ) -> Running {
     let mut pause = Duration::from_millis(100);
     loop {
-        match try_start(
-            config,
-            client.clone(),
-            agents,
-            state,
-            metrics.clone(),
-            base_url.clone(),
-        )
-        .await
-        {
+        match try_start(config, nats.clone(), agents, state, metrics.clone(), base_url.clone()).await {
             Ok(running) => return running,
             Err(err) => {
                 tracing::warn!("not ready, retrying in {pause:?}: {err}");
@@ -102,24 +89,19 @@ async fn start(
 
 async fn try_start(
     config: &Config,
-    client: async_nats::Client,
+    nats: Nats,
     agents: &[LocalAgent],
     state: &AppState,
     metrics: Arc<Metrics>,
     base_url: String,
 ) -> Result<Running, Unavailable> {
-    let bus = Bus::provision(client, config).await?;
+    let bus = Bus::provision(nats, config).await?;
     let registry = Arc::new(Registry::new(bus.clone(), config.host.clone()));
     let names: Vec<_> = agents.iter().map(|agent| agent.name.clone()).collect();
     let inboxes = registry.register(&names).await?;
     registry.heartbeat(true).await?;
     let mailbox = Mailbox::new(bus, registry.clone());
-    let context = WakeContext {
-        mailbox: mailbox.clone(),
-        config: config.wake.clone(),
-        metrics,
-        base_url,
-    };
+    let context = WakeContext { mailbox: mailbox.clone(), config: config.wake.clone(), metrics, base_url };
     let wakes = Wakes::start(context, agents.iter().cloned().zip(inboxes).collect()).await?;
     state.set_mailbox(mailbox);
     tracing::info!(agents = names.len(), "ready");
@@ -156,14 +138,8 @@ mod tests {
 
     #[test]
     fn base_url_replaces_wildcards_with_loopback() {
-        assert_eq!(
-            base_url("0.0.0.0:8091".parse().unwrap()),
-            "http://127.0.0.1:8091"
-        );
+        assert_eq!(base_url("0.0.0.0:8091".parse().unwrap()), "http://127.0.0.1:8091");
         assert_eq!(base_url("[::]:8091".parse().unwrap()), "http://[::1]:8091");
-        assert_eq!(
-            base_url("10.1.2.3:80".parse().unwrap()),
-            "http://10.1.2.3:80"
-        );
+        assert_eq!(base_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
     }
 }

@@ -31,10 +31,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,12 +118,7 @@ impl Default for NatsConfig {
 
 impl NatsConfig {
     pub fn urls(&self) -> Vec<String> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(String::from)
-            .collect()
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
     }
 }
 
@@ -218,21 +210,15 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         AgentName::parse(&self.host).map_err(|e| invalid("host", e.to_string()))?;
-        AgentName::parse(&self.nats.stream).map_err(|_| {
-            invalid(
-                "nats.stream",
-                "may contain only letters, digits, '_' and '-'",
-            )
-        })?;
+        AgentName::parse(&self.nats.stream)
+            .map_err(|_| invalid("nats.stream", "may contain only letters, digits, '_' and '-'"))?;
         if self.nats.urls().is_empty() {
             return Err(invalid("nats.url", "no server URL given"));
         }
@@ -240,19 +226,13 @@ impl Config {
             return Err(invalid("nats.replicas", "must be between 1 and 5"));
         }
         if self.nats.duplicate_window.is_zero() || self.nats.duplicate_window > self.nats.max_age {
-            return Err(invalid(
-                "nats.duplicate_window",
-                "must be positive and at most nats.max_age",
-            ));
+            return Err(invalid("nats.duplicate_window", "must be positive and at most nats.max_age"));
         }
         if self.nats.send_timeout.is_zero() {
             return Err(invalid("nats.send_timeout", "must be positive"));
         }
         if self.http.max_message_bytes == 0 || self.http.max_message_bytes > 8 * 1024 * 1024 {
-            return Err(invalid(
-                "http.max_message_bytes",
-                "must be between 1 and 8388608",
-            ));
+            return Err(invalid("http.max_message_bytes", "must be between 1 and 8388608"));
         }
         for (agent, token) in &self.http.tokens {
             let key = format!("http.tokens.{agent}");
@@ -282,40 +262,24 @@ impl Config {
             .map(|(i, agent)| {
                 let key = |field: &str| format!("agents[{i}].{field}");
                 if !seen.insert(agent.name.clone()) {
-                    return Err(invalid(
-                        key("name"),
-                        format!("agent {} is listed twice", agent.name),
-                    ));
+                    return Err(invalid(key("name"), format!("agent {} is listed twice", agent.name)));
                 }
                 let mode = agent.wake.unwrap_or(self.wake.mode);
                 let gateway = match mode {
                     WakeMode::None => None,
                     WakeMode::Wake | WakeMode::Agent => Some(self.gateway_for(agent, &key)?),
                 };
-                Ok(LocalAgent {
-                    name: agent.name.clone(),
-                    mode,
-                    gateway,
-                })
+                Ok(LocalAgent { name: agent.name.clone(), mode, gateway })
             })
             .collect()
     }
 
-    fn gateway_for(
-        &self,
-        agent: &AgentConfig,
-        key: &dyn Fn(&str) -> String,
-    ) -> Result<Gateway, ConfigError> {
+    fn gateway_for(&self, agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<Gateway, ConfigError> {
         let raw = agent
             .gateway
             .as_ref()
             .or(self.wake.gateway.as_ref())
-            .ok_or_else(|| {
-                invalid(
-                    key("gateway"),
-                    "required (here or as wake.gateway) unless wake = \"none\"",
-                )
-            })?;
+            .ok_or_else(|| invalid(key("gateway"), "required (here or as wake.gateway) unless wake = \"none\""))?;
         let url = Url::parse(raw)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -325,25 +289,13 @@ impl Config {
             .as_ref()
             .or(self.wake.hook_token.as_ref())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                invalid(
-                    key("hook_token"),
-                    "required (here or as wake.hook_token) unless wake = \"none\"",
-                )
-            })?
+            .ok_or_else(|| invalid(key("hook_token"), "required (here or as wake.hook_token) unless wake = \"none\""))?
             .clone();
-        let openclaw_agent = agent
-            .openclaw_agent
-            .clone()
-            .unwrap_or_else(|| agent.name.as_str().to_owned());
+        let openclaw_agent = agent.openclaw_agent.clone().unwrap_or_else(|| agent.name.as_str().to_owned());
         if openclaw_agent.is_empty() {
             return Err(invalid(key("openclaw_agent"), "is empty"));
         }
-        Ok(Gateway {
-            url,
-            hook_token,
-            openclaw_agent,
-        })
+        Ok(Gateway { url, hook_token, openclaw_agent })
     }
 
     /// Subject prefix of the stream: its name in lower case, so that several
@@ -362,11 +314,7 @@ fn env_provider() -> Env {
             let mut out: Vec<String> = Vec::new();
             for part in key.as_str().split("__") {
                 let is_token_name = out.len() == 2 && out[0] == "http" && out[1] == "tokens";
-                out.push(if is_token_name {
-                    part.to_owned()
-                } else {
-                    part.to_ascii_lowercase()
-                });
+                out.push(if is_token_name { part.to_owned() } else { part.to_ascii_lowercase() });
             }
             out.join(".").into()
         })
@@ -379,30 +327,17 @@ fn default_host() -> String {
     let short = raw.split('.').next().unwrap_or_default();
     let clean: String = short
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
         .take(crate::names::MAX_AGENT_NAME)
         .collect();
-    if clean.is_empty() {
-        "localhost".into()
-    } else {
-        clean
-    }
+    if clean.is_empty() { "localhost".into() } else { clean }
 }
 
 /// Durations are written `20ms`, `30s`, `10m`, `7d`.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let raw = String::deserialize(deserializer)?;
-    humantime::parse_duration(raw.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {raw:?} ({e}); write e.g. 20ms, 30s, 10m, 7d"
-        ))
-    })
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {raw:?} ({e}); write e.g. 20ms, 30s, 10m, 7d")))
 }
 
 #[cfg(test)]
@@ -439,10 +374,7 @@ mod tests {
         assert_eq!(config.http.tokens["Alice"], "s3cret");
         let agents = config.local_agents().unwrap();
         let bob = agents[0].gateway.as_ref().unwrap();
-        assert_eq!(
-            (bob.openclaw_agent.as_str(), bob.hook_token.as_str()),
-            ("main", "hook")
-        );
+        assert_eq!((bob.openclaw_agent.as_str(), bob.hook_token.as_str()), ("main", "hook"));
         assert!(agents[1].gateway.is_none());
         assert_eq!(config.subject_prefix(), "clawbus");
     }
@@ -483,9 +415,6 @@ mod tests {
 
     #[test]
     fn an_explicit_missing_file_is_an_error() {
-        assert!(matches!(
-            Config::load(Some(Path::new("/nonexistent.toml"))),
-            Err(ConfigError::Missing(_))
-        ));
+        assert!(matches!(Config::load(Some(Path::new("/nonexistent.toml"))), Err(ConfigError::Missing(_))));
     }
 }

@@ -12,9 +12,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use time::{Duration, OffsetDateTime};
 
 use crate::bus::{Bus, Follower, Outgoing, RawMessage, SendError, Start, Unavailable};
-use crate::message::{
-    BROADCAST, Envelope, Inbox, MessageView, Priority, Route, Subjects, format_time,
-};
+use crate::message::{BROADCAST, Envelope, Inbox, MessageView, Priority, Route, Subjects, format_time};
 use crate::names::AgentName;
 use crate::readstate::{self, ReadMark};
 use crate::registry::{AgentStatus, Registry};
@@ -156,10 +154,7 @@ impl Mailbox {
     }
 
     async fn inbox_of(&self, agent: &AgentName) -> Result<Inbox, MailError> {
-        self.registry
-            .inbox(agent)
-            .await?
-            .ok_or_else(|| MailError::UnknownAgent(agent.clone()))
+        self.registry.inbox(agent).await?.ok_or_else(|| MailError::UnknownAgent(agent.clone()))
     }
 
     pub async fn send(&self, message: NewMessage) -> Result<Sent, MailError> {
@@ -174,10 +169,7 @@ impl Mailbox {
         let timestamp = format_time(OffsetDateTime::now_utc());
         let envelope = Envelope {
             from: message.from.to_string(),
-            to: message
-                .to
-                .as_ref()
-                .map_or(BROADCAST.into(), |to| to.to_string()),
+            to: message.to.as_ref().map_or(BROADCAST.into(), |to| to.to_string()),
             content: message.content,
             priority: message.priority,
             reply_to: message.reply_to,
@@ -189,59 +181,28 @@ impl Mailbox {
             None => nuid::next().to_string(),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("serializes"));
-        let stored = self
-            .bus
-            .store(&Outgoing {
-                subject,
-                msg_id,
-                payload,
-            })
-            .await?;
+        let stored = self.bus.store(&Outgoing { subject, msg_id, payload }).await?;
         if !stored.duplicate {
-            return Ok(Sent {
-                id: stored.seq,
-                timestamp,
-                duplicate: false,
-            });
+            return Ok(Sent { id: stored.seq, timestamp, duplicate: false });
         }
-        let original = self
-            .bus
-            .message(stored.seq)
-            .await?
-            .and_then(|m| envelope_of(&m));
-        Ok(Sent {
-            id: stored.seq,
-            timestamp: original.map_or(timestamp, |e| e.timestamp),
-            duplicate: true,
-        })
+        let original = self.bus.message(stored.seq).await?.and_then(|m| envelope_of(&m));
+        Ok(Sent { id: stored.seq, timestamp: original.map_or(timestamp, |e| e.timestamp), duplicate: true })
     }
 
-    pub async fn inbox(
-        &self,
-        agent: &AgentName,
-        query: &InboxQuery,
-    ) -> Result<InboxPage, MailError> {
+    pub async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {
         let inbox = self.inbox_of(agent).await?;
         let mark = readstate::load(&self.bus, agent).await?.mark;
-        let start = if query.unread_only {
-            query.after.max(mark.floor)
-        } else {
-            query.after
-        } + 1;
+        let start = if query.unread_only { query.after.max(mark.floor) } else { query.after } + 1;
         let page = async {
-            let mut scan = self.bus.scan(
-                inbox.filters(self.bus.subjects()),
-                Start::Seq(start),
-                query.limit + 1,
-            );
+            let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(start), query.limit + 1);
             let mut messages = Vec::new();
             while messages.len() < query.limit {
                 let Some(raw) = scan.next().await? else { break };
                 let Some(view) = self.view_in(&inbox, &mark, &raw) else {
                     continue;
                 };
-                let wanted = !(query.unread_only && view.read)
-                    && query.priority.is_none_or(|p| p == view.envelope.priority);
+                let wanted =
+                    !(query.unread_only && view.read) && query.priority.is_none_or(|p| p == view.envelope.priority);
                 if wanted {
                     messages.push(view);
                 }
@@ -255,10 +216,7 @@ impl Mailbox {
     /// The message as `inbox`'s owner sees it, if it is in that inbox.
     fn view_in(&self, inbox: &Inbox, mark: &ReadMark, raw: &RawMessage) -> Option<MessageView> {
         let route = self.bus.subjects().route(&raw.subject)?;
-        inbox
-            .contains(raw.seq, route)
-            .then(|| view(raw, mark.is_read(raw.seq)))
-            .flatten()
+        inbox.contains(raw.seq, route).then(|| view(raw, mark.is_read(raw.seq))).flatten()
     }
 
     /// Unread messages in `inbox` under `mark`: direct messages above the
@@ -266,19 +224,14 @@ impl Mailbox {
     pub async fn unread(&self, inbox: &Inbox, mark: &ReadMark) -> Result<u64, Unavailable> {
         let subjects = self.bus.subjects();
         let broadcasts_from = mark.floor.max(inbox.since) + 1;
-        let (to, broadcasts, own) = (
-            subjects.to(&inbox.agent),
-            subjects.broadcasts(),
-            subjects.broadcast(&inbox.agent),
-        );
+        let (to, broadcasts, own) =
+            (subjects.to(&inbox.agent), subjects.broadcasts(), subjects.broadcast(&inbox.agent));
         let (direct, broadcasts, own) = tokio::try_join!(
             self.bus.count(&to, mark.floor + 1),
             self.bus.count(&broadcasts, broadcasts_from),
             self.bus.count(&own, broadcasts_from),
         )?;
-        Ok((direct + broadcasts)
-            .saturating_sub(own)
-            .saturating_sub(mark.acked.len() as u64))
+        Ok((direct + broadcasts).saturating_sub(own).saturating_sub(mark.acked.len() as u64))
     }
 
     pub async fn ack(&self, agent: &AgentName, ack: Ack) -> Result<Acked, MailError> {
@@ -306,19 +259,11 @@ impl Mailbox {
             .await?;
         let (mut members, mut ignored) = (Vec::new(), Vec::new());
         for (id, member) in requested.into_iter().zip(membership) {
-            if member {
-                members.push(id)
-            } else {
-                ignored.push(id)
-            }
+            if member { members.push(id) } else { ignored.push(id) }
         }
         for _ in 0..CAS_ATTEMPTS {
             let current = readstate::load(&self.bus, &inbox.agent).await?;
-            let newly: Vec<u64> = members
-                .iter()
-                .copied()
-                .filter(|id| !current.mark.is_read(*id))
-                .collect();
+            let newly: Vec<u64> = members.iter().copied().filter(|id| !current.mark.is_read(*id)).collect();
             if newly.is_empty() {
                 return Ok(Acked { acked: 0, ignored });
             }
@@ -326,10 +271,7 @@ impl Mailbox {
             mark.acked.extend(&newly);
             self.compact(inbox, &mut mark).await?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
-                return Ok(Acked {
-                    acked: newly.len() as u64,
-                    ignored,
-                });
+                return Ok(Acked { acked: newly.len() as u64, ignored });
             }
         }
         Err(contended())
@@ -339,20 +281,13 @@ impl Mailbox {
         for _ in 0..CAS_ATTEMPTS {
             let current = readstate::load(&self.bus, &inbox.agent).await?;
             if seq <= current.mark.floor {
-                return Ok(Acked {
-                    acked: 0,
-                    ignored: vec![],
-                });
+                return Ok(Acked { acked: 0, ignored: vec![] });
             }
             let mut mark = current.mark.raised_to(seq);
             self.compact(inbox, &mut mark).await?;
-            let (before, after) =
-                tokio::try_join!(self.unread(inbox, &current.mark), self.unread(inbox, &mark))?;
+            let (before, after) = tokio::try_join!(self.unread(inbox, &current.mark), self.unread(inbox, &mark))?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
-                return Ok(Acked {
-                    acked: before.saturating_sub(after),
-                    ignored: vec![],
-                });
+                return Ok(Acked { acked: before.saturating_sub(after), ignored: vec![] });
             }
         }
         Err(contended())
@@ -364,11 +299,7 @@ impl Mailbox {
             return Ok(());
         }
         let chunk = mark.acked.len() + 1;
-        let mut scan = self.bus.scan(
-            inbox.filters(self.bus.subjects()),
-            Start::Seq(mark.floor + 1),
-            chunk,
-        );
+        let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(mark.floor + 1), chunk);
         while let Some(raw) = scan.next().await? {
             if !self.in_inbox(inbox, &raw) {
                 continue;
@@ -383,11 +314,7 @@ impl Mailbox {
 
     /// Id of the first message in `inbox` after `after`.
     pub async fn first_after(&self, inbox: &Inbox, after: u64) -> Result<Option<u64>, Unavailable> {
-        Ok(self
-            .inbox_messages(inbox, after, u64::MAX, 1)
-            .await?
-            .first()
-            .map(|raw| raw.seq))
+        Ok(self.inbox_messages(inbox, after, u64::MAX, 1).await?.first().map(|raw| raw.seq))
     }
 
     /// The messages in `inbox` with ids in `(after, up_to]`, as unread.
@@ -409,11 +336,7 @@ impl Mailbox {
         limit: usize,
     ) -> Result<Vec<RawMessage>, Unavailable> {
         let chunk = limit.min(256);
-        let mut scan = self.bus.scan(
-            inbox.filters(self.bus.subjects()),
-            Start::Seq(after + 1),
-            chunk,
-        );
+        let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(after + 1), chunk);
         let mut found = Vec::new();
         while found.len() < limit {
             match scan.next().await? {
@@ -427,26 +350,15 @@ impl Mailbox {
     }
 
     fn in_inbox(&self, inbox: &Inbox, raw: &RawMessage) -> bool {
-        self.bus
-            .subjects()
-            .route(&raw.subject)
-            .is_some_and(|route| inbox.contains(raw.seq, route))
+        self.bus.subjects().route(&raw.subject).is_some_and(|route| inbox.contains(raw.seq, route))
     }
 
-    pub async fn history(
-        &self,
-        agent: &AgentName,
-        query: &HistoryQuery,
-    ) -> Result<Vec<MessageView>, MailError> {
+    pub async fn history(&self, agent: &AgentName, query: &HistoryQuery) -> Result<Vec<MessageView>, MailError> {
         let inbox = self.inbox_of(agent).await?;
         let mark = readstate::load(&self.bus, agent).await?.mark;
         let subjects = self.bus.subjects();
         let mut filters = match &query.with {
-            None => vec![
-                subjects.to(agent),
-                subjects.sent_by(agent),
-                subjects.broadcasts(),
-            ],
+            None => vec![subjects.to(agent), subjects.sent_by(agent), subjects.broadcasts()],
             Some(other) => vec![
                 subjects.direct(agent, other),
                 subjects.direct(other, agent),
@@ -463,10 +375,7 @@ impl Mailbox {
         let mut messages = Vec::new();
         while messages.len() < query.limit {
             let Some(raw) = scan.next().await? else { break };
-            if query
-                .until
-                .is_some_and(|until| raw.stored > until + CLOCK_SKEW)
-            {
+            if query.until.is_some_and(|until| raw.stored > until + CLOCK_SKEW) {
                 break;
             }
             let Some(route) = subjects.route(&raw.subject) else {
@@ -481,12 +390,8 @@ impl Mailbox {
                 continue;
             };
             let at = view.envelope.time();
-            let in_window = query
-                .since
-                .is_none_or(|since| at.is_some_and(|t| t >= since))
-                && query
-                    .until
-                    .is_none_or(|until| at.is_some_and(|t| t <= until));
+            let in_window = query.since.is_none_or(|since| at.is_some_and(|t| t >= since))
+                && query.until.is_none_or(|until| at.is_some_and(|t| t <= until));
             if in_window {
                 messages.push(view);
             }
@@ -496,14 +401,10 @@ impl Mailbox {
 
     /// Every registered agent with its unread count.
     pub async fn agents(&self) -> Result<Vec<AgentRow>, Unavailable> {
-        let (statuses, marks) =
-            tokio::try_join!(self.registry.list(), readstate::load_all(&self.bus))?;
+        let (statuses, marks) = tokio::try_join!(self.registry.list(), readstate::load_all(&self.bus))?;
         stream::iter(statuses)
             .map(|status| {
-                let mark = marks
-                    .get(status.inbox.agent.as_str())
-                    .cloned()
-                    .unwrap_or_default();
+                let mark = marks.get(status.inbox.agent.as_str()).cloned().unwrap_or_default();
                 async move {
                     let unread = self.unread(&status.inbox, &mark).await?;
                     Ok(AgentRow { status, unread })
@@ -516,11 +417,7 @@ impl Mailbox {
 
     /// Follows `agent`'s inbox (or, for `None`, every message) from just
     /// after `after`, or from now on.
-    pub async fn live(
-        &self,
-        agent: Option<&AgentName>,
-        after: Option<u64>,
-    ) -> Result<Live, MailError> {
+    pub async fn live(&self, agent: Option<&AgentName>, after: Option<u64>) -> Result<Live, MailError> {
         let subjects = self.bus.subjects().clone();
         let (filters, inbox, mark) = match agent {
             Some(agent) => {
@@ -534,19 +431,12 @@ impl Mailbox {
             Some(id) => id + 1,
             None => self.bus.last_sequence().await? + 1,
         };
-        Ok(Live {
-            follower: self.bus.follow(filters, from),
-            inbox,
-            mark,
-            subjects,
-        })
+        Ok(Live { follower: self.bus.follow(filters, from), inbox, mark, subjects })
     }
 
     /// Messages in the stream (withdrawal markers excluded).
     pub async fn message_count(&self) -> Result<u64, Unavailable> {
-        self.bus
-            .count(&self.bus.subjects().every_message(), 1)
-            .await
+        self.bus.count(&self.bus.subjects().every_message(), 1).await
     }
 }
 
@@ -556,12 +446,9 @@ fn in_history(inbox: &Inbox, with: Option<&AgentName>, seq: u64, route: Route<'_
     let me = inbox.agent.as_str();
     match (route, with.map(AgentName::as_str)) {
         (Route::Direct { to, from }, None) => to == me || from == me,
-        (Route::Direct { to, from }, Some(other)) => {
-            (to == me && from == other) || (to == other && from == me)
-        }
+        (Route::Direct { to, from }, Some(other)) => (to == me && from == other) || (to == other && from == me),
         (Route::Broadcast { from }, other) => {
-            (from == me || inbox.contains(seq, route))
-                && other.is_none_or(|other| from == me || from == other)
+            (from == me || inbox.contains(seq, route)) && other.is_none_or(|other| from == me || from == other)
         }
     }
 }
@@ -571,11 +458,7 @@ pub fn envelope_of(raw: &RawMessage) -> Option<Envelope> {
 }
 
 fn view(raw: &RawMessage, read: bool) -> Option<MessageView> {
-    Some(MessageView {
-        id: raw.seq,
-        envelope: envelope_of(raw)?,
-        read,
-    })
+    Some(MessageView { id: raw.seq, envelope: envelope_of(raw)?, read })
 }
 
 fn contended() -> MailError {
@@ -588,10 +471,7 @@ mod tests {
 
     #[test]
     fn history_membership() {
-        let bob = Inbox {
-            agent: AgentName::parse("bob").unwrap(),
-            since: 10,
-        };
+        let bob = Inbox { agent: AgentName::parse("bob").unwrap(), since: 10 };
         let alice = AgentName::parse("alice").unwrap();
         let direct = |to, from| Route::Direct { to, from };
         assert!(in_history(&bob, None, 1, direct("bob", "alice")));
@@ -601,23 +481,8 @@ mod tests {
         assert!(!in_history(&bob, Some(&alice), 1, direct("carol", "bob")));
         // Broadcasts: own always; others' only after registration.
         assert!(in_history(&bob, None, 5, Route::Broadcast { from: "bob" }));
-        assert!(!in_history(
-            &bob,
-            None,
-            5,
-            Route::Broadcast { from: "alice" }
-        ));
-        assert!(in_history(
-            &bob,
-            Some(&alice),
-            11,
-            Route::Broadcast { from: "alice" }
-        ));
-        assert!(!in_history(
-            &bob,
-            Some(&alice),
-            11,
-            Route::Broadcast { from: "carol" }
-        ));
+        assert!(!in_history(&bob, None, 5, Route::Broadcast { from: "alice" }));
+        assert!(in_history(&bob, Some(&alice), 11, Route::Broadcast { from: "alice" }));
+        assert!(!in_history(&bob, Some(&alice), 11, Route::Broadcast { from: "carol" }));
     }
 }

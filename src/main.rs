@@ -9,10 +9,7 @@ use clawbus::config::{Config, WakeMode};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "The agents' HTTP message bus on NATS JetStream, with immediate wake-ups"
-)]
+#[command(version, about = "The agents' HTTP message bus on NATS JetStream, with immediate wake-ups")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,8 +52,7 @@ fn main() -> ExitCode {
 fn serve(config: Config) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -79,8 +75,7 @@ fn serve(config: Config) -> ExitCode {
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -89,18 +84,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 fn print_summary(config: &Config) {
-    println!(
-        "host {} listens on {}, NATS {}",
-        config.host, config.http.listen, config.nats.url
-    );
+    println!("host {} listens on {}, NATS {}", config.host, config.http.listen, config.nats.url);
     let agents = config.local_agents().unwrap_or_default();
     for agent in agents {
         match (&agent.gateway, agent.mode) {
             (Some(gateway), mode) if mode != WakeMode::None => {
-                println!(
-                    "  {} → {:?} via {} (agentId {})",
-                    agent.name, mode, gateway.url, gateway.openclaw_agent
-                )
+                println!("  {} → {:?} via {} (agentId {})", agent.name, mode, gateway.url, gateway.openclaw_agent)
             }
             _ => println!("  {} (no wake-ups)", agent.name),
         }

@@ -23,9 +23,7 @@ pub enum Priority {
 
 impl Priority {
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Normal, Self::High, Self::Urgent]
-            .into_iter()
-            .find(|p| p.as_str() == raw)
+        [Self::Normal, Self::High, Self::Urgent].into_iter().find(|p| p.as_str() == raw)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -109,9 +107,7 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     /// Subjects the stream captures. `void` holds the markers that withdraw
@@ -154,9 +150,7 @@ impl Subjects {
     }
 
     pub fn route<'s>(&self, subject: &'s str) -> Option<Route<'s>> {
-        let rest = subject
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix('.')?;
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
         let mut parts = rest.split('.');
         let route = match (parts.next()?, parts.next(), parts.next()) {
             ("msg", Some(to), Some(from)) => Route::Direct { to, from },
@@ -203,48 +197,18 @@ mod tests {
         let s = Subjects::new("clawbus");
         let direct = s.direct(&name("bob"), &name("alice"));
         assert_eq!(direct, "clawbus.msg.bob.alice");
-        assert_eq!(
-            s.route(&direct),
-            Some(Route::Direct {
-                to: "bob",
-                from: "alice"
-            })
-        );
-        assert_eq!(
-            s.route(&s.broadcast(&name("alice"))),
-            Some(Route::Broadcast { from: "alice" })
-        );
-        for other in [
-            "clawbus.void",
-            "other.msg.a.b",
-            "clawbus.msg.a",
-            "clawbus.msg.a.b.c",
-            "clawbusx.all.a",
-        ] {
+        assert_eq!(s.route(&direct), Some(Route::Direct { to: "bob", from: "alice" }));
+        assert_eq!(s.route(&s.broadcast(&name("alice"))), Some(Route::Broadcast { from: "alice" }));
+        for other in ["clawbus.void", "other.msg.a.b", "clawbus.msg.a", "clawbus.msg.a.b.c", "clawbusx.all.a"] {
             assert_eq!(s.route(other), None, "{other}");
         }
     }
 
     #[test]
     fn inbox_membership_excludes_own_and_older_broadcasts() {
-        let inbox = Inbox {
-            agent: name("bob"),
-            since: 10,
-        };
-        assert!(inbox.contains(
-            5,
-            Route::Direct {
-                to: "bob",
-                from: "alice"
-            }
-        ));
-        assert!(!inbox.contains(
-            50,
-            Route::Direct {
-                to: "carol",
-                from: "bob"
-            }
-        ));
+        let inbox = Inbox { agent: name("bob"), since: 10 };
+        assert!(inbox.contains(5, Route::Direct { to: "bob", from: "alice" }));
+        assert!(!inbox.contains(50, Route::Direct { to: "carol", from: "bob" }));
         assert!(inbox.contains(11, Route::Broadcast { from: "alice" }));
         assert!(!inbox.contains(10, Route::Broadcast { from: "alice" }));
         assert!(!inbox.contains(50, Route::Broadcast { from: "bob" }));
@@ -255,11 +219,6 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_600_800_123_456_789).unwrap();
         let text = format_time(at);
         assert!(text.ends_with(".123Z"), "{text}");
-        assert_eq!(
-            OffsetDateTime::parse(&text, &Rfc3339)
-                .unwrap()
-                .unix_timestamp(),
-            at.unix_timestamp()
-        );
+        assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).unwrap().unix_timestamp(), at.unix_timestamp());
     }
 }

@@ -87,41 +87,21 @@ impl Default for Metrics {
             (Gauge::default(), Gauge::default(), Gauge::default());
         let mut registry = Registry::with_prefix("clawbus");
         registry.register("sends", "Sends by outcome", sends.clone());
-        registry.register(
-            "wakes",
-            "Gateway calls answered 200, by gateway outcome",
-            wakes.clone(),
-        );
-        registry.register(
-            "wake_failures",
-            "Failed gateway calls (all retried)",
-            wake_failures.clone(),
-        );
-        registry.register(
-            "wake_coalesced_messages",
-            "Messages folded into another's wake",
-            folded.clone(),
-        );
+        registry.register("wakes", "Gateway calls answered 200, by gateway outcome", wakes.clone());
+        registry.register("wake_failures", "Failed gateway calls (all retried)", wake_failures.clone());
+        registry.register("wake_coalesced_messages", "Messages folded into another's wake", folded.clone());
         registry.register(
             "wake_latency_seconds",
             "From message stored to covering wake answered",
             wake_latency.clone(),
         );
-        registry.register(
-            "nats_connected",
-            "1 while connected to NATS",
-            nats_connected.clone(),
-        );
+        registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
         registry.register(
             "pending_retractions",
             "Sends answered 503 whose withdrawal is not yet confirmed",
             pending_retractions.clone(),
         );
-        registry.register(
-            "agents_waiting",
-            "Local agents with un-woken messages",
-            agents_waiting.clone(),
-        );
+        registry.register("agents_waiting", "Local agents with un-woken messages", agents_waiting.clone());
         Metrics {
             registry,
             sends,
@@ -176,21 +156,13 @@ impl Metrics {
     pub fn wake_stats(&self) -> WakeStats {
         let queued = Self::count(&self.wakes, "queued");
         let gateway_coalesced = Self::count(&self.wakes, "coalesced");
-        let mut recent: Vec<Duration> = self
-            .recent_latency
-            .lock()
-            .expect("metrics lock")
-            .iter()
-            .copied()
-            .collect();
+        let mut recent: Vec<Duration> = self.recent_latency.lock().expect("metrics lock").iter().copied().collect();
         recent.sort_unstable();
-        let ms =
-            |q: f64| recent[((recent.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+        let ms = |q: f64| recent[((recent.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
         WakeStats {
             sent: queued + gateway_coalesced,
             gateway_coalesced,
-            failed: Self::count(&self.wake_failures, "retryable")
-                + Self::count(&self.wake_failures, "rejected"),
+            failed: Self::count(&self.wake_failures, "retryable") + Self::count(&self.wake_failures, "rejected"),
             coalesced: self.folded.get(),
             waiting: self.agents_waiting.get(),
             latency_ms: (!recent.is_empty()).then(|| Percentiles {

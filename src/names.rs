@@ -36,10 +36,7 @@ impl AgentName {
         if name.len() > MAX_AGENT_NAME {
             return Err(NameError::TooLong);
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err(NameError::BadCharacter(name.to_owned()));
         }
         Ok(Self(name.to_owned()))
@@ -85,10 +82,7 @@ mod tests {
         assert_eq!(AgentName::parse(""), Err(NameError::Empty));
         assert_eq!(AgentName::parse(&"x".repeat(65)), Err(NameError::TooLong));
         for bad in ["a.b", "*", ">", "a b", "bob\n", "é", "a/b"] {
-            assert!(
-                matches!(AgentName::parse(bad), Err(NameError::BadCharacter(_))),
-                "{bad}"
-            );
+            assert!(matches!(AgentName::parse(bad), Err(NameError::BadCharacter(_))), "{bad}");
         }
     }
 }

@@ -31,15 +31,7 @@ impl ReadMark {
     /// The mark after acknowledging everything up to `seq`.
     pub fn raised_to(&self, seq: u64) -> ReadMark {
         let floor = self.floor.max(seq);
-        ReadMark {
-            floor,
-            acked: self
-                .acked
-                .iter()
-                .copied()
-                .filter(|&id| id > floor)
-                .collect(),
-        }
+        ReadMark { floor, acked: self.acked.iter().copied().filter(|&id| id > floor).collect() }
     }
 }
 
@@ -55,31 +47,19 @@ fn key(agent: &AgentName) -> String {
 
 pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
     bus.ensure_connected()?;
-    let entry = bus
-        .kv()
-        .entry(key(agent))
-        .await
-        .map_err(Unavailable::from)?;
+    let entry = bus.kv().entry(key(agent)).await.map_err(Unavailable::from)?;
     Ok(match entry {
         Some(entry) if entry.operation == kv::Operation::Put => Versioned {
             mark: serde_json::from_slice(&entry.value).map_err(Unavailable::from)?,
             revision: Some(entry.revision),
         },
-        Some(entry) => Versioned {
-            mark: ReadMark::default(),
-            revision: Some(entry.revision),
-        },
-        None => Versioned {
-            mark: ReadMark::default(),
-            revision: None,
-        },
+        Some(entry) => Versioned { mark: ReadMark::default(), revision: Some(entry.revision) },
+        None => Versioned { mark: ReadMark::default(), revision: None },
     })
 }
 
 /// Every agent's mark, read in one pass.
-pub async fn load_all(
-    bus: &Bus,
-) -> Result<std::collections::HashMap<String, ReadMark>, Unavailable> {
+pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, ReadMark>, Unavailable> {
     Ok(bus
         .kv_entries("read.")
         .await?
@@ -93,12 +73,7 @@ pub async fn load_all(
 
 /// Writes `mark` if nobody changed it since `previous` was read. False on
 /// a conflict: the caller reloads and tries again.
-pub async fn save(
-    bus: &Bus,
-    agent: &AgentName,
-    previous: &Versioned,
-    mark: &ReadMark,
-) -> Result<bool, Unavailable> {
+pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &ReadMark) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
     let value = serde_json::to_vec(mark).expect("serializes").into();
     let result = match previous.revision {
@@ -107,23 +82,13 @@ pub async fn save(
             .update(key(agent), value, revision)
             .await
             .map(drop)
-            .map_err(|e| {
-                (
-                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                    e.to_string(),
-                )
-            }),
+            .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
         None => bus
             .kv()
             .create(key(agent), value)
             .await
             .map(drop)
-            .map_err(|e| {
-                (
-                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
-                )
-            }),
+            .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
     };
     match result {
         Ok(()) => Ok(true),
@@ -138,30 +103,14 @@ mod tests {
 
     #[test]
     fn raising_the_floor_drops_covered_acks() {
-        let mark = ReadMark {
-            floor: 3,
-            acked: [5, 9].into(),
-        };
+        let mark = ReadMark { floor: 3, acked: [5, 9].into() };
         assert!(mark.is_read(2) && mark.is_read(5) && !mark.is_read(4));
-        assert_eq!(
-            mark.raised_to(6),
-            ReadMark {
-                floor: 6,
-                acked: [9].into()
-            }
-        );
+        assert_eq!(mark.raised_to(6), ReadMark { floor: 6, acked: [9].into() });
         assert_eq!(mark.raised_to(1), mark);
     }
 
     #[test]
     fn compact_form_on_the_wire() {
-        assert_eq!(
-            serde_json::to_string(&ReadMark {
-                floor: 7,
-                acked: BTreeSet::new()
-            })
-            .unwrap(),
-            r#"{"floor":7}"#
-        );
+        assert_eq!(serde_json::to_string(&ReadMark { floor: 7, acked: BTreeSet::new() }).unwrap(), r#"{"floor":7}"#);
     }
 }

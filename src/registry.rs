@@ -60,11 +60,7 @@ fn agent_key(name: &AgentName) -> String {
 
 impl Registry {
     pub fn new(bus: Bus, host: String) -> Self {
-        Self {
-            bus,
-            host,
-            known: RwLock::default(),
-        }
+        Self { bus, host, known: RwLock::default() }
     }
 
     /// Registers this host's agents (idempotently) and returns their inboxes.
@@ -107,10 +103,7 @@ impl Registry {
             if let Some(record) = existing {
                 if record.host != self.host {
                     tracing::info!(%agent, from = %record.host, to = %self.host, "agent moved host");
-                    let moved = AgentRecord {
-                        host: self.host.clone(),
-                        ..record.clone()
-                    };
+                    let moved = AgentRecord { host: self.host.clone(), ..record.clone() };
                     kv.put(&key, serde_json::to_vec(&moved).expect("serializes").into())
                         .await
                         .map_err(Unavailable::from)?;
@@ -122,18 +115,10 @@ impl Registry {
                 since: last,
                 registered_at: format_time(OffsetDateTime::now_utc()),
             };
-            match kv
-                .create(
-                    &key,
-                    serde_json::to_vec(&record).expect("serializes").into(),
-                )
-                .await
-            {
+            match kv.create(&key, serde_json::to_vec(&record).expect("serializes").into()).await {
                 Ok(_) => return Ok(self.remember(agent, last)),
                 // Another adapter registered it meanwhile: use theirs.
-                Err(err)
-                    if err.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
-                {
+                Err(err) if err.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
                     let value = kv.get(&key).await.map_err(Unavailable::from)?;
                     existing = value.and_then(|v| serde_json::from_slice(&v).ok());
                 }
@@ -143,10 +128,7 @@ impl Registry {
     }
 
     fn remember(&self, agent: AgentName, since: u64) -> Inbox {
-        self.known
-            .write()
-            .expect("registry lock")
-            .insert(agent.clone(), since);
+        self.known.write().expect("registry lock").insert(agent.clone(), since);
         Inbox { agent, since }
     }
 
@@ -154,18 +136,10 @@ impl Registry {
     /// registered it.
     pub async fn inbox(&self, agent: &AgentName) -> Result<Option<Inbox>, Unavailable> {
         if let Some(since) = self.known.read().expect("registry lock").get(agent) {
-            return Ok(Some(Inbox {
-                agent: agent.clone(),
-                since: *since,
-            }));
+            return Ok(Some(Inbox { agent: agent.clone(), since: *since }));
         }
         self.bus.ensure_connected()?;
-        let value = self
-            .bus
-            .kv()
-            .get(agent_key(agent))
-            .await
-            .map_err(Unavailable::from)?;
+        let value = self.bus.kv().get(agent_key(agent)).await.map_err(Unavailable::from)?;
         Ok(value
             .and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok())
             .map(|record| self.remember(agent.clone(), record.since)))
@@ -174,16 +148,10 @@ impl Registry {
     /// Reports this host alive (or, on shutdown, stopped).
     pub async fn heartbeat(&self, running: bool) -> Result<(), Unavailable> {
         self.bus.ensure_connected()?;
-        let record = HostRecord {
-            running,
-            version: env!("CARGO_PKG_VERSION").into(),
-        };
+        let record = HostRecord { running, version: env!("CARGO_PKG_VERSION").into() };
         self.bus
             .kv()
-            .put(
-                format!("host.{}", self.host),
-                serde_json::to_vec(&record).expect("serializes").into(),
-            )
+            .put(format!("host.{}", self.host), serde_json::to_vec(&record).expect("serializes").into())
             .await
             .map_err(Unavailable::from)?;
         Ok(())
@@ -211,12 +179,7 @@ impl Registry {
                     None => (false, None),
                 };
                 let inbox = self.remember(agent, record.since);
-                Some(AgentStatus {
-                    inbox,
-                    host: record.host,
-                    online,
-                    last_seen,
-                })
+                Some(AgentStatus { inbox, host: record.host, online, last_seen })
             })
             .collect();
         rows.sort_by(|a, b| a.inbox.agent.cmp(&b.inbox.agent));

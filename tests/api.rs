@@ -14,25 +14,15 @@ async fn send_inbox_ack_round_trip() {
     let host = OneHost::start(&["alice", "bob"]).await;
     let api = host.api();
     let first = api
-        .post(
-            "/api/send",
-            &json!({"from": "alice", "to": "bob", "content": "deploy done", "priority": "high"}),
-        )
+        .post("/api/send", &json!({"from": "alice", "to": "bob", "content": "deploy done", "priority": "high"}))
         .await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert_eq!(first.body["ok"], true);
     let id = first.body["id"].as_u64().unwrap();
     assert!(first.body["timestamp"].as_str().unwrap().ends_with('Z'));
-    let reply = api
-        .post(
-            "/api/send",
-            &json!({"from": "bob", "to": "alice", "content": "running tests", "reply_to": id}),
-        )
-        .await;
-    assert!(
-        reply.body["id"].as_u64().unwrap() > id,
-        "ids increase in send order"
-    );
+    let reply =
+        api.post("/api/send", &json!({"from": "bob", "to": "alice", "content": "running tests", "reply_to": id})).await;
+    assert!(reply.body["id"].as_u64().unwrap() > id, "ids increase in send order");
 
     let inbox = api.inbox("bob").await;
     assert_eq!(inbox["agent"], "bob");
@@ -40,43 +30,21 @@ async fn send_inbox_ack_round_trip() {
     let message = &inbox["messages"][0];
     assert_eq!(message["id"].as_u64(), Some(id));
     assert_eq!(
-        (
-            &message["from"],
-            &message["to"],
-            &message["content"],
-            &message["priority"],
-            &message["read"]
-        ),
-        (
-            &json!("alice"),
-            &json!("bob"),
-            &json!("deploy done"),
-            &json!("high"),
-            &json!(false)
-        )
+        (&message["from"], &message["to"], &message["content"], &message["priority"], &message["read"]),
+        (&json!("alice"), &json!("bob"), &json!("deploy done"), &json!("high"), &json!(false))
     );
     assert_eq!(message["reply_to"], Value::Null);
     assert_eq!(message["timestamp"], first.body["timestamp"]);
-    assert_eq!(
-        api.inbox("alice").await["messages"][0]["reply_to"].as_u64(),
-        Some(id)
-    );
+    assert_eq!(api.inbox("alice").await["messages"][0]["reply_to"].as_u64(), Some(id));
 
     // Reading changes nothing; acknowledging does, once.
     assert_eq!(api.inbox("bob").await["unread"], 1);
-    let acked = api
-        .post("/api/ack", &json!({"agent": "bob", "ids": [id]}))
-        .await;
+    let acked = api.post("/api/ack", &json!({"agent": "bob", "ids": [id]})).await;
     assert_eq!(acked.body, json!({"ok": true, "acked": 1, "ignored": []}));
-    let again = api
-        .post("/api/ack", &json!({"agent": "bob", "ids": [id]}))
-        .await;
+    let again = api.post("/api/ack", &json!({"agent": "bob", "ids": [id]})).await;
     assert_eq!(again.body, json!({"ok": true, "acked": 0, "ignored": []}));
     let inbox = api.inbox("bob").await;
-    assert_eq!(
-        (inbox["unread"].as_u64(), Api::ids(&inbox).len()),
-        (Some(0), 0)
-    );
+    assert_eq!((inbox["unread"].as_u64(), Api::ids(&inbox).len()), (Some(0), 0));
     let all = api.ok("/api/inbox?agent=bob&unread=false").await;
     assert_eq!(all["messages"][0]["read"], true);
 }
@@ -88,135 +56,65 @@ async fn inbox_pages_filters_and_counts() {
     let mut ids = Vec::new();
     for i in 0..7 {
         let priority = if i % 3 == 0 { "urgent" } else { "normal" };
-        let body =
-            json!({"from": "alice", "to": "bob", "content": format!("m{i}"), "priority": priority});
-        ids.push(
-            api.post("/api/send", &body).await.body["id"]
-                .as_u64()
-                .unwrap(),
-        );
+        let body = json!({"from": "alice", "to": "bob", "content": format!("m{i}"), "priority": priority});
+        ids.push(api.post("/api/send", &body).await.body["id"].as_u64().unwrap());
     }
     let page = api.ok("/api/inbox?agent=bob&limit=3").await;
     assert_eq!(Api::ids(&page), ids[..3]);
     assert_eq!(page["unread"], 7, "unread counts all unread, not the page");
-    let next = api
-        .ok(&format!("/api/inbox?agent=bob&limit=3&after={}", ids[2]))
-        .await;
+    let next = api.ok(&format!("/api/inbox?agent=bob&limit=3&after={}", ids[2])).await;
     assert_eq!(Api::ids(&next), ids[3..6]);
     let urgent = api.ok("/api/inbox?agent=bob&priority=urgent").await;
     assert_eq!(Api::ids(&urgent), [ids[0], ids[3], ids[6]]);
 
     // Out-of-order acks, ids outside the inbox, up_to, all.
-    let acked = api
-        .post(
-            "/api/ack",
-            &json!({"agent": "bob", "ids": [ids[1], ids[4], 999_999, ids[4]]}),
-        )
-        .await;
-    assert_eq!(
-        acked.body,
-        json!({"ok": true, "acked": 2, "ignored": [999_999]})
-    );
+    let acked = api.post("/api/ack", &json!({"agent": "bob", "ids": [ids[1], ids[4], 999_999, ids[4]]})).await;
+    assert_eq!(acked.body, json!({"ok": true, "acked": 2, "ignored": [999_999]}));
     let unread = api.ok("/api/inbox?agent=bob").await;
     assert_eq!(Api::ids(&unread), [ids[0], ids[2], ids[3], ids[5], ids[6]]);
     assert_eq!(unread["unread"], 5);
     let everything = api.ok("/api/inbox?agent=bob&unread=false").await;
-    let read: Vec<bool> = everything["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["read"] == true)
-        .collect();
+    let read: Vec<bool> = everything["messages"].as_array().unwrap().iter().map(|m| m["read"] == true).collect();
     assert_eq!(read, [false, true, false, false, true, false, false]);
-    let up_to = api
-        .post("/api/ack", &json!({"agent": "bob", "up_to": ids[3]}))
-        .await;
+    let up_to = api.post("/api/ack", &json!({"agent": "bob", "up_to": ids[3]})).await;
     assert_eq!(up_to.body["acked"], 3, "{:?}", up_to.body);
     assert_eq!(Api::ids(&api.inbox("bob").await), [ids[5], ids[6]]);
-    let all = api
-        .post("/api/ack", &json!({"agent": "bob", "all": true}))
-        .await;
+    let all = api.post("/api/ack", &json!({"agent": "bob", "all": true})).await;
     assert_eq!(all.body["acked"], 2);
     assert_eq!(api.inbox("bob").await["unread"], 0);
     // alice's own sends are not in her inbox.
-    let not_hers = api
-        .post("/api/ack", &json!({"agent": "alice", "ids": [ids[0]]}))
-        .await;
-    assert_eq!(
-        not_hers.body,
-        json!({"ok": true, "acked": 0, "ignored": [ids[0]]})
-    );
+    let not_hers = api.post("/api/ack", &json!({"agent": "alice", "ids": [ids[0]]})).await;
+    assert_eq!(not_hers.body, json!({"ok": true, "acked": 0, "ignored": [ids[0]]}));
 }
 
 #[tokio::test]
 async fn broadcasts_are_read_per_recipient_and_skip_later_agents() {
     let host = OneHost::start(&["alice", "bob", "carol"]).await;
     let api = host.api();
-    let star = api
-        .post(
-            "/api/send",
-            &json!({"from": "alice", "to": "*", "content": "all hands"}),
-        )
-        .await;
-    let omitted = api
-        .post(
-            "/api/send",
-            &json!({"from": "alice", "content": "to is optional"}),
-        )
-        .await;
-    let null = api
-        .post(
-            "/api/send",
-            &json!({"from": "alice", "to": null, "content": "null too"}),
-        )
-        .await;
-    let ids: Vec<u64> = [star, omitted, null]
-        .iter()
-        .map(|a| a.body["id"].as_u64().unwrap())
-        .collect();
+    let star = api.post("/api/send", &json!({"from": "alice", "to": "*", "content": "all hands"})).await;
+    let omitted = api.post("/api/send", &json!({"from": "alice", "content": "to is optional"})).await;
+    let null = api.post("/api/send", &json!({"from": "alice", "to": null, "content": "null too"})).await;
+    let ids: Vec<u64> = [star, omitted, null].iter().map(|a| a.body["id"].as_u64().unwrap()).collect();
     for agent in ["bob", "carol"] {
         let inbox = api.inbox(agent).await;
         assert_eq!(Api::ids(&inbox), ids, "{agent}");
         assert_eq!(inbox["messages"][0]["to"], "*");
     }
-    assert_eq!(
-        api.inbox("alice").await["unread"],
-        0,
-        "the sender does not get its own broadcast"
-    );
-    api.post("/api/ack", &json!({"agent": "bob", "all": true}))
-        .await;
+    assert_eq!(api.inbox("alice").await["unread"], 0, "the sender does not get its own broadcast");
+    api.post("/api/ack", &json!({"agent": "bob", "all": true})).await;
     assert_eq!(api.inbox("bob").await["unread"], 0);
-    assert_eq!(
-        api.inbox("carol").await["unread"],
-        3,
-        "bob's ack is bob's alone"
-    );
+    assert_eq!(api.inbox("carol").await["unread"], 3, "bob's ack is bob's alone");
 
     // An agent registered later does not find older broadcasts.
-    let later = Adapter::start(
-        AdapterConfig::new("hostB", host.nats.url()).agent(AgentSpec::silent("dave")),
-    )
-    .await;
+    let later = Adapter::start(AdapterConfig::new("hostB", host.nats.url()).agent(AgentSpec::silent("dave"))).await;
     let dave = later.api();
     assert_eq!(dave.inbox("dave").await["unread"], 0);
     let fresh = dave.send("alice", "*", "welcome").await;
     let own = dave.send("dave", "*", "hello all").await;
     let from_bob = api.send("bob", "*", "hi dave").await;
-    assert_eq!(
-        Api::ids(&dave.inbox("dave").await),
-        [fresh, from_bob],
-        "newer broadcasts but its own"
-    );
-    assert_eq!(
-        Api::ids(&api.inbox("bob").await),
-        [fresh, own],
-        "bob acked the older ones"
-    );
-    assert_eq!(
-        Api::ids(&api.inbox("carol").await),
-        [ids[0], ids[1], ids[2], fresh, own, from_bob]
-    );
+    assert_eq!(Api::ids(&dave.inbox("dave").await), [fresh, from_bob], "newer broadcasts but its own");
+    assert_eq!(Api::ids(&api.inbox("bob").await), [fresh, own], "bob acked the older ones");
+    assert_eq!(Api::ids(&api.inbox("carol").await), [ids[0], ids[1], ids[2], fresh, own, from_bob]);
 }
 
 #[tokio::test]
@@ -226,26 +124,15 @@ async fn idempotency_key_returns_the_same_id_and_stores_once() {
     let send = |from: &'static str, key: &'static str| {
         let api = api.clone();
         async move {
-            let body = send_body(from, "bob", "exactly once")
-                .to_string()
-                .into_bytes();
-            api.post_raw(
-                "/api/send",
-                Some("application/json"),
-                body,
-                &[("Idempotency-Key", key)],
-            )
-            .await
+            let body = send_body(from, "bob", "exactly once").to_string().into_bytes();
+            api.post_raw("/api/send", Some("application/json"), body, &[("Idempotency-Key", key)]).await
         }
     };
     let first = send("alice", "retry-1").await;
     let second = send("alice", "retry-1").await;
     assert_eq!((first.status, second.status), (200, 200));
     assert_eq!(first.body["id"], second.body["id"]);
-    assert_eq!(
-        first.body["timestamp"], second.body["timestamp"],
-        "the original's timestamp"
-    );
+    assert_eq!(first.body["timestamp"], second.body["timestamp"], "the original's timestamp");
     assert_eq!(second.body["duplicate"], true);
     // Keys belong to their sender.
     let other = send("carol", "retry-1").await;
@@ -258,20 +145,11 @@ async fn content_aliases_are_accepted_when_content_is_absent() {
     let host = OneHost::start(&["alice", "bob"]).await;
     let api = host.api();
     for alias in ["message", "text", "body"] {
-        let answer = api
-            .post(
-                "/api/send",
-                &json!({"from": "alice", "to": "bob", alias: alias}),
-            )
-            .await;
+        let answer = api.post("/api/send", &json!({"from": "alice", "to": "bob", alias: alias})).await;
         assert_eq!(answer.status, 200, "{alias}: {:?}", answer.body);
     }
-    let contents: Vec<Value> = api.inbox("bob").await["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].clone())
-        .collect();
+    let contents: Vec<Value> =
+        api.inbox("bob").await["messages"].as_array().unwrap().iter().map(|m| m["content"].clone()).collect();
     assert_eq!(contents, [json!("message"), json!("text"), json!("body")]);
 }
 
@@ -288,45 +166,23 @@ async fn history_filters_by_peer_time_and_page() {
 
     let history = api.ok("/api/history?agent=bob").await;
     assert_eq!(Api::ids(&history), [a1, c1, b1, bc, own]);
-    let sent: Vec<bool> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["read"] == true)
-        .collect();
-    assert_eq!(
-        sent,
-        [false, false, true, false, true],
-        "own sends count as read"
-    );
+    let sent: Vec<bool> = history["messages"].as_array().unwrap().iter().map(|m| m["read"] == true).collect();
+    assert_eq!(sent, [false, false, true, false, true], "own sends count as read");
     let with_alice = api.ok("/api/history?agent=bob&with=alice").await;
     assert_eq!(Api::ids(&with_alice), [a1, b1, own]);
     let with_carol = api.ok("/api/history?agent=bob&with=carol").await;
     assert_eq!(Api::ids(&with_carol), [c1, bc, own]);
-    let page = api
-        .ok(&format!("/api/history?agent=bob&limit=2&after={c1}"))
-        .await;
+    let page = api.ok(&format!("/api/history?agent=bob&limit=2&after={c1}")).await;
     assert_eq!(Api::ids(&page), [b1, bc]);
     assert!(!Api::ids(&api.ok("/api/history?agent=bob").await).contains(&x));
 
     // since/until take RFC 3339 and unix seconds.
-    let stamp = |id| {
-        history["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == id)
-            .unwrap()["timestamp"]
-            .clone()
-    };
+    let stamp =
+        |id| history["messages"].as_array().unwrap().iter().find(|m| m["id"] == id).unwrap()["timestamp"].clone();
     let since = stamp(b1).as_str().unwrap().to_owned();
-    let window = api
-        .ok(&format!("/api/history?agent=bob&since={since}"))
-        .await;
+    let window = api.ok(&format!("/api/history?agent=bob&since={since}")).await;
     assert_eq!(Api::ids(&window), [b1, bc, own]);
-    let until = api
-        .ok(&format!("/api/history?agent=bob&until={since}"))
-        .await;
+    let until = api.ok(&format!("/api/history?agent=bob&until={since}")).await;
     assert_eq!(Api::ids(&until), [a1, c1, b1]);
     let future = api.ok("/api/history?agent=bob&since=4102444800").await;
     assert_eq!(Api::ids(&future), Vec::<u64>::new());
@@ -344,10 +200,7 @@ async fn agents_and_stats_describe_the_fleet() {
     let rows = agents["agents"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let bob = rows.iter().find(|r| r["name"] == "bob").unwrap();
-    assert_eq!(
-        (&bob["host"], &bob["online"], &bob["unread"]),
-        (&json!("hostA"), &json!(true), &json!(2))
-    );
+    assert_eq!((&bob["host"], &bob["online"], &bob["unread"]), (&json!("hostA"), &json!(true), &json!(2)));
     assert!(bob["last_seen"].as_str().unwrap().ends_with('Z'));
 
     let stats = eventually("both wakes counted", Duration::from_secs(10), || async {
@@ -356,42 +209,25 @@ async fn agents_and_stats_describe_the_fleet() {
     })
     .await;
     assert_eq!(
-        (
-            stats["messages"].as_u64(),
-            stats["agents"].as_u64(),
-            stats["online"].as_u64()
-        ),
+        (stats["messages"].as_u64(), stats["agents"].as_u64(), stats["online"].as_u64()),
         (Some(2), Some(2), Some(2))
     );
     assert_eq!(stats["unread"], json!({"alice": 0, "bob": 2}));
-    assert!(
-        stats["wakes"]["latency_ms"]["p50"].as_f64().is_some(),
-        "{stats}"
-    );
+    assert!(stats["wakes"]["latency_ms"]["p50"].as_f64().is_some(), "{stats}");
 }
 
 #[tokio::test]
 async fn unprefixed_paths_serve_the_same_api() {
     let host = OneHost::start(&["alice", "bob"]).await;
     let api = host.api();
-    let sent = api
-        .post("/send", &send_body("alice", "bob", "old client"))
-        .await;
+    let sent = api.post("/send", &send_body("alice", "bob", "old client")).await;
     assert_eq!(sent.status, 200);
     let id = sent.body["id"].as_u64().unwrap();
     assert_eq!(Api::ids(&api.ok("/inbox?agent=bob").await), [id]);
     assert_eq!(Api::ids(&api.ok("/history?agent=bob").await), [id]);
-    assert_eq!(
-        api.ok("/agents").await["agents"].as_array().unwrap().len(),
-        2
-    );
+    assert_eq!(api.ok("/agents").await["agents"].as_array().unwrap().len(), 2);
     assert_eq!(api.ok("/stats").await["messages"], 1);
-    assert_eq!(
-        api.post("/ack", &json!({"agent": "bob", "all": true}))
-            .await
-            .body["acked"],
-        1
-    );
+    assert_eq!(api.post("/ack", &json!({"agent": "bob", "all": true})).await.body["acked"], 1);
 }
 
 #[tokio::test]
@@ -403,21 +239,12 @@ async fn health_readiness_metrics_and_unknown_paths() {
     api.send("alice", "bob", "counted").await;
     let metrics = api.get("/metrics").await;
     let text = metrics.body.as_str().unwrap();
-    assert!(
-        text.contains("clawbus_sends_total{outcome=\"stored\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("clawbus_sends_total{outcome=\"stored\"} 1"), "{text}");
     assert!(text.contains("clawbus_nats_connected 1"), "{text}");
     let missing = api.get("/api/nope").await;
-    assert_eq!(
-        (missing.status, &missing.body["error"]),
-        (404, &json!("not_found"))
-    );
+    assert_eq!((missing.status, &missing.body["error"]), (404, &json!("not_found")));
     let wrong_method = api.get("/api/send").await;
-    assert_eq!(
-        (wrong_method.status, wrong_method.body["ok"].clone()),
-        (405, json!(false))
-    );
+    assert_eq!((wrong_method.status, wrong_method.body["ok"].clone()), (405, json!(false)));
 }
 
 /// Reads server-sent events until `count` messages have arrived.
@@ -433,13 +260,7 @@ async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<Valu
         buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(str::trim)
-                    .map(String::from)
-            };
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(String::from);
             if field("event:").as_deref() == Some("message") {
                 let data: Value = serde_json::from_str(&field("data:").unwrap()).unwrap();
                 assert_eq!(field("id:").unwrap(), data["id"].to_string());
@@ -468,45 +289,23 @@ async fn stream_replays_from_last_event_id_then_goes_live() {
     assert_eq!(stream.status(), 200);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let replayed = read_events(&mut stream, 2).await;
-    assert_eq!(
-        replayed
-            .iter()
-            .map(|e| e["id"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [m2, m3]
-    );
+    assert_eq!(replayed.iter().map(|e| e["id"].as_u64().unwrap()).collect::<Vec<_>>(), [m2, m3]);
     let live = api.send("alice", "bob", "live").await;
     let event = read_events(&mut stream, 1).await;
-    assert_eq!(
-        (event[0]["id"].as_u64(), &event[0]["content"]),
-        (Some(live), &json!("live"))
-    );
+    assert_eq!((event[0]["id"].as_u64(), &event[0]["content"]), (Some(live), &json!("live")));
 
     // `?after=` works like Last-Event-ID; without either, only new messages come.
-    let mut after = http
-        .get(format!("{}/stream?agent=bob&after={m2}", api.base()))
-        .send()
-        .await
-        .unwrap();
+    let mut after = http.get(format!("{}/stream?agent=bob&after={m2}", api.base())).send().await.unwrap();
     assert_eq!(read_events(&mut after, 1).await[0]["id"].as_u64(), Some(m3));
-    let mut fleet = http
-        .get(format!("{}/api/stream", api.base()))
-        .send()
-        .await
-        .unwrap();
+    let mut fleet = http.get(format!("{}/api/stream", api.base())).send().await.unwrap();
     let newest = api.send("bob", "carol", "fleet sees this").await;
-    assert_eq!(
-        read_events(&mut fleet, 1).await[0]["id"].as_u64(),
-        Some(newest)
-    );
+    assert_eq!(read_events(&mut fleet, 1).await[0]["id"].as_u64(), Some(newest));
 }
 
 #[tokio::test]
 async fn tokens_restrict_agents_to_themselves() {
     let host = OneHost::start_with(&["alice", "bob"], |config, _| {
-        config
-            .http("operator_token = \"op-token\"")
-            .http("tokens = { alice = \"alice-token\", bob = \"bob-token\" }")
+        config.http("operator_token = \"op-token\"").http("tokens = { alice = \"alice-token\", bob = \"bob-token\" }")
     })
     .await;
     let open = host.api();
@@ -514,56 +313,21 @@ async fn tokens_restrict_agents_to_themselves() {
     let bob = open.with_token("bob-token");
     let operator = open.with_token("op-token");
 
-    let anonymous = open
-        .post("/api/send", &send_body("alice", "bob", "x"))
-        .await;
-    assert_eq!(
-        (anonymous.status, &anonymous.body["error"]),
-        (401, &json!("unauthorized"))
-    );
-    assert_eq!(
-        open.with_token("wrong").get("/api/agents").await.status,
-        401
-    );
-    let spoof = alice
-        .post("/api/send", &send_body("bob", "alice", "x"))
-        .await;
-    assert_eq!(
-        (spoof.status, &spoof.body["error"]),
-        (403, &json!("forbidden"))
-    );
-    assert_eq!(
-        alice
-            .post("/api/send", &send_body("alice", "bob", "hi"))
-            .await
-            .status,
-        200
-    );
+    let anonymous = open.post("/api/send", &send_body("alice", "bob", "x")).await;
+    assert_eq!((anonymous.status, &anonymous.body["error"]), (401, &json!("unauthorized")));
+    assert_eq!(open.with_token("wrong").get("/api/agents").await.status, 401);
+    let spoof = alice.post("/api/send", &send_body("bob", "alice", "x")).await;
+    assert_eq!((spoof.status, &spoof.body["error"]), (403, &json!("forbidden")));
+    assert_eq!(alice.post("/api/send", &send_body("alice", "bob", "hi")).await.status, 200);
     assert_eq!(alice.get("/api/inbox?agent=bob").await.status, 403);
     assert_eq!(alice.get("/api/history?agent=bob").await.status, 403);
-    assert_eq!(
-        alice
-            .post("/api/ack", &json!({"agent": "bob", "all": true}))
-            .await
-            .status,
-        403
-    );
+    assert_eq!(alice.post("/api/ack", &json!({"agent": "bob", "all": true})).await.status, 403);
     assert_eq!(alice.get("/api/stream?agent=bob").await.status, 403);
-    assert_eq!(
-        alice.get("/api/stream").await.status,
-        403,
-        "the fleet stream is the operator's"
-    );
+    assert_eq!(alice.get("/api/stream").await.status, 403, "the fleet stream is the operator's");
     assert_eq!(bob.ok("/api/inbox?agent=bob").await["unread"], 1);
     assert_eq!(alice.get("/api/agents").await.status, 200);
     assert_eq!(alice.get("/api/stats").await.status, 200);
-    assert_eq!(
-        operator
-            .post("/api/send", &send_body("bob", "alice", "as bob"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(operator.post("/api/send", &send_body("bob", "alice", "as bob")).await.status, 200);
     assert_eq!(operator.ok("/api/inbox?agent=alice").await["unread"], 1);
     for open_path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(open.get(open_path).await.status, 200, "{open_path}");

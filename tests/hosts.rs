@@ -3,19 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use clawbus_testkit::{
-    Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, OneHost, eventually,
-};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, OneHost, eventually};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes() {
-    let mut host = OneHost::start_with(&["bob"], |config, _| {
-        config.agent(AgentSpec::silent("alice"))
-    })
-    .await;
+    let mut host = OneHost::start_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
     let api = host.api();
     host.gateway.stop().await;
     let ids = [
@@ -23,12 +18,7 @@ async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes()
         api.send("alice", "bob", "two").await,
         api.send("alice", "bob", "three").await,
     ];
-    assert_eq!(
-        api.post("/api/ack", &json!({"agent": "bob", "ids": [ids[0]]}))
-            .await
-            .body["acked"],
-        1
-    );
+    assert_eq!(api.post("/api/ack", &json!({"agent": "bob", "ids": [ids[0]]})).await.body["acked"], 1);
     let before = api.ok("/api/inbox?agent=bob&unread=false").await;
 
     host.adapter.kill();
@@ -37,17 +27,11 @@ async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes()
     host.adapter.restart().await;
 
     let after = api.ok("/api/inbox?agent=bob&unread=false").await;
-    assert_eq!(
-        after["messages"], before["messages"],
-        "inbox and read marks unchanged"
-    );
+    assert_eq!(after["messages"], before["messages"], "inbox and read marks unchanged");
     assert_eq!(Api::ids(&api.inbox("bob").await), ids[1..]);
     let gateway = &host.gateway;
     let wake = eventually("the pending wake after restart", WAIT, || async {
-        gateway
-            .wakes()
-            .into_iter()
-            .find(|w| w.arrived_wall >= restarted)
+        gateway.wakes().into_iter().find(|w| w.arrived_wall >= restarted)
     })
     .await;
     assert!(wake.text.contains("from alice"), "{}", wake.text);
@@ -59,95 +43,40 @@ async fn wakes_already_delivered_are_not_repeated_after_a_clean_restart() {
     let api = host.api();
     api.send("alice", "bob", "seen").await;
     let gateway = &host.gateway;
-    eventually("the wake", WAIT, || async {
-        (!gateway.wakes().is_empty()).then_some(())
-    })
-    .await;
-    let (status, _) = host.adapter.terminate();
+    eventually("the wake", WAIT, || async { (!gateway.wakes().is_empty()).then_some(()) }).await;
+    let (status, _) = host.adapter.terminate().await;
     assert!(status.success());
     host.adapter.restart().await;
     let fresh = api.send("alice", "bob", "new").await;
     let inbox = api.inbox("bob").await;
-    let stored = inbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == fresh)
-        .unwrap()["timestamp"]
-        .clone();
-    eventually("the wake for the new message", WAIT, || async {
-        (gateway.wakes().len() >= 2).then_some(())
-    })
-    .await;
+    let stored = inbox["messages"].as_array().unwrap().iter().find(|m| m["id"] == fresh).unwrap()["timestamp"].clone();
+    eventually("the wake for the new message", WAIT, || async { (gateway.wakes().len() >= 2).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        gateway.calls().len(),
-        2,
-        "no replay of the delivered wake (new one stored at {stored})"
-    );
+    assert_eq!(gateway.calls().len(), 2, "no replay of the delivered wake (new one stored at {stored})");
 }
 
 #[tokio::test]
 async fn two_hosts_exchange_messages_and_agree_on_read_state() {
     let nats = NatsServer::start();
-    let (gateway_a, gateway_b) = (
-        Gateway::start("token-a").await,
-        Gateway::start("token-b").await,
-    );
-    let a = Adapter::start(
-        AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::new("alice", &gateway_a)),
-    )
-    .await;
-    let b = Adapter::start(
-        AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b)),
-    )
-    .await;
+    let (gateway_a, gateway_b) = (Gateway::start("token-a").await, Gateway::start("token-b").await);
+    let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::new("alice", &gateway_a))).await;
+    let b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
     let (via_a, via_b) = (a.api(), b.api());
 
     let id = via_a.send("alice", "bob", "from host A").await;
-    let wake = eventually("bob's wake at B's gateway", WAIT, || async {
-        gateway_b.wakes().into_iter().next()
-    })
-    .await;
-    assert_eq!(
-        (wake.agent_id.as_deref(), wake.token.as_deref()),
-        (Some("bob"), Some("token-b"))
-    );
-    assert!(
-        wake.text
-            .contains(&format!("{}/api/inbox?agent=bob", b.base())),
-        "{}",
-        wake.text
-    );
+    let wake = eventually("bob's wake at B's gateway", WAIT, || async { gateway_b.wakes().into_iter().next() }).await;
+    assert_eq!((wake.agent_id.as_deref(), wake.token.as_deref()), (Some("bob"), Some("token-b")));
+    assert!(wake.text.contains(&format!("{}/api/inbox?agent=bob", b.base())), "{}", wake.text);
     assert!(gateway_a.calls().is_empty(), "A's gateway hosts no bob");
     assert_eq!(via_a.inbox("bob").await, via_b.inbox("bob").await);
     assert_eq!(Api::ids(&via_b.inbox("bob").await), [id]);
 
-    assert_eq!(
-        via_a
-            .post("/api/ack", &json!({"agent": "bob", "ids": [id]}))
-            .await
-            .body["acked"],
-        1
-    );
-    assert_eq!(
-        via_b.inbox("bob").await["unread"],
-        0,
-        "an ack through A is seen through B"
-    );
-    assert_eq!(
-        via_b
-            .post("/api/ack", &json!({"agent": "bob", "ids": [id]}))
-            .await
-            .body["acked"],
-        0
-    );
+    assert_eq!(via_a.post("/api/ack", &json!({"agent": "bob", "ids": [id]})).await.body["acked"], 1);
+    assert_eq!(via_b.inbox("bob").await["unread"], 0, "an ack through A is seen through B");
+    assert_eq!(via_b.post("/api/ack", &json!({"agent": "bob", "ids": [id]})).await.body["acked"], 0);
 
     let reply = via_b.send("bob", "alice", "got it").await;
-    let back = eventually("alice's wake at A's gateway", WAIT, || async {
-        gateway_a.wakes().into_iter().next()
-    })
-    .await;
+    let back = eventually("alice's wake at A's gateway", WAIT, || async { gateway_a.wakes().into_iter().next() }).await;
     assert_eq!(back.agent_id.as_deref(), Some("alice"));
     assert_eq!(Api::ids(&via_a.inbox("alice").await), [reply]);
     for api in [&via_a, &via_b] {
@@ -156,20 +85,8 @@ async fn two_hosts_exchange_messages_and_agree_on_read_state() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| {
-                (
-                    r["name"].as_str().unwrap().into(),
-                    r["host"].as_str().unwrap().into(),
-                    r["online"] == true,
-                )
-            })
+            .map(|r| (r["name"].as_str().unwrap().into(), r["host"].as_str().unwrap().into(), r["online"] == true))
             .collect();
-        assert_eq!(
-            hosts,
-            [
-                ("alice".into(), "hostA".into(), true),
-                ("bob".into(), "hostB".into(), true)
-            ]
-        );
+        assert_eq!(hosts, [("alice".into(), "hostA".into(), true), ("bob".into(), "hostB".into(), true)]);
     }
 }

@@ -41,10 +41,7 @@ pub struct RawMessage {
 impl RawMessage {
     /// False for KV delete and purge markers.
     pub fn is_kv_value(&self) -> bool {
-        self.headers
-            .as_ref()
-            .and_then(|h| h.get("KV-Operation"))
-            .is_none()
+        self.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_none()
     }
 }
 
@@ -58,10 +55,7 @@ pub struct Batch {
 struct Request<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     start_time: Option<OffsetDateTime>,
     next_by_subj: &'a str,
     batch: usize,
@@ -81,20 +75,11 @@ impl Bus {
             Start::Seq(seq) => (Some(seq.max(1)), None),
             Start::Time(at) => (None, Some(at)),
         };
-        let request = Request {
-            seq,
-            start_time,
-            next_by_subj: filter,
-            batch: batch.max(1),
-            max_bytes: MAX_BATCH_BYTES,
-        };
+        let request =
+            Request { seq, start_time, next_by_subj: filter, batch: batch.max(1), max_bytes: MAX_BATCH_BYTES };
         let body = serde_json::to_vec(&request).expect("request serializes");
         let inbox = self.client.new_inbox();
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(Unavailable::from)?;
+        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(Unavailable::from)?;
         self.client
             .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body.into())
             .await
@@ -106,17 +91,11 @@ impl Bus {
                     None | Some(200) => messages.push(parse(reply.headers, reply.payload)?),
                     // End of batch: how many more match.
                     Some(204) => {
-                        return Ok(Batch {
-                            messages,
-                            pending: header_u64(&reply.headers, "Nats-Num-Pending"),
-                        });
+                        return Ok(Batch { messages, pending: header_u64(&reply.headers, "Nats-Num-Pending") });
                     }
                     // Nothing matches (also the answer for a missing stream).
                     Some(404) => {
-                        return Ok(Batch {
-                            messages,
-                            pending: 0,
-                        });
+                        return Ok(Batch { messages, pending: 0 });
                     }
                     Some(503) => return Err(Unavailable("no JetStream server answered".into())),
                     Some(code) => {
@@ -138,27 +117,15 @@ fn header<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a str> {
 }
 
 fn header_u64(headers: &Option<HeaderMap>, name: &str) -> u64 {
-    header(headers, name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    header(headers, name).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn parse(headers: Option<HeaderMap>, payload: Bytes) -> Result<RawMessage, Unavailable> {
     let bad = |what: &str| Unavailable(format!("direct get reply without {what}"));
-    let seq = header(&headers, "Nats-Sequence")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("sequence"))?;
-    let subject = header(&headers, "Nats-Subject")
-        .ok_or_else(|| bad("subject"))?
-        .to_owned();
+    let seq = header(&headers, "Nats-Sequence").and_then(|v| v.parse().ok()).ok_or_else(|| bad("sequence"))?;
+    let subject = header(&headers, "Nats-Subject").ok_or_else(|| bad("subject"))?.to_owned();
     let stored = header(&headers, "Nats-Time-Stamp")
         .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok())
         .ok_or_else(|| bad("timestamp"))?;
-    Ok(RawMessage {
-        seq,
-        subject,
-        stored,
-        headers,
-        payload,
-    })
+    Ok(RawMessage { seq, subject, stored, headers, payload })
 }

@@ -2,14 +2,18 @@
 //!
 //! Ordered consumers are ephemeral and cost the server almost nothing (no
 //! acks, no replicated state), which matters with one per SSE client. The
-//! client library already recreates one after missed heartbeats; this wrapper
-//! also recreates it after any other failure, from the last sequence seen,
-//! so a follower never skips or repeats a message.
+//! client library recreates one after two missed heartbeats; this wrapper
+//! shortens that to seconds (idle heartbeats every second), recreates the
+//! consumer at once after a reconnect (a restarted server has forgotten it)
+//! or any error, always from the sequence after the last one delivered, and
+//! drops anything older should a recreated consumer start too early. So a
+//! follower never skips or repeats a message.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
+use tokio::sync::watch;
 
 use super::{Bus, RawMessage, Unavailable};
 
@@ -18,16 +22,17 @@ pub struct Follower {
     filters: Vec<String>,
     next: u64,
     messages: Option<pull::Ordered>,
+    connects: watch::Receiver<u64>,
 }
+
+/// Longest pull request: idle heartbeats come every half of it, and two
+/// missed ones make the client recreate the consumer.
+const MAX_EXPIRES: Duration = Duration::from_secs(2);
 
 impl Follower {
     pub(super) fn new(bus: Bus, filters: Vec<String>, from: u64) -> Self {
-        Self {
-            bus,
-            filters,
-            next: from.max(1),
-            messages: None,
-        }
+        let connects = bus.connects.clone();
+        Self { bus, filters, next: from.max(1), messages: None, connects }
     }
 
     /// The next message; waits for one, retrying through outages.
@@ -51,16 +56,20 @@ impl Follower {
 
     async fn try_next(&mut self) -> Result<RawMessage, Unavailable> {
         if self.messages.is_none() {
+            self.connects.mark_unchanged();
             self.messages = Some(open(&self.bus, &self.filters, self.next).await?);
         }
         let messages = self.messages.as_mut().expect("opened above");
-        let message = messages
-            .next()
-            .await
-            .ok_or_else(|| Unavailable("consumer ended".into()))?
-            .map_err(Unavailable::from)?;
+        let message = tokio::select! {
+            message = messages.next() => message.ok_or_else(|| Unavailable("consumer ended".into()))?,
+            _ = self.connects.changed() => return Err(Unavailable("reconnected to NATS".into())),
+        }
+        .map_err(Unavailable::from)?;
         let info = message.info().map_err(|e| Unavailable(e.to_string()))?;
         let (seq, stored) = (info.stream_sequence, info.published);
+        if seq < self.next {
+            return Err(Unavailable(format!("consumer restarted at {seq}, before {}", self.next)));
+        }
         Ok(RawMessage {
             seq,
             subject: message.subject.to_string(),
@@ -75,17 +84,12 @@ impl Follower {
 /// across the awaits would make the follower's future need `Sync`.)
 async fn open(bus: &Bus, filters: &[String], next: u64) -> Result<pull::Ordered, Unavailable> {
     bus.ensure_connected()?;
-    let stream = bus
-        .js
-        .get_stream_no_info(&bus.stream)
-        .await
-        .map_err(Unavailable::from)?;
+    let stream = bus.js.get_stream_no_info(&bus.stream).await.map_err(Unavailable::from)?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subjects: filters.to_vec(),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: next,
-            },
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
+            max_expires: MAX_EXPIRES,
             ..Default::default()
         })
         .await

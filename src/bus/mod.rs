@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv, stream};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::message::Subjects;
@@ -43,6 +44,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Bus {
     client: async_nats::Client,
+    connects: watch::Receiver<u64>,
     js: jetstream::Context,
     stream: String,
     kv: kv::Store,
@@ -52,9 +54,20 @@ pub struct Bus {
     retractions: Arc<AtomicUsize>,
 }
 
+/// A NATS connection and a count of the times it was (re)established.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    /// Bumped on every (re)connect: server-side state such as ephemeral
+    /// consumers may be gone, and followers recreate theirs at once instead
+    /// of waiting for missed heartbeats.
+    connects: watch::Receiver<u64>,
+}
+
 /// Connects without waiting: the client keeps retrying in the background, so
 /// the adapter can serve `/healthz` (and answer 503) while NATS is away.
-pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
+    let (bump, connects) = watch::channel(0u64);
     let nats = &config.nats;
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("clawbus@{}", config.host))
@@ -66,11 +79,17 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
             let exp = attempt.min(6) as u32;
             Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
         })
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                other => tracing::info!("NATS: {other}"),
+        .event_callback(move |event| {
+            let bump = bump.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        bump.send_modify(|count| *count += 1);
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::info!("NATS: {other}"),
+                }
             }
         });
     if let Some(path) = &nats.credentials {
@@ -88,20 +107,17 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
     if let (Some(cert), Some(key)) = (&nats.tls_cert, &nats.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    Ok(options.connect(nats.urls()).await?)
+    let client = options.connect(nats.urls()).await?;
+    Ok(Nats { client, connects })
 }
 
 impl Bus {
     /// Creates or updates the stream and the state bucket. Idempotent: every
     /// adapter runs it at start-up and none resets what another stored.
-    pub async fn provision(
-        client: async_nats::Client,
-        config: &Config,
-    ) -> Result<Bus, Unavailable> {
+    pub async fn provision(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+        let Nats { client, connects } = connection;
         let nats = &config.nats;
-        let js = jetstream::ContextBuilder::new()
-            .timeout(nats.send_timeout)
-            .build(client.clone());
+        let js = jetstream::ContextBuilder::new().timeout(nats.send_timeout).build(client.clone());
         let subjects = Subjects::new(config.subject_prefix());
         js.create_or_update_stream(stream::Config {
             name: nats.stream.clone(),
@@ -131,6 +147,7 @@ impl Bus {
             .map_err(Unavailable::from)?;
         Ok(Bus {
             client,
+            connects,
             js,
             stream: nats.stream.clone(),
             kv,
@@ -163,11 +180,7 @@ impl Bus {
 
     /// Fails fast instead of letting a request queue up behind a reconnect.
     pub fn ensure_connected(&self) -> Result<(), Unavailable> {
-        if self.is_connected() {
-            Ok(())
-        } else {
-            Err(Unavailable("not connected".into()))
-        }
+        if self.is_connected() { Ok(()) } else { Err(Unavailable("not connected".into())) }
     }
 
     /// Sends whose outcome was unknown and that are still being withdrawn.
@@ -179,12 +192,7 @@ impl Bus {
     pub async fn last_sequence(&self) -> Result<u64, Unavailable> {
         self.ensure_connected()?;
         let info = tokio::time::timeout(READ_TIMEOUT, async {
-            self.js
-                .get_stream_no_info(&self.stream)
-                .await?
-                .get_info()
-                .await
-                .map_err(anyhow::Error::from)
+            self.js.get_stream_no_info(&self.stream).await?.get_info().await.map_err(anyhow::Error::from)
         })
         .await
         .map_err(Unavailable::from)?
@@ -194,22 +202,13 @@ impl Bus {
 
     /// Number of messages matching `filter` with a sequence of at least `from`.
     pub async fn count(&self, filter: &str, from: u64) -> Result<u64, Unavailable> {
-        let batch = self
-            .direct_batch(&self.stream, filter, Start::Seq(from), 1)
-            .await?;
+        let batch = self.direct_batch(&self.stream, filter, Start::Seq(from), 1).await?;
         Ok(batch.messages.len() as u64 + batch.pending)
     }
 
     /// One message by id, if it still exists.
     pub async fn message(&self, seq: u64) -> Result<Option<RawMessage>, Unavailable> {
-        let batch = self
-            .direct_batch(
-                &self.stream,
-                &self.subjects.every_message(),
-                Start::Seq(seq),
-                1,
-            )
-            .await?;
+        let batch = self.direct_batch(&self.stream, &self.subjects.every_message(), Start::Seq(seq), 1).await?;
         Ok(batch.messages.into_iter().next().filter(|m| m.seq == seq))
     }
 
@@ -223,21 +222,11 @@ impl Bus {
     pub async fn kv_entries(&self, prefix: &str) -> Result<Vec<(String, RawMessage)>, Unavailable> {
         let subject_prefix = format!("$KV.{}.", self.kv_bucket);
         let filter = format!("{subject_prefix}{prefix}>");
-        let mut scan = Scan::new(
-            self,
-            format!("KV_{}", self.kv_bucket),
-            vec![filter],
-            Start::Seq(1),
-            256,
-        );
+        let mut scan = Scan::new(self, format!("KV_{}", self.kv_bucket), vec![filter], Start::Seq(1), 256);
         let mut entries = Vec::new();
         while let Some(message) = scan.next().await? {
             if message.is_kv_value() {
-                let key = message
-                    .subject
-                    .strip_prefix(&subject_prefix)
-                    .unwrap_or_default()
-                    .to_owned();
+                let key = message.subject.strip_prefix(&subject_prefix).unwrap_or_default().to_owned();
                 entries.push((key, message));
             }
         }

@@ -71,10 +71,7 @@ impl Bus {
             if self.is_connected() {
                 match self.publish_once(&out.subject, out, deadline).await {
                     Ok(ack) => {
-                        return Ok(Stored {
-                            seq: ack.sequence,
-                            duplicate: ack.duplicate,
-                        });
+                        return Ok(Stored { seq: ack.sequence, duplicate: ack.duplicate });
                     }
                     // Nothing of ours can be in flight: the failure is final.
                     Err(Attempt::Definite(err)) if ambiguous.is_none() => return Err(err),
@@ -91,28 +88,16 @@ impl Bus {
         match ambiguous {
             Some(why) => {
                 self.withdraw(out.msg_id.clone());
-                Err(SendError::Unavailable(format!(
-                    "no confirmation from JetStream ({why})"
-                )))
+                Err(SendError::Unavailable(format!("no confirmation from JetStream ({why})")))
             }
             None => Err(SendError::Unavailable("not connected".into())),
         }
     }
 
-    async fn publish_once(
-        &self,
-        subject: &str,
-        out: &Outgoing,
-        deadline: Instant,
-    ) -> Result<PublishAck, Attempt> {
-        let publish = PublishMessage::build()
-            .payload(out.payload.clone())
-            .message_id(&out.msg_id);
+    async fn publish_once(&self, subject: &str, out: &Outgoing, deadline: Instant) -> Result<PublishAck, Attempt> {
+        let publish = PublishMessage::build().payload(out.payload.clone()).message_id(&out.msg_id);
         let result = timeout(deadline.saturating_duration_since(Instant::now()), async {
-            self.js
-                .send_publish(subject.to_owned(), publish)
-                .await?
-                .await
+            self.js.send_publish(subject.to_owned(), publish).await?.await
         })
         .await;
         let err = match result {
@@ -123,9 +108,9 @@ impl Bus {
         Err(match err.kind() {
             PublishErrorKind::MaxPayloadExceeded => Attempt::Definite(SendError::TooLarge),
             // No stream leader took it, or the server refused it.
-            PublishErrorKind::StreamNotFound
-            | PublishErrorKind::MaxAckPending
-            | PublishErrorKind::Other => Attempt::Definite(SendError::Unavailable(err.to_string())),
+            PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending | PublishErrorKind::Other => {
+                Attempt::Definite(SendError::Unavailable(err.to_string()))
+            }
             _ => Attempt::Ambiguous(err.to_string()),
         })
     }
@@ -135,11 +120,7 @@ impl Bus {
         let bus = self.clone();
         bus.retractions.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let marker = Outgoing {
-                subject: bus.subjects.void(),
-                msg_id,
-                payload: Bytes::new(),
-            };
+            let marker = Outgoing { subject: bus.subjects.void(), msg_id, payload: Bytes::new() };
             let mut pause = Duration::from_millis(100);
             loop {
                 let deadline = Instant::now() + bus.send_timeout;
@@ -150,7 +131,7 @@ impl Bus {
                     break;
                 }
                 sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
             bus.retractions.fetch_sub(1, Ordering::Relaxed);
         });
@@ -167,10 +148,7 @@ impl Bus {
             Ok(message) if message.subject.as_str() == self.subjects.void() => true,
             Ok(_) => match stream.delete_message(seq).await {
                 Ok(_) => {
-                    tracing::warn!(
-                        seq,
-                        "withdrew message {seq}: it was stored after its send was answered 503"
-                    );
+                    tracing::warn!(seq, "withdrew message {seq}: it was stored after its send was answered 503");
                     true
                 }
                 Err(err) => {
@@ -179,11 +157,7 @@ impl Bus {
                 }
             },
             // Already gone (expired or deleted): nothing to withdraw.
-            Err(err)
-                if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
-            {
-                true
-            }
+            Err(err) if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => true,
             Err(_) => false,
         }
     }

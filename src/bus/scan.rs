@@ -25,9 +25,7 @@ impl Cursor {
     }
 
     async fn fill(&mut self, bus: &Bus, stream: &str, chunk: usize) -> Result<(), Unavailable> {
-        let batch = bus
-            .direct_batch(stream, &self.filter, self.next, chunk)
-            .await?;
+        let batch = bus.direct_batch(stream, &self.filter, self.next, chunk).await?;
         match batch.messages.last() {
             Some(last) => self.next = Start::Seq(last.seq + 1),
             None => self.exhausted = true,
@@ -48,47 +46,19 @@ pub struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    pub(super) fn new(
-        bus: &'a Bus,
-        stream: String,
-        filters: Vec<String>,
-        start: Start,
-        chunk: usize,
-    ) -> Self {
+    pub(super) fn new(bus: &'a Bus, stream: String, filters: Vec<String>, start: Start, chunk: usize) -> Self {
         let cursors = filters
             .into_iter()
-            .map(|filter| Cursor {
-                filter,
-                next: start,
-                buffer: VecDeque::new(),
-                exhausted: false,
-            })
+            .map(|filter| Cursor { filter, next: start, buffer: VecDeque::new(), exhausted: false })
             .collect();
-        Scan {
-            bus,
-            stream,
-            cursors,
-            chunk: chunk.clamp(1, 1024),
-        }
+        Scan { bus, stream, cursors, chunk: chunk.clamp(1, 1024) }
     }
 
     /// The next message in sequence order, or `None` at the end.
     pub async fn next(&mut self) -> Result<Option<RawMessage>, Unavailable> {
         let (bus, stream, chunk) = (self.bus, self.stream.as_str(), self.chunk);
-        try_join_all(
-            self.cursors
-                .iter_mut()
-                .filter(|c| c.needs_fill())
-                .map(|c| c.fill(bus, stream, chunk)),
-        )
-        .await?;
-        let Some(seq) = self
-            .cursors
-            .iter()
-            .filter_map(|c| c.buffer.front())
-            .map(|m| m.seq)
-            .min()
-        else {
+        try_join_all(self.cursors.iter_mut().filter(|c| c.needs_fill()).map(|c| c.fill(bus, stream, chunk))).await?;
+        let Some(seq) = self.cursors.iter().filter_map(|c| c.buffer.front()).map(|m| m.seq).min() else {
             return Ok(None);
         };
         let mut found = None;

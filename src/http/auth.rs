@@ -27,9 +27,9 @@ impl Identity {
     /// Acting as `agent`: sending as it, or reading or acknowledging its mail.
     pub fn may_act_as(&self, agent: &AgentName) -> Result<(), ApiError> {
         match self {
-            Identity::Agent(own) if own != agent => Err(ApiError::forbidden(format!(
-                "this token belongs to {own}, not {agent}"
-            ))),
+            Identity::Agent(own) if own != agent => {
+                Err(ApiError::forbidden(format!("this token belongs to {own}, not {agent}")))
+            }
             _ => Ok(()),
         }
     }
@@ -37,9 +37,7 @@ impl Identity {
     /// Reading every agent's mail at once.
     pub fn may_see_fleet(&self) -> Result<(), ApiError> {
         match self {
-            Identity::Agent(_) => Err(ApiError::forbidden(
-                "only the operator token may follow the whole fleet",
-            )),
+            Identity::Agent(_) => Err(ApiError::forbidden("only the operator token may follow the whole fleet")),
             _ => Ok(()),
         }
     }
@@ -58,10 +56,7 @@ impl Tokens {
             .iter()
             .filter_map(|(agent, token)| Some((AgentName::parse(agent).ok()?, token.clone())))
             .collect();
-        Self {
-            operator: http.operator_token.clone(),
-            agents,
-        }
+        Self { operator: http.operator_token.clone(), agents }
     }
 
     fn enabled(&self) -> bool {
@@ -108,10 +103,7 @@ mod tests {
     use super::*;
 
     fn tokens() -> Tokens {
-        let mut http = HttpConfig {
-            operator_token: Some("op".into()),
-            ..HttpConfig::default()
-        };
+        let mut http = HttpConfig { operator_token: Some("op".into()), ..HttpConfig::default() };
         http.tokens.insert("alice".into(), "a-token".into());
         Tokens::new(&http)
     }
@@ -120,10 +112,7 @@ mod tests {
     fn tokens_map_to_identities() {
         let tokens = tokens();
         assert_eq!(tokens.identify("op"), Some(Identity::Operator));
-        assert_eq!(
-            tokens.identify("a-token"),
-            Some(Identity::Agent(AgentName::parse("alice").unwrap()))
-        );
+        assert_eq!(tokens.identify("a-token"), Some(Identity::Agent(AgentName::parse("alice").unwrap())));
         assert_eq!(tokens.identify("a-toke"), None);
         assert_eq!(tokens.identify(""), None);
     }
@@ -136,8 +125,6 @@ mod tests {
         assert!(as_alice.may_act_as(&alice).is_ok());
         assert_eq!(as_alice.may_act_as(&bob).unwrap_err().code(), "forbidden");
         assert!(as_alice.may_see_fleet().is_err());
-        assert!(
-            Identity::Operator.may_act_as(&bob).is_ok() && Identity::Open.may_see_fleet().is_ok()
-        );
+        assert!(Identity::Operator.may_act_as(&bob).is_ok() && Identity::Open.may_see_fleet().is_ok());
     }
 }

@@ -20,11 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
@@ -52,11 +48,7 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or unknown bearer token",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token")
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -68,19 +60,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
     }
 
     pub fn request_timeout() -> Self {
-        Self::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body did not arrive in time",
-        )
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -105,9 +89,7 @@ impl From<Unavailable> for ApiError {
 impl From<MailError> for ApiError {
     fn from(err: MailError) -> Self {
         match err {
-            MailError::UnknownAgent(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string())
-            }
+            MailError::UnknownAgent(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string()),
             MailError::TooLarge => ApiError::too_large(err.to_string()),
             MailError::Unavailable(err) => err.into(),
         }

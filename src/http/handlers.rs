@@ -49,20 +49,11 @@ pub async fn send(
     Ok(Json(answer))
 }
 
-pub async fn inbox(
-    State(state): State<AppState>,
-    identity: Identity,
-    params: Params,
-) -> Result<Json<Value>, ApiError> {
+pub async fn inbox(State(state): State<AppState>, identity: Identity, params: Params) -> Result<Json<Value>, ApiError> {
     let agent = params.agent()?;
     identity.may_act_as(&agent)?;
-    let page = state
-        .mailbox()?
-        .inbox(&agent, &params.inbox_query()?)
-        .await?;
-    Ok(Json(
-        json!({"agent": agent, "messages": page.messages, "unread": page.unread}),
-    ))
+    let page = state.mailbox()?.inbox(&agent, &params.inbox_query()?).await?;
+    Ok(Json(json!({"agent": agent, "messages": page.messages, "unread": page.unread})))
 }
 
 pub async fn ack(
@@ -73,9 +64,7 @@ pub async fn ack(
     let (agent, ack) = input::ack(&body)?;
     identity.may_act_as(&agent)?;
     let acked = state.mailbox()?.ack(&agent, ack).await?;
-    Ok(Json(
-        json!({"ok": true, "acked": acked.acked, "ignored": acked.ignored}),
-    ))
+    Ok(Json(json!({"ok": true, "acked": acked.acked, "ignored": acked.ignored})))
 }
 
 pub async fn history(
@@ -87,9 +76,7 @@ pub async fn history(
     identity.may_act_as(&agent)?;
     let query = params.history_query()?;
     let messages = state.mailbox()?.history(&agent, &query).await?;
-    Ok(Json(
-        json!({"agent": agent, "with": query.with, "messages": messages}),
-    ))
+    Ok(Json(json!({"agent": agent, "with": query.with, "messages": messages})))
 }
 
 pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
@@ -113,10 +100,8 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
     let mailbox = state.mailbox()?;
     let (rows, messages) = tokio::try_join!(mailbox.agents(), mailbox.message_count())?;
     let online = rows.iter().filter(|row| row.status.online).count();
-    let unread: BTreeMap<String, u64> = rows
-        .iter()
-        .map(|row| (row.status.inbox.agent.to_string(), row.unread))
-        .collect();
+    let unread: BTreeMap<String, u64> =
+        rows.iter().map(|row| (row.status.inbox.agent.to_string(), row.unread)).collect();
     Ok(Json(json!({
         "messages": messages,
         "agents": rows.len(),
@@ -156,17 +141,12 @@ pub async fn stream(
     let events = stream::unfold(live, |mut live| async move {
         let message = live.next().await;
         let data = serde_json::to_string(&message).expect("serializes");
-        let event = Event::default()
-            .event("message")
-            .id(message.id.to_string())
-            .data(data);
+        let event = Event::default().event("message").id(message.id.to_string()).data(data);
         Some((Ok(event), live))
     });
     let shutdown = state.shutdown().clone();
-    Ok(
-        Sse::new(events.take_until(async move { shutdown.cancelled().await }))
-            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
-    )
+    Ok(Sse::new(events.take_until(async move { shutdown.cancelled().await }))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -177,29 +157,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     if state.ready() {
         Ok(Json(json!({"ok": true})))
     } else {
-        Err(ApiError::unavailable(
-            "not connected to NATS, or the stream is not set up yet",
-        ))
+        Err(ApiError::unavailable("not connected to NATS, or the stream is not set up yet"))
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
     let bus = state.mailbox().ok().map(|m| m.bus().clone());
-    metrics
-        .nats_connected
-        .set(bus.as_ref().is_some_and(|b| b.is_connected()).into());
-    metrics
-        .pending_retractions
-        .set(bus.map_or(0, |b| b.pending_retractions() as i64));
-    (
-        [(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
-        .into_response()
+    metrics.nats_connected.set(bus.as_ref().is_some_and(|b| b.is_connected()).into());
+    metrics.pending_retractions.set(bus.map_or(0, |b| b.pending_retractions() as i64));
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -47,31 +47,24 @@ impl FromRequest<AppState> for JsonBody {
             return Err(ApiError::unsupported_media_type());
         }
         let limit = state.max_message_bytes() + JSON_OVERHEAD;
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared.is_some_and(|length| length > limit) {
             return Err(too_large_body(limit));
         }
-        let collected = tokio::time::timeout(
-            BODY_TIMEOUT,
-            Limited::new(request.into_body(), limit).collect(),
-        )
-        .await
-        .map_err(|_| ApiError::request_timeout())?
-        .map_err(|err| {
-            if err.downcast_ref::<LengthLimitError>().is_some() {
-                too_large_body(limit)
-            } else {
-                ApiError::invalid_request(format!("could not read the body: {err}"))
-            }
-        })?;
+        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), limit).collect())
+            .await
+            .map_err(|_| ApiError::request_timeout())?
+            .map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large_body(limit)
+                } else {
+                    ApiError::invalid_request(format!("could not read the body: {err}"))
+                }
+            })?;
         match serde_json::from_slice(&collected.to_bytes()) {
             Ok(Value::Object(map)) => Ok(JsonBody(map)),
             Ok(_) => Err(ApiError::invalid_request("the body must be a JSON object")),
-            Err(err) => Err(ApiError::invalid_json(format!(
-                "the body is not valid JSON: {err}"
-            ))),
+            Err(err) => Err(ApiError::invalid_json(format!("the body is not valid JSON: {err}"))),
         }
     }
 }
@@ -100,9 +93,7 @@ impl Params {
     }
 
     pub fn agent(&self) -> Result<AgentName, ApiError> {
-        let raw = self
-            .get("agent")
-            .ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
+        let raw = self.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
         agent_name("agent", raw)
     }
 
@@ -112,9 +103,7 @@ impl Params {
 
     pub fn after(&self) -> Result<u64, ApiError> {
         self.get("after").map_or(Ok(0), |raw| {
-            raw.parse().map_err(|_| {
-                ApiError::invalid_request("after must be a message id (a whole number)")
-            })
+            raw.parse().map_err(|_| ApiError::invalid_request("after must be a message id (a whole number)"))
         })
     }
 
@@ -122,9 +111,7 @@ impl Params {
         match self.get("limit") {
             None => Ok(DEFAULT_LIMIT),
             Some(raw) => match raw.parse::<usize>() {
-                Ok(0) | Err(_) => Err(ApiError::invalid_request(
-                    "limit must be a positive whole number",
-                )),
+                Ok(0) | Err(_) => Err(ApiError::invalid_request("limit must be a positive whole number")),
                 Ok(limit) => Ok(limit.min(MAX_LIMIT)),
             },
         }
@@ -134,9 +121,7 @@ impl Params {
         self.get(name)
             .map(|raw| {
                 parse_time(raw).ok_or_else(|| {
-                    ApiError::invalid_request(format!(
-                        "{name} must be an RFC 3339 time or unix seconds"
-                    ))
+                    ApiError::invalid_request(format!("{name} must be an RFC 3339 time or unix seconds"))
                 })
             })
             .transpose()
@@ -148,16 +133,8 @@ impl Params {
             Some("false" | "0") => false,
             Some(_) => return Err(ApiError::invalid_request("unread must be true or false")),
         };
-        let priority = self
-            .get("priority")
-            .map(|raw| Priority::parse(raw).ok_or_else(bad_priority))
-            .transpose()?;
-        Ok(InboxQuery {
-            unread_only,
-            limit: self.limit()?,
-            after: self.after()?,
-            priority,
-        })
+        let priority = self.get("priority").map(|raw| Priority::parse(raw).ok_or_else(bad_priority)).transpose()?;
+        Ok(InboxQuery { unread_only, limit: self.limit()?, after: self.after()?, priority })
     }
 
     pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
@@ -192,36 +169,27 @@ fn agent_field(body: &Map<String, Value>, field: &str) -> Result<AgentName, ApiE
     match body.get(field) {
         Some(Value::String(raw)) => agent_name(field, raw),
         None | Some(Value::Null) => Err(ApiError::invalid_request(format!("{field} is required"))),
-        Some(_) => Err(ApiError::invalid_request(format!(
-            "{field} must be a string"
-        ))),
+        Some(_) => Err(ApiError::invalid_request(format!("{field} must be a string"))),
     }
 }
 
 /// A message id field: a positive whole number.
 fn id_value(field: &str, value: &Value) -> Result<u64, ApiError> {
-    value.as_u64().filter(|id| *id > 0).ok_or_else(|| {
-        ApiError::invalid_request(format!(
-            "{field} must be a message id (a positive whole number)"
-        ))
-    })
+    value
+        .as_u64()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::invalid_request(format!("{field} must be a message id (a positive whole number)")))
 }
 
 /// `POST /api/send`: the body and the optional `Idempotency-Key`.
-pub fn new_message(
-    body: &Map<String, Value>,
-    key: Option<&[u8]>,
-    max_bytes: usize,
-) -> Result<NewMessage, ApiError> {
+pub fn new_message(body: &Map<String, Value>, key: Option<&[u8]>, max_bytes: usize) -> Result<NewMessage, ApiError> {
     let from = agent_field(body, "from")?;
     let to = match body.get("to") {
         None | Some(Value::Null) => None,
         Some(Value::String(raw)) if raw == BROADCAST => None,
         Some(Value::String(raw)) => Some(agent_name("to", raw)?),
         Some(_) => {
-            return Err(ApiError::invalid_request(
-                "to must be an agent name, \"*\" or null",
-            ));
+            return Err(ApiError::invalid_request("to must be an agent name, \"*\" or null"));
         }
     };
     let (field, value) = ["content", "message", "text", "body"]
@@ -232,16 +200,11 @@ pub fn new_message(
         Value::String(text) if !text.trim().is_empty() => text.clone(),
         Value::String(_) => return Err(ApiError::invalid_request(format!("{field} is empty"))),
         _ => {
-            return Err(ApiError::invalid_request(format!(
-                "{field} must be a string"
-            )));
+            return Err(ApiError::invalid_request(format!("{field} must be a string")));
         }
     };
     if content.len() > max_bytes {
-        return Err(ApiError::too_large(format!(
-            "content is {} bytes; the limit is {max_bytes}",
-            content.len()
-        )));
+        return Err(ApiError::too_large(format!("content is {} bytes; the limit is {max_bytes}", content.len())));
     }
     let priority = match body.get("priority") {
         None | Some(Value::Null) => Priority::Normal,
@@ -256,23 +219,14 @@ pub fn new_message(
         .map(|key| {
             let printable = key.iter().all(|b| (0x20..0x7f).contains(b));
             match std::str::from_utf8(key) {
-                Ok(key) if printable && !key.is_empty() && key.len() <= MAX_KEY => {
-                    Ok(key.to_owned())
-                }
+                Ok(key) if printable && !key.is_empty() && key.len() <= MAX_KEY => Ok(key.to_owned()),
                 _ => Err(ApiError::invalid_request(format!(
                     "Idempotency-Key must be 1 to {MAX_KEY} printable ASCII characters"
                 ))),
             }
         })
         .transpose()?;
-    Ok(NewMessage {
-        from,
-        to,
-        content,
-        priority,
-        reply_to,
-        idempotency_key,
-    })
+    Ok(NewMessage { from, to, content, priority, reply_to, idempotency_key })
 }
 
 /// `POST /api/ack`: the agent and exactly one of `ids`, `all`, `up_to`.
@@ -283,20 +237,12 @@ pub fn ack(body: &Map<String, Value>) -> Result<(AgentName, Ack), ApiError> {
     let ack = match (given("ids"), given("all"), given("up_to")) {
         (true, false, false) => {
             let Some(Value::Array(ids)) = body.get("ids") else {
-                return Err(ApiError::invalid_request(
-                    "ids must be an array of message ids",
-                ));
+                return Err(ApiError::invalid_request("ids must be an array of message ids"));
             };
             if ids.len() > MAX_ACK_IDS {
-                return Err(ApiError::invalid_request(format!(
-                    "at most {MAX_ACK_IDS} ids per ack"
-                )));
+                return Err(ApiError::invalid_request(format!("at most {MAX_ACK_IDS} ids per ack")));
             }
-            Ack::Ids(
-                ids.iter()
-                    .map(|id| id_value("ids", id))
-                    .collect::<Result<_, _>>()?,
-            )
+            Ack::Ids(ids.iter().map(|id| id_value("ids", id)).collect::<Result<_, _>>()?)
         }
         (false, true, false) => match body.get("all") {
             Some(Value::Bool(true)) => Ack::All,
@@ -324,20 +270,12 @@ mod tests {
     #[test]
     fn send_aliases_and_defaults() {
         let message = send(json!({"from": "a", "text": "hi"})).unwrap();
-        assert_eq!(
-            (message.to, message.content.as_str(), message.priority),
-            (None, "hi", Priority::Normal)
-        );
+        assert_eq!((message.to, message.content.as_str(), message.priority), (None, "hi", Priority::Normal));
         let message = send(json!({"from": "a", "to": "*", "content": "c", "body": "b"})).unwrap();
         assert_eq!(message.content, "c");
-        let message = send(
-            json!({"from": "a", "to": "b", "message": "m", "reply_to": 4, "priority": "urgent"}),
-        )
-        .unwrap();
-        assert_eq!(
-            (message.to.unwrap().as_str(), message.reply_to),
-            ("b", Some(4))
-        );
+        let message =
+            send(json!({"from": "a", "to": "b", "message": "m", "reply_to": 4, "priority": "urgent"})).unwrap();
+        assert_eq!((message.to.unwrap().as_str(), message.reply_to), ("b", Some(4)));
     }
 
     #[test]
@@ -345,44 +283,16 @@ mod tests {
         let code = |value| send(value).unwrap_err().code();
         assert_eq!(code(json!({"content": "x"})), "invalid_request");
         assert_eq!(code(json!({"from": 5, "content": "x"})), "invalid_request");
-        assert_eq!(
-            code(json!({"from": "a.b", "content": "x"})),
-            "invalid_agent"
-        );
-        assert_eq!(
-            code(json!({"from": "a", "to": "b c", "content": "x"})),
-            "invalid_agent"
-        );
-        assert_eq!(
-            code(json!({"from": "a", "to": 3, "content": "x"})),
-            "invalid_request"
-        );
+        assert_eq!(code(json!({"from": "a.b", "content": "x"})), "invalid_agent");
+        assert_eq!(code(json!({"from": "a", "to": "b c", "content": "x"})), "invalid_agent");
+        assert_eq!(code(json!({"from": "a", "to": 3, "content": "x"})), "invalid_request");
         assert_eq!(code(json!({"from": "a", "content": ""})), "invalid_request");
-        assert_eq!(
-            code(json!({"from": "a", "content": ["x"]})),
-            "invalid_request"
-        );
-        assert_eq!(
-            code(json!({"from": "a", "content": "x", "priority": "HIGH"})),
-            "invalid_request"
-        );
-        assert_eq!(
-            code(json!({"from": "a", "content": "x", "reply_to": -1})),
-            "invalid_request"
-        );
-        assert_eq!(
-            code(json!({"from": "a", "content": "x".repeat(11)})),
-            "too_large"
-        );
+        assert_eq!(code(json!({"from": "a", "content": ["x"]})), "invalid_request");
+        assert_eq!(code(json!({"from": "a", "content": "x", "priority": "HIGH"})), "invalid_request");
+        assert_eq!(code(json!({"from": "a", "content": "x", "reply_to": -1})), "invalid_request");
+        assert_eq!(code(json!({"from": "a", "content": "x".repeat(11)})), "too_large");
         let long_key = "k".repeat(129);
-        assert!(
-            new_message(
-                &body(json!({"from": "a", "content": "x"})),
-                Some(long_key.as_bytes()),
-                10
-            )
-            .is_err()
-        );
+        assert!(new_message(&body(json!({"from": "a", "content": "x"})), Some(long_key.as_bytes()), 10).is_err());
     }
 
     #[test]
@@ -390,14 +300,8 @@ mod tests {
         let (agent, form) = ack(&body(json!({"agent": "bob", "ids": [1, 2]}))).unwrap();
         assert_eq!(agent.as_str(), "bob");
         assert!(matches!(form, Ack::Ids(ids) if ids == [1, 2]));
-        assert!(matches!(
-            ack(&body(json!({"agent": "bob", "all": true}))).unwrap().1,
-            Ack::All
-        ));
-        assert!(matches!(
-            ack(&body(json!({"agent": "bob", "up_to": 9}))).unwrap().1,
-            Ack::UpTo(9)
-        ));
+        assert!(matches!(ack(&body(json!({"agent": "bob", "all": true}))).unwrap().1, Ack::All));
+        assert!(matches!(ack(&body(json!({"agent": "bob", "up_to": 9}))).unwrap().1, Ack::UpTo(9)));
         for bad in [
             json!({"agent": "bob"}),
             json!({"agent": "bob", "all": false}),
@@ -406,24 +310,14 @@ mod tests {
             json!({"agent": "bob", "ids": 1}),
             json!({"agent": "bob", "up_to": 0}),
         ] {
-            assert_eq!(
-                ack(&body(bad.clone())).unwrap_err().code(),
-                "invalid_request",
-                "{bad}"
-            );
+            assert_eq!(ack(&body(bad.clone())).unwrap_err().code(), "invalid_request", "{bad}");
         }
     }
 
     #[test]
     fn times_accept_rfc3339_and_unix_seconds() {
-        assert_eq!(
-            parse_time("1764064800").unwrap().unix_timestamp(),
-            1_764_064_800
-        );
-        assert_eq!(
-            parse_time("2025-11-25T10:00:00Z").unwrap().unix_timestamp(),
-            1_764_064_800
-        );
+        assert_eq!(parse_time("1764064800").unwrap().unix_timestamp(), 1_764_064_800);
+        assert_eq!(parse_time("2025-11-25T10:00:00Z").unwrap().unix_timestamp(), 1_764_064_800);
         assert!(parse_time("yesterday").is_none());
     }
 }

@@ -52,10 +52,7 @@ impl AppState {
     }
 
     fn mailbox(&self) -> Result<&Mailbox, ApiError> {
-        self.0
-            .mailbox
-            .get()
-            .ok_or_else(|| ApiError::unavailable("starting: not connected to NATS yet"))
+        self.0.mailbox.get().ok_or_else(|| ApiError::unavailable("starting: not connected to NATS yet"))
     }
 
     fn ready(&self) -> bool {

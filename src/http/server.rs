@@ -25,9 +25,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves `router` until `shutdown`, then lets in-flight requests finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     let mut http = http1::Builder::new();
-    http.max_buf_size(MAX_HEAD_BYTES)
-        .header_read_timeout(HEADER_TIMEOUT)
-        .timer(TokioTimer::new());
+    http.max_buf_size(MAX_HEAD_BYTES).header_read_timeout(HEADER_TIMEOUT).timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     loop {
         let (socket, _) = tokio::select! {
@@ -45,10 +43,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         if let Err(err) = socket.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {err}");
         }
-        let connection = http.serve_connection(
-            TokioIo::new(socket),
-            TowerToHyperService::new(router.clone()),
-        );
+        let connection = http.serve_connection(TokioIo::new(socket), TowerToHyperService::new(router.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -57,10 +52,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; closing them");
     }
 }

@@ -26,15 +26,10 @@ struct Header {
 
 pub async fn run(bus: Bus, slots: Vec<Arc<Slot>>, from: u64, shutdown: CancellationToken) {
     let subjects = bus.subjects().clone();
-    let mut filters: Vec<String> = slots
-        .iter()
-        .map(|slot| subjects.to(&slot.inbox.agent))
-        .collect();
+    let mut filters: Vec<String> = slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect();
     filters.push(subjects.broadcasts());
-    let by_name: HashMap<String, Arc<Slot>> = slots
-        .iter()
-        .map(|slot| (slot.inbox.agent.to_string(), slot.clone()))
-        .collect();
+    let by_name: HashMap<String, Arc<Slot>> =
+        slots.iter().map(|slot| (slot.inbox.agent.to_string(), slot.clone())).collect();
     let mut follower = bus.follow(filters, from);
     loop {
         let message = tokio::select! {
@@ -44,16 +39,13 @@ pub async fn run(bus: Bus, slots: Vec<Arc<Slot>>, from: u64, shutdown: Cancellat
         let Some(route) = subjects.route(&message.subject) else {
             continue;
         };
-        let priority = serde_json::from_slice::<Header>(&message.payload)
-            .map(|h| h.priority)
-            .unwrap_or_default();
+        let priority = serde_json::from_slice::<Header>(&message.payload).map(|h| h.priority).unwrap_or_default();
         let offer = |slot: &Slot| slot.offer(message.seq, route.from(), priority, message.stored);
         match route {
             Route::Direct { to, .. } => by_name.get(to).into_iter().for_each(|slot| offer(slot)),
-            Route::Broadcast { .. } => slots
-                .iter()
-                .filter(|slot| slot.inbox.contains(message.seq, route))
-                .for_each(|slot| offer(slot)),
+            Route::Broadcast { .. } => {
+                slots.iter().filter(|slot| slot.inbox.contains(message.seq, route)).for_each(|slot| offer(slot))
+            }
         }
     }
 }

@@ -18,10 +18,7 @@ pub enum Call {
     /// `POST /hooks/wake` with a notice.
     Wake { text: String },
     /// `POST /hooks/agent` with the messages themselves.
-    Agent {
-        message: String,
-        idempotency_key: String,
-    },
+    Agent { message: String, idempotency_key: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +31,7 @@ pub enum Delivered {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failed {
     /// Connection errors, timeouts, 408, 429 and 5xx.
-    Transient {
-        retry_after: Option<Duration>,
-        why: String,
-    },
+    Transient { retry_after: Option<Duration>, why: String },
     /// Any other answer: the gateway refuses this call as configured.
     Refused { why: String },
 }
@@ -66,31 +60,15 @@ struct WakeAnswer {
 }
 
 /// Sends one call and classifies the answer.
-pub async fn call(
-    http: &reqwest::Client,
-    gateway: &Gateway,
-    call: &Call,
-) -> Result<Delivered, Failed> {
+pub async fn call(http: &reqwest::Client, gateway: &Gateway, call: &Call) -> Result<Delivered, Failed> {
     let base = gateway.url.as_str().trim_end_matches('/');
     let (path, body, key) = match call {
         Call::Wake { text } => {
-            let body = WakeBody {
-                text,
-                mode: "now",
-                agent_id: &gateway.openclaw_agent,
-            };
+            let body = WakeBody { text, mode: "now", agent_id: &gateway.openclaw_agent };
             ("wake", serde_json::to_vec(&body), None)
         }
-        Call::Agent {
-            message,
-            idempotency_key,
-        } => {
-            let body = AgentBody {
-                message,
-                name: "clawbus",
-                agent_id: &gateway.openclaw_agent,
-                deliver: false,
-            };
+        Call::Agent { message, idempotency_key } => {
+            let body = AgentBody { message, name: "clawbus", agent_id: &gateway.openclaw_agent, deliver: false };
             ("agent", serde_json::to_vec(&body), Some(idempotency_key))
         }
     };
@@ -102,36 +80,19 @@ pub async fn call(
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
     }
-    let response = request.send().await.map_err(|err| Failed::Transient {
-        retry_after: None,
-        why: describe(&err),
-    })?;
+    let response = request.send().await.map_err(|err| Failed::Transient { retry_after: None, why: describe(&err) })?;
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let text = response.text().await.unwrap_or_default();
     if status.is_success() {
         let coalesced = serde_json::from_str::<WakeAnswer>(&text)
             .ok()
             .and_then(|a| a.event_outcome)
             .is_some_and(|outcome| outcome == "coalesced");
-        return Ok(if coalesced {
-            Delivered::Coalesced
-        } else {
-            Delivered::Queued
-        });
+        return Ok(if coalesced { Delivered::Coalesced } else { Delivered::Queued });
     }
-    let why = format!(
-        "{status}: {}",
-        text.chars().take(200).collect::<String>().trim()
-    );
-    if status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-    {
+    let why = format!("{status}: {}", text.chars().take(200).collect::<String>().trim());
+    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         Err(Failed::Transient { retry_after, why })
     } else {
         Err(Failed::Refused { why })
@@ -153,10 +114,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(SystemTime::now())
-            .unwrap_or_default(),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(SystemTime::now()).unwrap_or_default(),
     };
     (wait <= MAX_RETRY_AFTER).then_some(wait)
 }
@@ -170,10 +128,7 @@ mod tests {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let wait = parse_retry_after(&soon).unwrap();
-        assert!(
-            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("86400"), None);
     }

@@ -30,11 +30,7 @@ fn key(agent: &AgentName) -> String {
 
 impl WakeMarks {
     pub fn new(bus: Bus) -> Self {
-        Self {
-            bus,
-            dirty: Mutex::default(),
-            changed: Notify::new(),
-        }
+        Self { bus, dirty: Mutex::default(), changed: Notify::new() }
     }
 
     /// Every agent's stored mark.
@@ -46,19 +42,13 @@ impl WakeMarks {
             .into_iter()
             .filter_map(|(key, message)| {
                 let agent = key.strip_prefix("woken.")?.to_owned();
-                Some((
-                    agent,
-                    std::str::from_utf8(&message.payload).ok()?.parse().ok()?,
-                ))
+                Some((agent, std::str::from_utf8(&message.payload).ok()?.parse().ok()?))
             })
             .collect())
     }
 
     pub fn set(&self, agent: &AgentName, seq: u64) {
-        self.dirty
-            .lock()
-            .expect("marks lock")
-            .insert(agent.clone(), seq);
+        self.dirty.lock().expect("marks lock").insert(agent.clone(), seq);
         self.changed.notify_one();
     }
 

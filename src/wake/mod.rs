@@ -48,22 +48,12 @@ impl Wakes {
     /// Starts waking `agents` (paired with their inboxes) for every message
     /// not yet covered by a wake, including those stored while this adapter
     /// was down.
-    pub async fn start(
-        context: WakeContext,
-        agents: Vec<(LocalAgent, Inbox)>,
-    ) -> Result<Wakes, Unavailable> {
+    pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Inbox)>) -> Result<Wakes, Unavailable> {
         let bus = context.mailbox.bus().clone();
         let marks = Arc::new(WakeMarks::new(bus.clone()));
         let stop = CancellationToken::new();
-        let mut wakes = Wakes {
-            tasks: JoinSet::new(),
-            marks: marks.clone(),
-            stop: stop.clone(),
-        };
-        let waking: Vec<(LocalAgent, Inbox)> = agents
-            .into_iter()
-            .filter(|(a, _)| a.mode != WakeMode::None)
-            .collect();
+        let mut wakes = Wakes { tasks: JoinSet::new(), marks: marks.clone(), stop: stop.clone() };
+        let waking: Vec<(LocalAgent, Inbox)> = agents.into_iter().filter(|(a, _)| a.mode != WakeMode::None).collect();
         if waking.is_empty() {
             return Ok(wakes);
         }
@@ -73,10 +63,7 @@ impl Wakes {
         let slots: Vec<Arc<Slot>> = waking
             .iter()
             .map(|(_, inbox)| {
-                let woken = stored
-                    .get(inbox.agent.as_str())
-                    .copied()
-                    .unwrap_or(inbox.since);
+                let woken = stored.get(inbox.agent.as_str()).copied().unwrap_or(inbox.since);
                 Arc::new(Slot::new(inbox.clone(), woken))
             })
             .collect();
@@ -85,11 +72,7 @@ impl Wakes {
             .buffered(32)
             .try_collect()
             .await?;
-        let from = first_unwoken
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(last + 1);
+        let from = first_unwoken.into_iter().flatten().min().unwrap_or(last + 1);
         let behind = slots.iter().filter(|s| s.woken() < last).count();
         tracing::info!(agents = slots.len(), from, behind, "wakes starting");
 
@@ -114,9 +97,7 @@ impl Wakes {
             };
             wakes.tasks.spawn(waker.run(stop.clone()));
         }
-        wakes
-            .tasks
-            .spawn(dispatch::run(bus, slots, from, stop.clone()));
+        wakes.tasks.spawn(dispatch::run(bus, slots, from, stop.clone()));
         let flusher = marks.clone();
         wakes.tasks.spawn(async move { flusher.run(stop).await });
         Ok(wakes)
@@ -126,23 +107,13 @@ impl Wakes {
     /// covered by then is woken again after the next start.
     pub async fn stop(mut self, grace: Duration) {
         self.stop.cancel();
-        let drained = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
-            tracing::warn!(
-                "wake calls still in flight at shutdown; they will be repeated after restart"
-            );
+            tracing::warn!("wake calls still in flight at shutdown; they will be repeated after restart");
             self.tasks.shutdown().await;
         }
-        if !tokio::time::timeout(Duration::from_secs(2), self.marks.flush())
-            .await
-            .unwrap_or(false)
-        {
-            tracing::warn!(
-                "some wake marks were not saved; those agents will be woken again after restart"
-            );
+        if !tokio::time::timeout(Duration::from_secs(2), self.marks.flush()).await.unwrap_or(false) {
+            tracing::warn!("some wake marks were not saved; those agents will be woken again after restart");
         }
     }
 }

@@ -21,12 +21,7 @@ const MAX_NAMED: usize = 5;
 const MAX_AGENT_TEXT: usize = 200 * 1024;
 
 pub fn wake_text(agent: &AgentName, pending: &Pending, base_url: &str) -> String {
-    let names: Vec<&str> = pending
-        .senders
-        .iter()
-        .map(String::as_str)
-        .take(MAX_NAMED)
-        .collect();
+    let names: Vec<&str> = pending.senders.iter().map(String::as_str).take(MAX_NAMED).collect();
     let senders = match (names.as_slice(), pending.senders.len() > MAX_NAMED) {
         ([], _) => "other agents".to_owned(),
         (names, true) => format!("{} and others", names.join(", ")),
@@ -55,16 +50,12 @@ pub fn agent_text(agent: &AgentName, messages: &[MessageView], base_url: &str) -
             e.to,
             e.priority.as_str(),
             e.timestamp,
-            e.reply_to
-                .map(|id| format!(", in reply to {id}"))
-                .unwrap_or_default(),
+            e.reply_to.map(|id| format!(", in reply to {id}")).unwrap_or_default(),
             e.content
         );
         if text.len() + entry.len() > MAX_AGENT_TEXT {
             let left = messages.len() - shown;
-            text.push_str(&format!(
-                "\n({left} more in the inbox: GET {base_url}/api/inbox?agent={agent})\n"
-            ));
+            text.push_str(&format!("\n({left} more in the inbox: GET {base_url}/api/inbox?agent={agent})\n"));
             break;
         }
         text.push_str(&entry);
@@ -81,11 +72,7 @@ mod tests {
     fn pending(senders: &[&str], urgent: bool) -> Pending {
         let mut p = Pending::default();
         for (i, s) in senders.iter().enumerate() {
-            let priority = if urgent {
-                Priority::Urgent
-            } else {
-                Priority::Normal
-            };
+            let priority = if urgent { Priority::Urgent } else { Priority::Normal };
             p.add(i as u64 + 1, s, priority, OffsetDateTime::UNIX_EPOCH);
         }
         p
@@ -95,23 +82,12 @@ mod tests {
     fn notice_is_stable_while_the_situation_is() {
         let bob = AgentName::parse("bob").unwrap();
         let one = wake_text(&bob, &pending(&["alice"], false), "http://h:1");
-        let many = wake_text(
-            &bob,
-            &pending(&["alice", "alice", "alice"], false),
-            "http://h:1",
-        );
+        let many = wake_text(&bob, &pending(&["alice", "alice", "alice"], false), "http://h:1");
         assert_eq!(one, many);
-        assert!(
-            one.contains("from alice.") && one.contains("http://h:1/api/inbox?agent=bob"),
-            "{one}"
-        );
+        assert!(one.contains("from alice.") && one.contains("http://h:1/api/inbox?agent=bob"), "{one}");
         let urgent = wake_text(&bob, &pending(&["carol", "alice"], true), "http://h:1");
         assert!(urgent.contains("from alice and carol (urgent)"), "{urgent}");
-        let crowd = wake_text(
-            &bob,
-            &pending(&["a", "b", "c", "d", "e", "f"], false),
-            "http://h:1",
-        );
+        let crowd = wake_text(&bob, &pending(&["a", "b", "c", "d", "e", "f"], false), "http://h:1");
         assert!(crowd.contains("a, b, c, d, e and others"), "{crowd}");
     }
 
@@ -131,19 +107,10 @@ mod tests {
             read: false,
         };
         let text = agent_text(&bob, &[message(7, "run the tests")], "http://h:1");
-        assert!(
-            text.contains(
-                "message 7 from alice to bob (high, 2026-11-25T10:00:00.000Z), in reply to 1"
-            ),
-            "{text}"
-        );
+        assert!(text.contains("message 7 from alice to bob (high, 2026-11-25T10:00:00.000Z), in reply to 1"), "{text}");
         assert!(text.contains("run the tests"));
         let big = "x".repeat(150 * 1024);
         let text = agent_text(&bob, &[message(1, &big), message(2, &big)], "http://h:1");
-        assert!(
-            text.len() <= MAX_AGENT_TEXT && text.contains("(1 more in the inbox"),
-            "{}",
-            text.len()
-        );
+        assert!(text.len() <= MAX_AGENT_TEXT && text.contains("(1 more in the inbox"), "{}", text.len());
     }
 }

@@ -60,12 +60,7 @@ mod tests {
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let mut a = Pending::default();
         for seq in 1..=1000 {
-            a.add(
-                seq,
-                "alice",
-                Priority::Normal,
-                t0 + time::Duration::seconds(seq as i64),
-            );
+            a.add(seq, "alice", Priority::Normal, t0 + time::Duration::seconds(seq as i64));
         }
         let mut b = Pending::default();
         b.add(1001, "carol", Priority::Urgent, t0);

@@ -40,12 +40,7 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(inbox: Inbox, woken: u64) -> Self {
-        Self {
-            inbox,
-            pending: Mutex::default(),
-            woken: AtomicU64::new(woken),
-            arrived: Notify::new(),
-        }
+        Self { inbox, pending: Mutex::default(), woken: AtomicU64::new(woken), arrived: Notify::new() }
     }
 
     pub fn woken(&self) -> u64 {
@@ -57,10 +52,7 @@ impl Slot {
         if seq <= self.woken() {
             return;
         }
-        self.pending
-            .lock()
-            .expect("slot lock")
-            .add(seq, from, priority, stored);
+        self.pending.lock().expect("slot lock").add(seq, from, priority, stored);
         self.arrived.notify_one();
     }
 
@@ -117,10 +109,7 @@ impl Waker {
             }
             let outcome = match self.call_for(&batch).await {
                 Ok(call) => gateway::call(&self.http, &self.gateway, &call).await,
-                Err(why) => Err(Failed::Transient {
-                    retry_after: None,
-                    why,
-                }),
+                Err(why) => Err(Failed::Transient { retry_after: None, why }),
             };
             let delay = match outcome {
                 Ok(delivered) => {
@@ -143,9 +132,7 @@ impl Waker {
     async fn call_for(&self, batch: &Pending) -> Result<Call, String> {
         let agent = &self.slot.inbox.agent;
         if self.mode != WakeMode::Agent {
-            return Ok(Call::Wake {
-                text: notice::wake_text(agent, batch, &self.base_url),
-            });
+            return Ok(Call::Wake { text: notice::wake_text(agent, batch, &self.base_url) });
         }
         let messages = self
             .mailbox
@@ -163,11 +150,9 @@ impl Waker {
             Delivered::Queued => WakeOutcome::Queued,
             Delivered::Coalesced => WakeOutcome::Coalesced,
         });
-        let latency = batch.oldest.map_or(Duration::ZERO, |oldest| {
-            (OffsetDateTime::now_utc() - oldest)
-                .try_into()
-                .unwrap_or_default()
-        });
+        let latency = batch
+            .oldest
+            .map_or(Duration::ZERO, |oldest| (OffsetDateTime::now_utc() - oldest).try_into().unwrap_or_default());
         self.metrics.woke(batch.messages, latency);
         self.slot.woken.fetch_max(batch.up_to, Ordering::AcqRel);
         self.marks.set(&self.slot.inbox.agent, batch.up_to);
@@ -202,9 +187,7 @@ impl Waker {
 /// Capped exponential backoff with jitter: a random delay between half and
 /// all of `FIRST_BACKOFF * 2^(failures-1)`, at most `cap`.
 fn backoff(failures: u32, cap: Duration) -> Duration {
-    let ceiling = FIRST_BACKOFF
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(cap);
+    let ceiling = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(cap);
     ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)
 }
 
@@ -224,14 +207,9 @@ mod tests {
     fn backoff_grows_with_jitter_up_to_the_cap() {
         let cap = Duration::from_secs(30);
         for failures in 1..40 {
-            let ceiling = FIRST_BACKOFF
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(cap);
+            let ceiling = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(16)).min(cap);
             let delay = backoff(failures, cap);
-            assert!(
-                delay >= ceiling / 2 && delay <= ceiling,
-                "{failures}: {delay:?}"
-            );
+            assert!(delay >= ceiling / 2 && delay <= ceiling, "{failures}: {delay:?}");
         }
         assert!(backoff(30, cap) >= Duration::from_secs(15));
     }

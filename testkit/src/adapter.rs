@@ -108,21 +108,12 @@ impl AdapterConfig {
     }
 
     fn toml(&self, port: u16) -> String {
-        let mut toml = format!(
-            "host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            self.host
-        );
-        self.http
-            .iter()
-            .for_each(|line| writeln!(toml, "{line}").unwrap());
+        let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
+        self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();
-        self.nats
-            .iter()
-            .for_each(|line| writeln!(toml, "{line}").unwrap());
+        self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         toml.push_str("\n[wake]\n");
-        self.wake
-            .iter()
-            .for_each(|line| writeln!(toml, "{line}").unwrap());
+        self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         for agent in &self.agents {
             writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
             let optional = [
@@ -161,33 +152,21 @@ impl Adapter {
 
     /// Starts an adapter and waits only until it listens.
     pub async fn launch(config: AdapterConfig) -> Adapter {
-        let mut adapter = Adapter {
-            config,
-            dir: TempDir::new().expect("temp dir"),
-            port: 0,
-            child: None,
-            log: Arc::default(),
-        };
+        let mut adapter =
+            Adapter { config, dir: TempDir::new().expect("temp dir"), port: 0, child: None, log: Arc::default() };
         adapter.spawn().await;
         adapter
     }
 
     async fn spawn(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "adapter {} is already running",
-            self.config.host
-        );
+        assert!(self.child.is_none(), "adapter {} is already running", self.config.host);
         let path = self.dir.path().join("clawbus.toml");
         std::fs::write(&path, self.config.toml(self.port)).expect("write config");
         let mut child = Command::new(crate::program("CLAWBUS_BIN", "clawbus"))
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env(
-                "RUST_LOG",
-                std::env::var("CLAWBUS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("CLAWBUS_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -206,20 +185,13 @@ impl Adapter {
         let start = self.log.lock().expect("log lock").len();
         let log = self.log.clone();
         let host = self.config.host.clone();
-        let port = eventually(
-            &format!("adapter {host} to listen"),
-            Duration::from_secs(30),
-            || {
-                let text = log.lock().expect("log lock")[start..].to_owned();
-                async move {
-                    let (_, rest) = text.split_once("listening on http://127.0.0.1:")?;
-                    rest.split(|c: char| !c.is_ascii_digit())
-                        .next()?
-                        .parse::<u16>()
-                        .ok()
-                }
-            },
-        )
+        let port = eventually(&format!("adapter {host} to listen"), Duration::from_secs(30), || {
+            let text = log.lock().expect("log lock")[start..].to_owned();
+            async move {
+                let (_, rest) = text.split_once("listening on http://127.0.0.1:")?;
+                rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u16>().ok()
+            }
+        })
         .await;
         self.port = port;
     }
@@ -227,11 +199,9 @@ impl Adapter {
     pub async fn wait_ready(&self) {
         let api = self.api();
         let host = &self.config.host;
-        eventually(
-            &format!("adapter {host} to be ready"),
-            Duration::from_secs(30),
-            || async { api.is_ready().await.then_some(()) },
-        )
+        eventually(&format!("adapter {host} to be ready"), Duration::from_secs(30), || async {
+            api.is_ready().await.then_some(())
+        })
         .await;
     }
 
@@ -260,7 +230,7 @@ impl Adapter {
     }
 
     /// SIGTERM; returns how the process ended and how long it took.
-    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+    pub async fn terminate(&mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("adapter is running");
         let started = Instant::now();
         signal(child.id(), libc::SIGTERM);
@@ -272,7 +242,7 @@ impl Adapter {
             if Instant::now() > deadline {
                 let _ = child.kill();
             }
-            std::thread::sleep(Duration::from_millis(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -287,37 +257,42 @@ impl Adapter {
         self.log.lock().expect("log lock").clone()
     }
 
-    /// CPU time (user + system) and peak resident memory of the process,
-    /// from /proc (Linux).
-    pub fn resources(&self) -> Option<(Duration, u64)> {
+    /// CPU time and memory of the process, from /proc (Linux).
+    pub fn resources(&self) -> Option<Resources> {
         let pid = self.pid()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let peak_kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some((Duration::from_millis(ticks * 1000 / hz), peak_kb * 1024))
+        let kib = |field: &str| -> Option<u64> {
+            status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some(Resources {
+            cpu: Duration::from_millis(ticks * 1000 / hz),
+            rss: kib("VmRSS:")? * 1024,
+            peak_rss: kib("VmHWM:")? * 1024,
+        })
     }
+}
+
+/// What a process has used so far.
+#[derive(Clone, Copy, Debug)]
+pub struct Resources {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Resident memory now, in bytes.
+    pub rss: u64,
+    /// Peak resident memory, in bytes.
+    pub peak_rss: u64,
 }
 
 impl Drop for Adapter {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!(
-                "--- log of adapter {} ---\n{}",
-                self.config.host,
-                self.log()
-            );
+            eprintln!("--- log of adapter {} ---\n{}", self.config.host, self.log());
         }
     }
 }

@@ -22,11 +22,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Api {
-        Api {
-            base: base.into(),
-            http: crate::http_client(Duration::from_secs(30)),
-            token: None,
-        }
+        Api { base: base.into(), http: crate::http_client(Duration::from_secs(30)), token: None }
     }
 
     pub fn base(&self) -> &str {
@@ -35,46 +31,33 @@ impl Api {
 
     /// The same client, authenticating with `token`.
     pub fn with_token(&self, token: &str) -> Api {
-        Api {
-            token: Some(token.into()),
-            ..self.clone()
-        }
+        Api { token: Some(token.into()), ..self.clone() }
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
+        self.try_answer(request).await.expect("request reaches the adapter")
+    }
+
+    /// `Err` when no answer came (connection refused or cut).
+    async fn try_answer(&self, request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.expect("request reaches the adapter");
+        let response = request.send().await?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let text = response.text().await.unwrap_or_default();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+        let text = response.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            body,
-            retry_after,
-        }
+        Ok(Answer { status, body, retry_after })
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        self.answer(self.http.get(format!("{}{path}", self.base)))
-            .await
+        self.answer(self.http.get(format!("{}{path}", self.base))).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.post_raw(
-            path,
-            Some("application/json"),
-            body.to_string().into_bytes(),
-            &[],
-        )
-        .await
+        self.post_raw(path, Some("application/json"), body.to_string().into_bytes(), &[]).await
     }
 
     /// A POST with full control over content type, body and headers.
@@ -85,6 +68,16 @@ impl Api {
         body: Vec<u8>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        self.answer(self.raw_request(path, content_type, body, headers)).await
+    }
+
+    fn raw_request(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
@@ -92,17 +85,19 @@ impl Api {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        self.answer(request).await
+        request
+    }
+
+    /// A send with an `Idempotency-Key`; `None` when no answer came.
+    pub async fn try_send(&self, from: &str, to: &str, content: &str, key: &str) -> Option<Answer> {
+        let body = json!({"from": from, "to": to, "content": content}).to_string().into_bytes();
+        let request = self.raw_request("/api/send", Some("application/json"), body, &[("Idempotency-Key", key)]);
+        self.try_answer(request).await.ok()
     }
 
     /// Sends and expects 200; returns the id.
     pub async fn send(&self, from: &str, to: &str, content: &str) -> u64 {
-        let answer = self
-            .post(
-                "/api/send",
-                &json!({"from": from, "to": to, "content": content}),
-            )
-            .await;
+        let answer = self.post("/api/send", &json!({"from": from, "to": to, "content": content})).await;
         assert_eq!(answer.status, 200, "send failed: {:?}", answer.body);
         answer.body["id"].as_u64().expect("id")
     }
@@ -119,21 +114,26 @@ impl Api {
         answer.body
     }
 
+    /// Every message in `agent`'s inbox, read or not, paging through it.
+    pub async fn all_messages(&self, agent: &str) -> Vec<Value> {
+        let mut messages: Vec<Value> = Vec::new();
+        loop {
+            let after = messages.last().map_or(0, |m| m["id"].as_u64().expect("id"));
+            let page = self.ok(&format!("/api/inbox?agent={agent}&unread=false&limit=1000&after={after}")).await;
+            let page = page["messages"].as_array().expect("messages").clone();
+            if page.is_empty() {
+                return messages;
+            }
+            messages.extend(page);
+        }
+    }
+
     /// Ids of the messages in an inbox or history answer.
     pub fn ids(body: &Value) -> Vec<u64> {
-        body["messages"]
-            .as_array()
-            .expect("messages")
-            .iter()
-            .map(|m| m["id"].as_u64().expect("id"))
-            .collect()
+        body["messages"].as_array().expect("messages").iter().map(|m| m["id"].as_u64().expect("id")).collect()
     }
 
     pub async fn is_ready(&self) -> bool {
-        self.http
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        self.http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success())
     }
 }

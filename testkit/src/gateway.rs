@@ -42,7 +42,7 @@ pub struct Call {
     pub body: Value,
     pub arrived: Instant,
     pub arrived_wall: SystemTime,
-    /// The status the gateway answered.
+    /// The status the gateway answered; 0 while the call is in flight.
     pub status: u16,
     /// `queued` or `coalesced` for answered wakes.
     pub outcome: Option<String>,
@@ -79,19 +79,10 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway on a free loopback port accepting `token`.
     pub async fn start(token: &str) -> Gateway {
-        let shared = Arc::new(Shared {
-            token: token.into(),
-            ..Shared::default()
-        });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind gateway");
+        let shared = Arc::new(Shared { token: token.into(), ..Shared::default() });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
         let addr = listener.local_addr().expect("gateway addr");
-        let mut gateway = Gateway {
-            shared,
-            addr,
-            server: None,
-        };
+        let mut gateway = Gateway { shared, addr, server: None };
         gateway.serve(listener);
         gateway
     }
@@ -107,9 +98,7 @@ impl Gateway {
             let _ = socket.set_nodelay(true);
         });
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async { drop(stopped.await) })
-                .await;
+            let _ = axum::serve(listener, router).with_graceful_shutdown(async { drop(stopped.await) }).await;
         });
         self.server = Some((stop, task));
     }
@@ -124,8 +113,7 @@ impl Gateway {
 
     /// Only these `agentId`s exist (400 for others). Default: any.
     pub fn only_agents(&self, ids: &[&str]) {
-        *self.shared.agent_ids.lock().unwrap() =
-            Some(ids.iter().map(|id| id.to_string()).collect());
+        *self.shared.agent_ids.lock().unwrap() = Some(ids.iter().map(|id| id.to_string()).collect());
     }
 
     /// Answers for the next calls, in order; then normal answers resume.
@@ -138,25 +126,19 @@ impl Gateway {
         *self.shared.delay.lock().unwrap() = delay;
     }
 
-    /// Every call received, in arrival order.
+    /// Every call received, in arrival order (answered or still in flight).
     pub fn calls(&self) -> Vec<Call> {
         self.shared.calls.lock().unwrap().clone()
     }
 
     /// Calls answered 200.
     pub fn wakes(&self) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.status == 200)
-            .collect()
+        self.calls().into_iter().filter(|c| c.status == 200).collect()
     }
 
     /// Calls answered 200 for one `agentId`.
     pub fn wakes_for(&self, agent_id: &str) -> Vec<Call> {
-        self.wakes()
-            .into_iter()
-            .filter(|c| c.agent_id.as_deref() == Some(agent_id))
-            .collect()
+        self.wakes().into_iter().filter(|c| c.agent_id.as_deref() == Some(agent_id)).collect()
     }
 
     /// The agent ran and consumed its pending system events.
@@ -174,9 +156,7 @@ impl Gateway {
 
     /// Comes back on the same port, keeping what it recorded.
     pub async fn resume(&mut self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("rebind gateway port");
+        let listener = TcpListener::bind(self.addr).await.expect("rebind gateway port");
         self.serve(listener);
     }
 }
@@ -202,11 +182,7 @@ fn text_answer(status: StatusCode, text: &'static str) -> Response {
 }
 
 fn bad_request(error: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"ok": false, "error": error})),
-    )
-        .into_response()
+    (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error": error}))).into_response()
 }
 
 async fn handle(shared: &Shared, hook: &str, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -215,39 +191,31 @@ async fn handle(shared: &Shared, hook: &str, headers: &HeaderMap, body: &[u8]) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| {
-            headers
-                .get("x-openclaw-token")
-                .and_then(|v| v.to_str().ok())
-        })
+        .or_else(|| headers.get("x-openclaw-token").and_then(|v| v.to_str().ok()))
         .map(String::from);
     let payload: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |name: &str| {
-        payload
-            .as_ref()
-            .and_then(|p| p.get(name))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
+    let field = |name: &str| payload.as_ref().and_then(|p| p.get(name)).and_then(Value::as_str).map(String::from);
     let text_field = if hook == "wake" { "text" } else { "message" };
     let mut call = Call {
         hook: hook.into(),
         agent_id: field("agentId"),
         text: field(text_field).unwrap_or_default(),
         token: token.clone(),
-        idempotency_key: headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from),
         body: payload.clone().unwrap_or_default(),
         arrived: arrived.0,
         arrived_wall: arrived.1,
         status: 0,
         outcome: None,
     };
+    let index = {
+        let mut calls = shared.calls.lock().unwrap();
+        calls.push(call.clone());
+        calls.len() - 1
+    };
     let response = answer(shared, hook, token, payload.as_ref(), &mut call).await;
     call.status = response.status().as_u16();
-    shared.calls.lock().unwrap().push(call);
+    shared.calls.lock().unwrap()[index] = call;
     response
 }
 
@@ -263,9 +231,7 @@ async fn answer(
         failures.retain(|at| at.elapsed() < Duration::from_secs(60));
         if failures.len() >= AUTH_FAILURES_BEFORE_THROTTLE {
             let mut response = text_answer(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, 60.into());
+            response.headers_mut().insert(header::RETRY_AFTER, 60.into());
             return response;
         }
         failures.push_back(Instant::now());
@@ -276,18 +242,9 @@ async fn answer(
         return bad_request("invalid JSON");
     };
     if call.text.trim().is_empty() {
-        return bad_request(if hook == "wake" {
-            "text required"
-        } else {
-            "message required"
-        });
+        return bad_request(if hook == "wake" { "text required" } else { "message required" });
     }
-    if hook == "wake"
-        && !matches!(
-            payload.get("mode").and_then(Value::as_str),
-            None | Some("now" | "next-heartbeat")
-        )
-    {
+    if hook == "wake" && !matches!(payload.get("mode").and_then(Value::as_str), None | Some("now" | "next-heartbeat")) {
         return bad_request("mode must be now or next-heartbeat");
     }
     let known = shared.agent_ids.lock().unwrap().clone();
@@ -309,10 +266,8 @@ async fn answer(
     }
     let session = call.agent_id.clone().unwrap_or_else(|| "main".into());
     if hook == "agent" {
-        return Json(
-            json!({"ok": true, "runId": format!("run-{}", shared.calls.lock().unwrap().len())}),
-        )
-        .into_response();
+        return Json(json!({"ok": true, "runId": format!("run-{}", shared.calls.lock().unwrap().len())}))
+            .into_response();
     }
     let mut pending = shared.pending.lock().unwrap();
     let queue = pending.entry(session).or_default();
@@ -331,15 +286,9 @@ async fn answer(
 
 fn scripted_status(code: u16, retry_after: Option<u64>) -> Response {
     let status = StatusCode::from_u16(code).expect("valid status");
-    let mut response = (
-        status,
-        Json(json!({"ok": false, "error": "gateway_unavailable"})),
-    )
-        .into_response();
+    let mut response = (status, Json(json!({"ok": false, "error": "gateway_unavailable"}))).into_response();
     if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, seconds.into());
+        response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
     }
     response
 }

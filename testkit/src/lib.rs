@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-pub use adapter::{Adapter, AdapterConfig, AgentSpec};
+pub use adapter::{Adapter, AdapterConfig, AgentSpec, Resources};
 pub use api::Api;
 pub use gateway::{Call, Gateway, Reply};
 pub use nats::{NatsCluster, NatsServer};
@@ -24,20 +24,12 @@ pub use nats::{NatsCluster, NatsServer};
 /// provider, as clawbus installs ring at start; so does this.)
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().timeout(timeout).tcp_nodelay(true).build().expect("http client")
 }
 
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
 /// Polls `check` every 20 ms until it yields `Some`, or panics after
@@ -53,10 +45,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -99,23 +88,14 @@ impl OneHost {
 
     /// Like [`OneHost::start`], with a chance to adjust the config (and to
     /// add agents of other kinds, given the gateway).
-    pub async fn start_with(
-        agents: &[&str],
-        adjust: impl FnOnce(AdapterConfig, &Gateway) -> AdapterConfig,
-    ) -> OneHost {
+    pub async fn start_with(agents: &[&str], adjust: impl FnOnce(AdapterConfig, &Gateway) -> AdapterConfig) -> OneHost {
         let nats = NatsServer::start();
         let gateway = Gateway::start("hook-secret").await;
         let config = agents
             .iter()
-            .fold(AdapterConfig::new("hostA", nats.url()), |config, name| {
-                config.agent(AgentSpec::new(name, &gateway))
-            });
+            .fold(AdapterConfig::new("hostA", nats.url()), |config, name| config.agent(AgentSpec::new(name, &gateway)));
         let adapter = Adapter::start(adjust(config, &gateway)).await;
-        OneHost {
-            adapter,
-            gateway,
-            nats,
-        }
+        OneHost { adapter, gateway, nats }
     }
 
     pub fn api(&self) -> Api {

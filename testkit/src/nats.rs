@@ -42,14 +42,7 @@ impl NatsServer {
             "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
              jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{cluster}"
         );
-        NatsServer {
-            name: name.into(),
-            port,
-            dir,
-            config,
-            child: None,
-            _tmp: None,
-        }
+        NatsServer { name: name.into(), port, dir, config, child: None, _tmp: None }
     }
 
     pub fn url(&self) -> String {
@@ -86,23 +79,10 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "nats-server {} exited ({status}):\n{}",
-                    self.name,
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("nats-server {} exited ({status}):\n{}", self.name, self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server {} did not start:\n{}",
-                self.name,
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "nats-server {} did not start:\n{}", self.name, self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -153,10 +133,7 @@ impl NatsCluster {
     pub fn start(size: usize) -> NatsCluster {
         let tmp = TempDir::new().expect("temp dir");
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
-            .collect();
+        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
         let mut nodes: Vec<NatsServer> = ports
             .iter()
             .enumerate()
@@ -176,10 +153,6 @@ impl NatsCluster {
 
     /// Every node's URL, comma-separated (the form `nats.url` takes).
     pub fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
     }
 }
