@@ -33,6 +33,7 @@ async fn a_message_wakes_its_recipient_with_a_notice_but_not_the_content() {
     assert_eq!(wake.token.as_deref(), Some("hook-secret"));
     assert_eq!(wake.agent_id.as_deref(), Some("main"));
     assert_eq!(wake.body["mode"], "now");
+    assert_eq!(wake.up_to, sent.body["id"].as_u64(), "Clawbus-Up-To names the message covered");
     assert!(!wake.text.contains("SECRET") && !wake.text.contains("rm -rf"), "content leaked: {}", wake.text);
     assert!(wake.text.contains("alice") && wake.text.contains("urgent"), "{}", wake.text);
     assert!(wake.text.contains(&format!("{}/api/inbox?agent=bob", api.base())), "{}", wake.text);

@@ -12,14 +12,24 @@ use crate::config::Gateway;
 /// cap applies, so a bogus header cannot park an agent for a day.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// One call to a gateway.
+/// One call to a gateway, covering the agent's messages up to `up_to`.
 #[derive(Debug, Clone)]
-pub enum Call {
+pub struct Call {
+    pub up_to: u64,
+    pub hook: Hook,
+}
+
+#[derive(Debug, Clone)]
+pub enum Hook {
     /// `POST /hooks/wake` with a notice.
     Wake { text: String },
     /// `POST /hooks/agent` with the messages themselves.
-    Agent { message: String, idempotency_key: String },
+    Agent { message: String },
 }
+
+/// Names the newest message id a call covers. Gateways ignore it; it lets
+/// an operator (or a benchmark) tie a wake to the messages behind it.
+pub const UP_TO_HEADER: &str = "Clawbus-Up-To";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivered {
@@ -62,23 +72,26 @@ struct WakeAnswer {
 /// Sends one call and classifies the answer.
 pub async fn call(http: &reqwest::Client, gateway: &Gateway, call: &Call) -> Result<Delivered, Failed> {
     let base = gateway.url.as_str().trim_end_matches('/');
-    let (path, body, key) = match call {
-        Call::Wake { text } => {
+    let (path, body) = match &call.hook {
+        Hook::Wake { text } => {
             let body = WakeBody { text, mode: "now", agent_id: &gateway.openclaw_agent };
-            ("wake", serde_json::to_vec(&body), None)
+            ("wake", serde_json::to_vec(&body))
         }
-        Call::Agent { message, idempotency_key } => {
+        Hook::Agent { message } => {
             let body = AgentBody { message, name: "clawbus", agent_id: &gateway.openclaw_agent, deliver: false };
-            ("agent", serde_json::to_vec(&body), Some(idempotency_key))
+            ("agent", serde_json::to_vec(&body))
         }
     };
     let mut request = http
         .post(format!("{base}/hooks/{path}"))
         .header(AUTHORIZATION, format!("Bearer {}", gateway.hook_token))
         .header(CONTENT_TYPE, "application/json")
+        .header(UP_TO_HEADER, call.up_to)
         .body(body.expect("serializes"));
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
+    if let Hook::Agent { .. } = call.hook {
+        // The gateway drops a repeat of the same key: a retried call whose
+        // first attempt landed after all does not run the agent twice.
+        request = request.header("Idempotency-Key", format!("clawbus-{}", call.up_to));
     }
     let response = request.send().await.map_err(|err| Failed::Transient { retry_after: None, why: describe(&err) })?;
     let status = response.status();

@@ -20,7 +20,7 @@ use crate::mailbox::Mailbox;
 use crate::message::{Inbox, Priority};
 use crate::metrics::{Metrics, WakeOutcome};
 
-use super::gateway::{self, Call, Delivered, Failed};
+use super::gateway::{self, Call, Delivered, Failed, Hook};
 use super::marks::WakeMarks;
 use super::notice;
 use super::pending::Pending;
@@ -131,18 +131,17 @@ impl Waker {
 
     async fn call_for(&self, batch: &Pending) -> Result<Call, String> {
         let agent = &self.slot.inbox.agent;
-        if self.mode != WakeMode::Agent {
-            return Ok(Call::Wake { text: notice::wake_text(agent, batch, &self.base_url) });
-        }
-        let messages = self
-            .mailbox
-            .messages_between(&self.slot.inbox, self.slot.woken(), batch.up_to)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Call::Agent {
-            message: notice::agent_text(agent, &messages, &self.base_url),
-            idempotency_key: format!("clawbus-{}", batch.up_to),
-        })
+        let hook = if self.mode == WakeMode::Agent {
+            let messages = self
+                .mailbox
+                .messages_between(&self.slot.inbox, self.slot.woken(), batch.up_to)
+                .await
+                .map_err(|e| e.to_string())?;
+            Hook::Agent { message: notice::agent_text(agent, &messages, &self.base_url) }
+        } else {
+            Hook::Wake { text: notice::wake_text(agent, batch, &self.base_url) }
+        };
+        Ok(Call { up_to: batch.up_to, hook })
     }
 
     fn delivered(&self, delivered: Delivered, batch: &Pending) {

@@ -38,6 +38,8 @@ pub struct Call {
     pub text: String,
     pub token: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The newest message id the call covers (`Clawbus-Up-To`).
+    pub up_to: Option<u64>,
     /// The whole JSON body (`Null` if it was not JSON).
     pub body: Value,
     pub arrived: Instant,
@@ -202,6 +204,7 @@ async fn handle(shared: &Shared, hook: &str, headers: &HeaderMap, body: &[u8]) -
         text: field(text_field).unwrap_or_default(),
         token: token.clone(),
         idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from),
+        up_to: headers.get("clawbus-up-to").and_then(|v| v.to_str().ok()?.parse().ok()),
         body: payload.clone().unwrap_or_default(),
         arrived: arrived.0,
         arrived_wall: arrived.1,

@@ -29,18 +29,25 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single JetStream node that fsyncs every write, as in production.
     pub fn start() -> NatsServer {
+        NatsServer::start_single(true)
+    }
+
+    /// A single node; `sync_always` false leaves JetStream's default
+    /// (fsync every 2 minutes), for comparison.
+    pub fn start_single(sync_always: bool) -> NatsServer {
         let tmp = TempDir::new().expect("temp dir");
-        let mut server = NatsServer::configure("n1", free_port(), tmp.path().to_owned(), "");
+        let sync = if sync_always { "always" } else { "2m" };
+        let mut server = NatsServer::configure("n1", free_port(), tmp.path().to_owned(), sync, "");
         server._tmp = Some(tmp);
         server.start_again();
         server
     }
 
-    fn configure(name: &str, port: u16, dir: PathBuf, cluster: &str) -> NatsServer {
+    fn configure(name: &str, port: u16, dir: PathBuf, sync: &str, cluster: &str) -> NatsServer {
         let store = dir.join(format!("{name}-store"));
         let config = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{cluster}"
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{cluster}"
         );
         NatsServer { name: name.into(), port, dir, config, child: None, _tmp: None }
     }
@@ -142,7 +149,7 @@ impl NatsCluster {
                     "cluster {{\n  name: clawbus-test\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
                     routes.join(", ")
                 );
-                NatsServer::configure(&format!("n{}", i + 1), *client, tmp.path().to_owned(), &cluster)
+                NatsServer::configure(&format!("n{}", i + 1), *client, tmp.path().to_owned(), "always", &cluster)
             })
             .collect();
         for node in &mut nodes {
