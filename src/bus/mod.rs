@@ -37,6 +37,22 @@ impl Unavailable {
     }
 }
 
+/// The server this adapter is connected to, and the stream's replicas.
+#[derive(Debug, serde::Serialize)]
+pub struct Placement {
+    pub server: String,
+    pub leader: Option<String>,
+    /// The followers (the leader is not listed).
+    pub replicas: Vec<Replica>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Replica {
+    pub name: String,
+    pub current: bool,
+    pub lag: Option<u64>,
+}
+
 /// Deadline of one read from JetStream.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -188,16 +204,36 @@ impl Bus {
         self.retractions.load(Ordering::Relaxed)
     }
 
-    /// The stream's last sequence: the newest message id.
-    pub async fn last_sequence(&self) -> Result<u64, Unavailable> {
+    /// The stream's state and placement, from its leader.
+    async fn stream_info(&self) -> Result<stream::Info, Unavailable> {
         self.ensure_connected()?;
-        let info = tokio::time::timeout(READ_TIMEOUT, async {
+        tokio::time::timeout(READ_TIMEOUT, async {
             self.js.get_stream_no_info(&self.stream).await?.get_info().await.map_err(anyhow::Error::from)
         })
         .await
         .map_err(Unavailable::from)?
-        .map_err(Unavailable::from)?;
-        Ok(info.state.last_sequence)
+        .map_err(Unavailable::from)
+    }
+
+    /// The stream's last sequence: the newest message id.
+    pub async fn last_sequence(&self) -> Result<u64, Unavailable> {
+        Ok(self.stream_info().await?.state.last_sequence)
+    }
+
+    /// Where the stream lives: for `/api/stats`, so operators (and tests)
+    /// can see the leader and whether every replica is caught up.
+    pub async fn placement(&self) -> Result<Placement, Unavailable> {
+        let info = self.stream_info().await?;
+        let cluster = info.cluster.unwrap_or_default();
+        Ok(Placement {
+            server: self.client.server_info().server_name,
+            leader: cluster.leader,
+            replicas: cluster
+                .replicas
+                .into_iter()
+                .map(|peer| Replica { name: peer.name, current: peer.current && !peer.offline, lag: peer.lag })
+                .collect(),
+        })
     }
 
     /// Number of messages matching `filter` with a sequence of at least `from`.

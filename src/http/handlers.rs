@@ -98,7 +98,8 @@ pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<V
 
 pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
     let mailbox = state.mailbox()?;
-    let (rows, messages) = tokio::try_join!(mailbox.agents(), mailbox.message_count())?;
+    let (rows, messages, placement) =
+        tokio::try_join!(mailbox.agents(), mailbox.message_count(), mailbox.bus().placement())?;
     let online = rows.iter().filter(|row| row.status.online).count();
     let unread: BTreeMap<String, u64> =
         rows.iter().map(|row| (row.status.inbox.agent.to_string(), row.unread)).collect();
@@ -109,7 +110,7 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
         "unread": unread,
         "host": state.host(),
         "wakes": state.metrics().wake_stats(),
-        "nats": {"connected": mailbox.bus().is_connected()},
+        "nats": {"connected": mailbox.bus().is_connected(), "stream": placement},
         "pending_retractions": mailbox.bus().pending_retractions(),
     })))
 }
