@@ -192,9 +192,9 @@ impl Mailbox {
     pub async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {
         let inbox = self.inbox_of(agent).await?;
         let mark = readstate::load(&self.bus, agent).await?.mark;
-        let start = if query.unread_only { query.after.max(mark.floor) } else { query.after } + 1;
+        let after = if query.unread_only { query.after.max(mark.floor) } else { query.after };
         let page = async {
-            let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(start), query.limit + 1);
+            let mut scan = self.bus.scan(inbox.cursors(self.bus.subjects(), after), query.limit + 1);
             let mut messages = Vec::new();
             while messages.len() < query.limit {
                 let Some(raw) = scan.next().await? else { break };
@@ -299,7 +299,7 @@ impl Mailbox {
             return Ok(());
         }
         let chunk = mark.acked.len() + 1;
-        let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(mark.floor + 1), chunk);
+        let mut scan = self.bus.scan(inbox.cursors(self.bus.subjects(), mark.floor), chunk);
         while let Some(raw) = scan.next().await? {
             if !self.in_inbox(inbox, &raw) {
                 continue;
@@ -336,7 +336,7 @@ impl Mailbox {
         limit: usize,
     ) -> Result<Vec<RawMessage>, Unavailable> {
         let chunk = limit.min(256);
-        let mut scan = self.bus.scan(inbox.filters(self.bus.subjects()), Start::Seq(after + 1), chunk);
+        let mut scan = self.bus.scan(inbox.cursors(self.bus.subjects(), after), chunk);
         let mut found = Vec::new();
         while found.len() < limit {
             match scan.next().await? {
@@ -371,7 +371,7 @@ impl Mailbox {
             Some(since) if query.after == 0 => Start::Time(since - CLOCK_SKEW),
             _ => Start::Seq(query.after + 1),
         };
-        let mut scan = self.bus.scan(filters, start, query.limit + 1);
+        let mut scan = self.bus.scan(filters.into_iter().map(|filter| (filter, start)).collect(), query.limit + 1);
         let mut messages = Vec::new();
         while messages.len() < query.limit {
             let Some(raw) = scan.next().await? else { break };

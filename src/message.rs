@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::bus::Start;
 use crate::names::AgentName;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +182,16 @@ impl Inbox {
     /// The subject filters whose union is a superset of the inbox.
     pub fn filters(&self, subjects: &Subjects) -> Vec<String> {
         vec![subjects.to(&self.agent), subjects.broadcasts()]
+    }
+
+    /// The same filters with where to read each from to find the inbox's
+    /// messages after `after`: broadcasts before registration are skipped
+    /// by the server, not read and dropped.
+    pub fn cursors(&self, subjects: &Subjects, after: u64) -> Vec<(String, Start)> {
+        vec![
+            (subjects.to(&self.agent), Start::Seq(after + 1)),
+            (subjects.broadcasts(), Start::Seq(after.max(self.since) + 1)),
+        ]
     }
 }
 

@@ -248,9 +248,10 @@ impl Bus {
         Ok(batch.messages.into_iter().next().filter(|m| m.seq == seq))
     }
 
-    /// Scans messages matching any of `filters`, in id order.
-    pub fn scan(&self, filters: Vec<String>, start: Start, chunk: usize) -> Scan<'_> {
-        Scan::new(self, self.stream.clone(), filters, start, chunk)
+    /// Scans messages matching any of `filters`, each from its own start,
+    /// in id order.
+    pub fn scan(&self, filters: Vec<(String, Start)>, chunk: usize) -> Scan<'_> {
+        Scan::new(self, self.stream.clone(), filters, chunk)
     }
 
     /// Current values of the state bucket under `prefix` (e.g. `agent.`),
@@ -258,7 +259,7 @@ impl Bus {
     pub async fn kv_entries(&self, prefix: &str) -> Result<Vec<(String, RawMessage)>, Unavailable> {
         let subject_prefix = format!("$KV.{}.", self.kv_bucket);
         let filter = format!("{subject_prefix}{prefix}>");
-        let mut scan = Scan::new(self, format!("KV_{}", self.kv_bucket), vec![filter], Start::Seq(1), 256);
+        let mut scan = Scan::new(self, format!("KV_{}", self.kv_bucket), vec![(filter, Start::Seq(1))], 256);
         let mut entries = Vec::new();
         while let Some(message) = scan.next().await? {
             if message.is_kv_value() {

@@ -46,10 +46,11 @@ pub struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    pub(super) fn new(bus: &'a Bus, stream: String, filters: Vec<String>, start: Start, chunk: usize) -> Self {
+    /// Reads each filter from its own start.
+    pub(super) fn new(bus: &'a Bus, stream: String, filters: Vec<(String, Start)>, chunk: usize) -> Self {
         let cursors = filters
             .into_iter()
-            .map(|filter| Cursor { filter, next: start, buffer: VecDeque::new(), exhausted: false })
+            .map(|(filter, next)| Cursor { filter, next, buffer: VecDeque::new(), exhausted: false })
             .collect();
         Scan { bus, stream, cursors, chunk: chunk.clamp(1, 1024) }
     }
