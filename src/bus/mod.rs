@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv, stream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::message::Subjects;
@@ -53,6 +53,11 @@ pub struct Replica {
     pub lag: Option<u64>,
 }
 
+/// Sends one adapter lets wait for JetStream at once. A single node
+/// persists a few thousand messages per second with fsync, so this is
+/// about a quarter of a second of backlog at most.
+const MAX_SENDS_IN_FLIGHT: usize = 1024;
+
 /// Deadline of one read from JetStream.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,6 +73,9 @@ pub struct Bus {
     subjects: Subjects,
     send_timeout: Duration,
     retractions: Arc<AtomicUsize>,
+    /// Admission control for sends: past this many in flight, a send is
+    /// refused at once (503) instead of queueing towards its deadline.
+    in_flight: Arc<Semaphore>,
 }
 
 /// A NATS connection and a count of the times it was (re)established.
@@ -171,6 +179,7 @@ impl Bus {
             subjects,
             send_timeout: nats.send_timeout,
             retractions: Arc::default(),
+            in_flight: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
         })
     }
 

@@ -65,6 +65,10 @@ impl Bus {
         if !self.is_connected() {
             return Err(SendError::Unavailable("not connected".into()));
         }
+        let _admitted = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| SendError::Unavailable("too many sends waiting for JetStream".into()))?;
         let deadline = Instant::now() + self.send_timeout;
         let mut ambiguous = None;
         loop {
