@@ -4,8 +4,10 @@
 //! each of its agents for anything stored after its mark. A mark is written
 //! only after the gateway answered 200, so a crash in between causes a second
 //! wake, never a missing one. Writes go through one flusher that keeps only
-//! the newest mark per agent, so a busy agent costs one KV write per flush,
-//! not one per wake.
+//! the newest mark per agent and flushes at most every `FLUSH_PACE`: a busy
+//! agent costs a few KV writes per second, not one per wake. (Every write is
+//! an fsync on the NATS side, the resource that caps a node's throughput; a
+//! crash within the pace only repeats those agents' last wake.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Unavailable};
 use crate::names::AgentName;
+
+/// Least time between two flushes.
+const FLUSH_PACE: Duration = Duration::from_millis(100);
+/// Pause after a flush that did not land (NATS away).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 pub struct WakeMarks {
     bus: Bus,
@@ -84,9 +91,15 @@ impl WakeMarks {
                 _ = self.changed.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
-            if !self.flush().await {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.changed.notify_one();
+            loop {
+                let landed = self.flush().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(if landed { FLUSH_PACE } else { RETRY_PAUSE }) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if landed {
+                    break;
+                }
             }
         }
     }
