@@ -305,11 +305,17 @@ impl Config {
     }
 }
 
-/// `CLAWBUS_*` variables. Keys are lower-cased except agent names under
-/// `http.tokens`, which are case-sensitive.
+/// `CLAWBUS_HOST` and `CLAWBUS_{HTTP,NATS,WAKE}__*` variables; other
+/// `CLAWBUS_*` names (`CLAWBUS_CONFIG`, a tool's own) are not configuration.
+/// Keys are lower-cased except agent names under `http.tokens`, which are
+/// case-sensitive.
 fn env_provider() -> Env {
+    const SECTIONS: [&str; 4] = ["host", "http", "nats", "wake"];
     Env::prefixed("CLAWBUS_")
-        .ignore(&["CONFIG"])
+        .filter(|key| {
+            let section = key.as_str().split("__").next().unwrap_or_default();
+            SECTIONS.iter().any(|known| section.eq_ignore_ascii_case(known))
+        })
         .map(|key| {
             let mut out: Vec<String> = Vec::new();
             for part in key.as_str().split("__") {
@@ -405,7 +411,8 @@ mod tests {
             jail.create_file("c.toml", "[nats]\nurl = \"nats://file:4222\"")?;
             jail.set_env("CLAWBUS_NATS__URL", "nats://env:4222");
             jail.set_env("CLAWBUS_HTTP__TOKENS__Bob", "t");
-            jail.set_env("CLAWBUS_CONFIG", "ignored");
+            jail.set_env("CLAWBUS_CONFIG", "not configuration");
+            jail.set_env("CLAWBUS_BIN", "nor this");
             let config = Config::load(Some(Path::new("c.toml"))).unwrap();
             assert_eq!(config.nats.url, "nats://env:4222");
             assert_eq!(config.http.tokens["Bob"], "t");

@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod bench;
 pub mod gateway;
 pub mod nats;
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The benchmark in one command: send-to-wake latency and throughput of
+# clawbus next to raw JetStream (see BENCHMARKS.md). Installs nats-server and
+# matplotlib (into virtualenvs under .tools/) if needed, builds the adapter
+# and the benchmark in release mode, runs it with the arguments given
+# (e.g. --quick, --default-sync, --duration 5; --help lists them), and plots
+# the JSON next to it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MATPLOTLIB="3.10.8"
+PLOT_VENV=".tools/matplotlib-$MATPLOTLIB"
+
+NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
+export NATS_SERVER_BIN
+cargo build --release --locked -p clawbus -p clawbus-testkit --bin clawbus --bin clawbus-bench
+
+# The JSON goes where --out says (the benchmark's default otherwise); the plot beside it.
+out="target/bench/results.json"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --out) out="${args[i + 1]:-$out}" ;;
+        --out=*) out="${args[i]#--out=}" ;;
+        -h | --help) exec target/release/clawbus-bench --help ;;
+    esac
+done
+# The adapters are the release clawbus next to the benchmark.
+unset CLAWBUS_BIN
+target/release/clawbus-bench "$@"
+
+# matplotlib in a virtualenv, or (no venv module, as on Debian without
+# python3-venv) installed into the folder, as scripts/ensure-nats.sh does.
+plot() {
+    if [[ -x "$PLOT_VENV/bin/python" ]]; then
+        "$PLOT_VENV/bin/python" scripts/plot_bench.py "$@"
+    else
+        PYTHONPATH="$PLOT_VENV" python3 scripts/plot_bench.py "$@"
+    fi
+}
+if ! plot --check 2>/dev/null; then
+    echo "installing matplotlib $MATPLOTLIB (PyPI) into $PLOT_VENV" >&2
+    rm -rf "$PLOT_VENV"
+    if python3 -m venv "$PLOT_VENV" >&2 2>/dev/null; then
+        "$PLOT_VENV/bin/pip" install --quiet --disable-pip-version-check "matplotlib==$MATPLOTLIB" >&2
+    else
+        python3 -m pip install --quiet --disable-pip-version-check --target "$PLOT_VENV" "matplotlib==$MATPLOTLIB" >&2
+    fi
+fi
+plot "$out" "$(dirname "$out")/latency.png"
