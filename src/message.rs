@@ -140,6 +140,11 @@ impl Subjects {
         format!("{}.msg.*.{agent}", self.prefix)
     }
 
+    /// Every direct message.
+    pub fn every_direct(&self) -> String {
+        format!("{}.msg.*.*", self.prefix)
+    }
+
     /// Every broadcast.
     pub fn broadcasts(&self) -> String {
         format!("{}.all.*", self.prefix)

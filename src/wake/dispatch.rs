@@ -24,9 +24,20 @@ struct Header {
     priority: Priority,
 }
 
+/// Past this many agents the consumer follows every direct message and the
+/// adapter keeps its own: the server checks a consumer's filter subjects
+/// against each other, at a cost that grows with their square (measured:
+/// creating the consumer takes about 50 ms for 1,000 filters, 1.8 s for
+/// 5,000, and it is created again after every reconnect).
+const MAX_FILTERS: usize = 1000;
+
 pub async fn run(bus: Bus, slots: Vec<Arc<Slot>>, from: u64, shutdown: CancellationToken) {
     let subjects = bus.subjects().clone();
-    let mut filters: Vec<String> = slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect();
+    let mut filters: Vec<String> = if slots.len() <= MAX_FILTERS {
+        slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect()
+    } else {
+        vec![subjects.every_direct()]
+    };
     filters.push(subjects.broadcasts());
     let by_name: HashMap<String, Arc<Slot>> =
         slots.iter().map(|slot| (slot.inbox.agent.to_string(), slot.clone())).collect();
@@ -36,16 +47,17 @@ pub async fn run(bus: Bus, slots: Vec<Arc<Slot>>, from: u64, shutdown: Cancellat
             message = follower.next() => message,
             _ = shutdown.cancelled() => return,
         };
-        let Some(route) = subjects.route(&message.subject) else {
-            continue;
+        let Some(route) = subjects.route(&message.subject) else { continue };
+        let recipients: Vec<&Arc<Slot>> = match route {
+            Route::Direct { to, .. } => by_name.get(to).into_iter().collect(),
+            Route::Broadcast { .. } => slots.iter().filter(|slot| slot.inbox.contains(message.seq, route)).collect(),
         };
+        if recipients.is_empty() {
+            continue;
+        }
         let priority = serde_json::from_slice::<Header>(&message.payload).map(|h| h.priority).unwrap_or_default();
-        let offer = |slot: &Slot| slot.offer(message.seq, route.from(), priority, message.stored);
-        match route {
-            Route::Direct { to, .. } => by_name.get(to).into_iter().for_each(|slot| offer(slot)),
-            Route::Broadcast { .. } => {
-                slots.iter().filter(|slot| slot.inbox.contains(message.seq, route)).for_each(|slot| offer(slot))
-            }
+        for slot in recipients {
+            slot.offer(message.seq, route.from(), priority, message.stored);
         }
     }
 }

@@ -24,6 +24,7 @@ mod meter;
 mod raw;
 mod receiver;
 mod report;
+pub mod scale;
 mod search;
 mod stats;
 mod step;

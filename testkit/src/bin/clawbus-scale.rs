@@ -1,0 +1,40 @@
+//! `clawbus-scale`: one adapter hosting 10, 100 and 1,000 agents (or the
+//! counts given): start-up time, memory, wake latency and the cost of
+//! listing the fleet. Prints a table and writes JSON; BENCHMARKS.md has the
+//! results.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use clawbus_testkit::bench::scale;
+
+#[derive(Parser)]
+#[command(about = "Start-up time, memory and wake latency of one adapter hosting many agents")]
+struct Cli {
+    /// Agent counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    agents: Vec<usize>,
+    /// Messages sent one at a time to random agents, per count.
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/scale.json")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut steps = Vec::new();
+    for &agents in &cli.agents {
+        eprintln!("measuring {agents} agents");
+        steps.push(scale::measure(agents, cli.messages).await);
+    }
+    print!("{}", scale::table(&steps));
+    if let Some(dir) = cli.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&steps)?)?;
+    eprintln!("wrote {}", cli.out.display());
+    Ok(())
+}
