@@ -160,3 +160,32 @@ async fn a_dead_adapter_shows_its_agents_offline_until_it_returns() {
     let wake = eventually("bob's wake after restart", WAIT, || async { gateway.wakes().into_iter().next() }).await;
     assert_eq!(wake.up_to, Some(id));
 }
+
+#[tokio::test]
+async fn an_adapter_moves_to_a_live_node_when_its_node_dies() {
+    let mut cluster = NatsCluster::start(3);
+    let gateway = Gateway::start("hook").await;
+    let adapter = Adapter::start(
+        config("hostA", cluster.urls()).agent(AgentSpec::silent("alice")).agent(AgentSpec::new("bob", &gateway)),
+    )
+    .await;
+    let api = adapter.api();
+    let first = api.send("alice", "bob", "before").await;
+    let server = placement(&api).await["server"].as_str().unwrap().to_owned();
+    cluster.nodes.iter_mut().find(|n| n.name() == server).unwrap().kill();
+    let moved = eventually("a connection to another node", WAIT, || async {
+        let now = placement(&api).await["server"].as_str().map(String::from)?;
+        (now != server).then_some(now)
+    })
+    .await;
+    let after = eventually("sends to work again", WAIT, || async {
+        let answer = api.try_send("alice", "bob", "after", "after-1").await?;
+        answer.body["id"].as_u64().filter(|_| answer.status == 200)
+    })
+    .await;
+    eventually("the wake after the move", WAIT, || async {
+        gateway.wakes().iter().any(|w| w.up_to.is_some_and(|up_to| up_to >= after)).then_some(())
+    })
+    .await;
+    assert_eq!(Api::ids(&api.inbox("bob").await), [first, after], "connected to {moved} now");
+}
