@@ -29,8 +29,7 @@ done
 unset CLAWBUS_BIN
 target/release/clawbus-bench "$@"
 
-# matplotlib in a virtualenv, or (no venv module, as on Debian without
-# python3-venv) installed into the folder, as scripts/ensure-nats.sh does.
+# matplotlib in a virtualenv, or a plain folder (see scripts/pip-install.sh).
 plot() {
     if [[ -x "$PLOT_VENV/bin/python" ]]; then
         "$PLOT_VENV/bin/python" scripts/plot_bench.py "$@"
@@ -39,12 +38,6 @@ plot() {
     fi
 }
 if ! plot --check 2>/dev/null; then
-    echo "installing matplotlib $MATPLOTLIB (PyPI) into $PLOT_VENV" >&2
-    rm -rf "$PLOT_VENV"
-    if python3 -m venv "$PLOT_VENV" >&2 2>/dev/null; then
-        "$PLOT_VENV/bin/pip" install --quiet --disable-pip-version-check "matplotlib==$MATPLOTLIB" >&2
-    else
-        python3 -m pip install --quiet --disable-pip-version-check --target "$PLOT_VENV" "matplotlib==$MATPLOTLIB" >&2
-    fi
+    scripts/pip-install.sh "$PLOT_VENV" "matplotlib==$MATPLOTLIB"
 fi
 plot "$out" "$(dirname "$out")/latency.png"

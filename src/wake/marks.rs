@@ -42,16 +42,7 @@ impl WakeMarks {
 
     /// Every agent's stored mark.
     pub async fn load(&self) -> Result<HashMap<String, u64>, Unavailable> {
-        Ok(self
-            .bus
-            .kv_entries("woken.")
-            .await?
-            .into_iter()
-            .filter_map(|(key, message)| {
-                let agent = key.strip_prefix("woken.")?.to_owned();
-                Some((agent, std::str::from_utf8(&message.payload).ok()?.parse().ok()?))
-            })
-            .collect())
+        Ok(self.bus.kv_values("woken.").await?.into_iter().map(|(agent, mark)| (agent, mark.value)).collect())
     }
 
     pub fn set(&self, agent: &AgentName, seq: u64) {
