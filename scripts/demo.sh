@@ -8,5 +8,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
-cargo build --release --locked --bin clawbus --bin clawbus-demo
+cargo build --release --locked -p clawbus -p clawbus-testkit --bin clawbus --bin clawbus-demo
 exec target/release/clawbus-demo "$@"
