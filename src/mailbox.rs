@@ -131,6 +131,10 @@ pub struct AgentRow {
 /// clock: seek this much earlier so that modest clock skew loses nothing.
 const CLOCK_SKEW: Duration = Duration::minutes(1);
 
+/// How many withdrawn sends one Idempotency-Key may follow (each needs a
+/// NATS outage longer than `nats.send_timeout` during the send).
+const MAX_KEY_REUSES: usize = 8;
+
 /// How many times a contended read-mark update is retried.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -176,17 +180,26 @@ impl Mailbox {
             timestamp: timestamp.clone(),
         };
         // Keys are per sender: two agents may both use "1".
-        let msg_id = match &message.idempotency_key {
+        let base_id = match &message.idempotency_key {
             Some(key) => format!("{}:{key}", message.from),
             None => nuid::next().to_string(),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("serializes"));
-        let stored = self.bus.store(&Outgoing { subject, msg_id, payload }).await?;
-        if !stored.duplicate {
-            return Ok(Sent { id: stored.seq, timestamp, duplicate: false });
+        for attempt in 0..MAX_KEY_REUSES {
+            let msg_id = if attempt == 0 { base_id.clone() } else { format!("{base_id}#{attempt}") };
+            let out = Outgoing { subject: subject.clone(), msg_id, payload: payload.clone() };
+            let stored = self.bus.store(&out).await?;
+            if !stored.duplicate {
+                return Ok(Sent { id: stored.seq, timestamp, duplicate: false });
+            }
+            if let Some(original) = self.bus.message(stored.seq).await?.and_then(|m| envelope_of(&m)) {
+                return Ok(Sent { id: stored.seq, timestamp: original.timestamp, duplicate: true });
+            }
+            // The earlier send with this key was answered 503 and withdrawn
+            // (its id now names a marker or a deleted message): this retry is
+            // a new send, under the key's next id.
         }
-        let original = self.bus.message(stored.seq).await?.and_then(|m| envelope_of(&m));
-        Ok(Sent { id: stored.seq, timestamp: original.map_or(timestamp, |e| e.timestamp), duplicate: true })
+        Err(MailError::Unavailable(Unavailable("this Idempotency-Key was withdrawn too often; use a new one".into())))
     }
 
     pub async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {

@@ -237,9 +237,12 @@ async fn health_readiness_metrics_and_unknown_paths() {
     assert_eq!(api.get("/healthz").await.status, 200);
     assert_eq!(api.get("/readyz").await.status, 200);
     api.send("alice", "bob", "counted").await;
+    let refused = api.post_raw("/api/send", Some("text/plain"), b"{}".to_vec(), &[]).await;
+    assert_eq!(refused.status, 415);
     let metrics = api.get("/metrics").await;
     let text = metrics.body.as_str().unwrap();
     assert!(text.contains("clawbus_sends_total{outcome=\"stored\"} 1"), "{text}");
+    assert!(text.contains("clawbus_sends_total{outcome=\"rejected\"} 1"), "{text}");
     assert!(text.contains("clawbus_nats_connected 1"), "{text}");
     let missing = api.get("/api/nope").await;
     assert_eq!((missing.status, &missing.body["error"]), (404, &json!("not_found")));

@@ -346,3 +346,33 @@ async fn sigterm_with_a_stuck_wake_exits_promptly_and_replays_it() {
     adapter.restart().await;
     eventually("the replayed wake", WAIT, || async { (!gateway.wakes().is_empty()).then_some(()) }).await;
 }
+
+#[tokio::test]
+async fn a_send_answered_503_after_its_deadline_is_withdrawn() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let adapter = Adapter::start(alice_and_bob(&nats, &gateway).nats("send_timeout = \"500ms\"")).await;
+    let api = adapter.api();
+    api.send("alice", "bob", "before the stall").await;
+    // The server stalls with the connection open: the publish goes out, and
+    // no acknowledgement comes back before the send's deadline.
+    nats.freeze();
+    let answer = api.try_send("alice", "bob", "sent into the stall", "stalled-1").await.unwrap();
+    assert_eq!((answer.status, answer.body["error"].as_str()), (503, Some("unavailable")), "{:?}", answer.body);
+    assert_eq!(api.get("/api/stats").await.status, 503, "reads wait for the stalled server too");
+    // The server wakes up and stores the publish it had already received.
+    nats.thaw();
+    eventually("the withdrawal", WAIT, || async {
+        (api.get("/api/stats").await.body["pending_retractions"] == 0).then_some(())
+    })
+    .await;
+    let contents: Vec<Value> = api.all_messages("bob").await.iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(contents, [json!("before the stall")], "the send answered 503 is not in the inbox");
+    assert!(adapter.log().contains("withdrew message"), "the late copy was stored, then withdrawn");
+    // The client's retry with the same key is a new send, stored once.
+    let retry = api.try_send("alice", "bob", "sent into the stall", "stalled-1").await.unwrap();
+    assert_eq!((retry.status, retry.body.get("duplicate")), (200, None), "{:?}", retry.body);
+    let again = api.try_send("alice", "bob", "sent into the stall", "stalled-1").await.unwrap();
+    assert_eq!((&again.body["id"], &again.body["duplicate"]), (&retry.body["id"], &json!(true)));
+    assert_eq!(api.all_messages("bob").await.len(), 2);
+}

@@ -22,13 +22,16 @@ use crate::metrics::SendOutcome;
 /// Comment lines on an idle event stream keep proxies from closing it.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Every outcome is counted, so the extractors' rejections (401, 413, 415,
+/// malformed JSON) are taken as values rather than left to axum.
 pub async fn send(
     State(state): State<AppState>,
-    identity: Identity,
+    identity: Result<Identity, ApiError>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    body: Result<JsonBody, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let result = async {
+        let (identity, JsonBody(body)) = (identity?, body?);
         let key = headers.get("idempotency-key").map(|v| v.as_bytes());
         let message = input::new_message(&body, key, state.max_message_bytes())?;
         identity.may_act_as(&message.from)?;

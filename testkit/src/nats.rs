@@ -94,6 +94,21 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the process (SIGSTOP): connections stay open but nothing is
+    /// answered, as when a server stalls.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGCONT);
+        }
+    }
+
     /// Graceful stop (SIGTERM), as an operator's restart does.
     pub fn stop(&mut self) {
         self.end(libc::SIGTERM);
