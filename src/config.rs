@@ -90,8 +90,8 @@ pub struct NatsConfig {
     pub max_age: Duration,
     #[serde(deserialize_with = "duration")]
     pub duplicate_window: Duration,
-    /// How long a send may wait for JetStream to confirm a write before it is
-    /// answered 503 (and the write, if it lands later, is withdrawn).
+    /// How long a send may wait for JetStream's acknowledgement before the
+    /// adapter settles its outcome another way (see `bus::publish`).
     #[serde(deserialize_with = "duration")]
     pub send_timeout: Duration,
 }

@@ -26,6 +26,9 @@ pub enum MailError {
     TooLarge,
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+    /// The send may or may not have been stored.
+    #[error("the outcome is unknown: NATS could not be reached to settle it; retry with the same Idempotency-Key")]
+    Unknown,
 }
 
 impl From<SendError> for MailError {
@@ -33,6 +36,7 @@ impl From<SendError> for MailError {
         match err {
             SendError::TooLarge => MailError::TooLarge,
             SendError::Unavailable(why) => MailError::Unavailable(Unavailable(why)),
+            SendError::Unknown => MailError::Unknown,
         }
     }
 }
@@ -131,8 +135,8 @@ pub struct AgentRow {
 /// clock: seek this much earlier so that modest clock skew loses nothing.
 const CLOCK_SKEW: Duration = Duration::minutes(1);
 
-/// How many withdrawn sends one Idempotency-Key may follow (each needs a
-/// NATS outage longer than `nats.send_timeout` during the send).
+/// How many sends answered 503 after settling one Idempotency-Key may follow
+/// (each needs NATS to stall past `nats.send_timeout` during the send).
 const MAX_KEY_REUSES: usize = 8;
 
 /// How many times a contended read-mark update is retried.
@@ -195,11 +199,11 @@ impl Mailbox {
             if let Some(original) = self.bus.message(stored.seq).await?.and_then(|m| envelope_of(&m)) {
                 return Ok(Sent { id: stored.seq, timestamp: original.timestamp, duplicate: true });
             }
-            // The earlier send with this key was answered 503 and withdrawn
-            // (its id now names a marker or a deleted message): this retry is
-            // a new send, under the key's next id.
+            // An earlier send with this key was answered 503: its id names
+            // the marker that settled it, so this retry is a new send, under
+            // the key's next id.
         }
-        Err(MailError::Unavailable(Unavailable("this Idempotency-Key was withdrawn too often; use a new one".into())))
+        Err(MailError::Unavailable(Unavailable("this Idempotency-Key failed too often; use a new one".into())))
     }
 
     pub async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {
@@ -447,7 +451,7 @@ impl Mailbox {
         Ok(Live { follower: self.bus.follow(filters, from), inbox, mark, subjects })
     }
 
-    /// Messages in the stream (withdrawal markers excluded).
+    /// Messages in the stream (markers excluded).
     pub async fn message_count(&self) -> Result<u64, Unavailable> {
         self.bus.count(&self.bus.subjects().every_message(), 1).await
     }

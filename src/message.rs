@@ -111,7 +111,7 @@ impl Subjects {
         Self { prefix: prefix.into() }
     }
 
-    /// Subjects the stream captures. `void` holds the markers that withdraw
+    /// Subjects the stream captures. `void` holds the markers that settle
     /// sends whose outcome was unknown (see `bus::publish`).
     pub fn stream_subjects(&self) -> Vec<String> {
         let p = &self.prefix;
@@ -150,7 +150,7 @@ impl Subjects {
         format!("{}.all.*", self.prefix)
     }
 
-    /// Every message, direct or broadcast (and no withdrawal markers).
+    /// Every message, direct or broadcast (and no markers).
     pub fn every_message(&self) -> String {
         format!("{}.*.>", self.prefix)
     }

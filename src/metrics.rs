@@ -27,7 +27,6 @@ pub struct Metrics {
     wake_latency: Histogram,
     recent_latency: Mutex<VecDeque<Duration>>,
     pub nats_connected: Gauge,
-    pub pending_retractions: Gauge,
     pub agents_waiting: Gauge,
 }
 
@@ -83,8 +82,7 @@ impl Default for Metrics {
         let wake_failures = Family::<Labels, Counter>::default();
         let folded = Counter::default();
         let wake_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
-        let (nats_connected, pending_retractions, agents_waiting) =
-            (Gauge::default(), Gauge::default(), Gauge::default());
+        let (nats_connected, agents_waiting) = (Gauge::default(), Gauge::default());
         let mut registry = Registry::with_prefix("clawbus");
         registry.register("sends", "Sends by outcome", sends.clone());
         registry.register("wakes", "Gateway calls answered 200, by gateway outcome", wakes.clone());
@@ -96,11 +94,6 @@ impl Default for Metrics {
             wake_latency.clone(),
         );
         registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
-        registry.register(
-            "pending_retractions",
-            "Sends answered 503 whose withdrawal is not yet confirmed",
-            pending_retractions.clone(),
-        );
         registry.register("agents_waiting", "Local agents with un-woken messages", agents_waiting.clone());
         Metrics {
             registry,
@@ -111,7 +104,6 @@ impl Default for Metrics {
             wake_latency,
             recent_latency: Mutex::new(VecDeque::with_capacity(RECENT)),
             nats_connected,
-            pending_retractions,
             agents_waiting,
         }
     }

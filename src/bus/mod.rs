@@ -12,7 +12,6 @@ mod scan;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -80,7 +79,6 @@ pub struct Bus {
     kv_bucket: String,
     subjects: Subjects,
     send_timeout: Duration,
-    retractions: Arc<AtomicUsize>,
     /// Admission control for sends: past this many in flight, a send is
     /// refused at once (503) instead of queueing towards its deadline.
     in_flight: Arc<Semaphore>,
@@ -186,7 +184,6 @@ impl Bus {
             kv_bucket,
             subjects,
             send_timeout: nats.send_timeout,
-            retractions: Arc::default(),
             in_flight: Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT)),
         })
     }
@@ -214,11 +211,6 @@ impl Bus {
     /// Fails fast instead of letting a request queue up behind a reconnect.
     pub fn ensure_connected(&self) -> Result<(), Unavailable> {
         if self.is_connected() { Ok(()) } else { Err(Unavailable("not connected".into())) }
-    }
-
-    /// Sends whose outcome was unknown and that are still being withdrawn.
-    pub fn pending_retractions(&self) -> usize {
-        self.retractions.load(Ordering::Relaxed)
     }
 
     /// The stream's state and placement, from its leader.

@@ -92,6 +92,7 @@ impl From<MailError> for ApiError {
             MailError::UnknownAgent(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string()),
             MailError::TooLarge => ApiError::too_large(err.to_string()),
             MailError::Unavailable(err) => err.into(),
+            MailError::Unknown => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "unavailable", err.to_string()),
         }
     }
 }
@@ -102,7 +103,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self.status {
-            StatusCode::SERVICE_UNAVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             StatusCode::UNAUTHORIZED => {

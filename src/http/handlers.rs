@@ -114,7 +114,6 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
         "host": state.host(),
         "wakes": state.metrics().wake_stats(),
         "nats": {"connected": mailbox.bus().is_connected(), "stream": placement},
-        "pending_retractions": mailbox.bus().pending_retractions(),
     })))
 }
 
@@ -169,7 +168,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
     let bus = state.mailbox().ok().map(|m| m.bus().clone());
     metrics.nats_connected.set(bus.as_ref().is_some_and(|b| b.is_connected()).into());
-    metrics.pending_retractions.set(bus.map_or(0, |b| b.pending_retractions() as i64));
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()).into_response()
 }
 
