@@ -157,10 +157,6 @@ impl Mailbox {
         &self.bus
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     async fn inbox_of(&self, agent: &AgentName) -> Result<Inbox, MailError> {
         self.registry.inbox(agent).await?.ok_or_else(|| MailError::UnknownAgent(agent.clone()))
     }

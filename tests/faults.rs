@@ -342,19 +342,28 @@ async fn sigterm_with_a_stuck_wake_exits_promptly_and_replays_it() {
     eventually("the replayed wake", WAIT, || async { (!gateway.wakes().is_empty()).then_some(()) }).await;
 }
 
+/// An adapter whose sends give up waiting after 500 ms, and a send from
+/// alice to bob started into a frozen server: the publish goes out on the
+/// open connection and no acknowledgement can come back.
+async fn send_into_a_stall(
+    nats: &NatsServer,
+    gateway: &Gateway,
+    content: &'static str,
+    key: &'static str,
+) -> (Adapter, tokio::task::JoinHandle<Option<Answer>>) {
+    let adapter = Adapter::start(alice_and_bob(nats, gateway).nats("send_timeout = \"500ms\"")).await;
+    nats.freeze();
+    let api = adapter.api();
+    let sending = tokio::spawn(async move { api.try_send("alice", "bob", content, key).await });
+    (adapter, sending)
+}
+
 #[tokio::test]
 async fn a_late_acknowledgement_is_settled_before_the_answer() {
     let nats = NatsServer::start();
     let gateway = Gateway::start("hook").await;
-    let adapter = Adapter::start(alice_and_bob(&nats, &gateway).nats("send_timeout = \"500ms\"")).await;
+    let (adapter, sending) = send_into_a_stall(&nats, &gateway, "sent into the stall", "stall-1").await;
     let api = adapter.api();
-    // The server stalls with the connection open: the publish goes out and
-    // its acknowledgement does not come back before the send's deadline.
-    nats.freeze();
-    let sending = tokio::spawn({
-        let api = api.clone();
-        async move { api.try_send("alice", "bob", "sent into the stall", "stall-1").await }
-    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!sending.is_finished(), "no answer while the outcome is unknown");
     nats.thaw();
@@ -368,13 +377,8 @@ async fn a_late_acknowledgement_is_settled_before_the_answer() {
 async fn a_publish_lost_with_its_server_is_answered_503_and_never_stored() {
     let mut nats = NatsServer::start();
     let gateway = Gateway::start("hook").await;
-    let adapter = Adapter::start(alice_and_bob(&nats, &gateway).nats("send_timeout = \"500ms\"")).await;
+    let (adapter, sending) = send_into_a_stall(&nats, &gateway, "lost with the server", "lost-1").await;
     let api = adapter.api();
-    nats.freeze();
-    let sending = tokio::spawn({
-        let api = api.clone();
-        async move { api.try_send("alice", "bob", "lost with the server", "lost-1").await }
-    });
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The server dies with the publish unread in its socket, and comes back.
     nats.kill();

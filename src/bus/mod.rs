@@ -196,14 +196,6 @@ impl Bus {
         &self.kv
     }
 
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
-    pub fn stream_name(&self) -> &str {
-        &self.stream
-    }
-
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
     }

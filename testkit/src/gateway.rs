@@ -143,11 +143,6 @@ impl Gateway {
         self.wakes().into_iter().filter(|c| c.agent_id.as_deref() == Some(agent_id)).collect()
     }
 
-    /// The agent ran and consumed its pending system events.
-    pub fn drain(&self, agent_id: &str) {
-        self.shared.pending.lock().unwrap().remove(agent_id);
-    }
-
     /// Goes away: connections are refused until [`Gateway::resume`].
     pub async fn stop(&mut self) {
         if let Some((stop, task)) = self.server.take() {

@@ -60,10 +60,6 @@ impl NatsServer {
         &self.name
     }
 
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Starts the server (again) on the same port and store, and waits until
     /// it accepts connections.
     pub fn start_again(&mut self) {
