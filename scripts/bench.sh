@@ -13,7 +13,7 @@ PLOT_VENV=".tools/matplotlib-$MATPLOTLIB"
 
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
-cargo build --release --locked -p clawbus -p clawbus-testkit --bin clawbus --bin clawbus-bench
+cargo build --release --locked -p clawbus -p clawbus-bench --bin clawbus --bin clawbus-bench
 
 # The JSON goes where --out says (the benchmark's default otherwise); the plot beside it.
 out="target/bench/results.json"

@@ -1,6 +1,10 @@
 //! One adapter's life: listen at once, reach NATS (retrying for as long as
-//! it takes), provision, register, wake; on SIGTERM, finish what is in
-//! flight and leave nothing half-done that a restart would not redo.
+//! it takes), provision, register, wake; keep the registry and JetStream's
+//! objects in order while running; on shutdown, finish what is in flight and
+//! leave nothing half-done that a restart would not redo.
+//!
+//! Tests start it in-process: [`App::bind`], [`App::local_addr`],
+//! [`App::run`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use crate::config::{Config, LocalAgent};
 use crate::http::{self, AppState};
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
+use crate::names::AgentName;
 use crate::registry::{HEARTBEAT_INTERVAL, Registry};
 use crate::wake::{WakeContext, Wakes};
 
@@ -22,55 +27,82 @@ use crate::wake::{WakeContext, Wakes};
 const WAKE_GRACE: Duration = Duration::from_secs(3);
 /// Longest pause between attempts to reach NATS at start-up.
 const MAX_START_PAUSE: Duration = Duration::from_secs(5);
+/// Deadline of each registry write at shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An adapter whose HTTP listener is bound, ready to run.
+pub struct App {
+    config: Config,
+    agents: Vec<LocalAgent>,
+    listener: TcpListener,
+}
 
 /// The parts that run once NATS has been reached.
 struct Running {
+    bus: Bus,
     registry: Arc<Registry>,
     wakes: Wakes,
 }
 
-/// Runs the adapter until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let agents = config.local_agents()?;
-    let metrics = Arc::new(Metrics::default());
-    let state = AppState::new(&config, metrics.clone(), shutdown.clone());
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let local = listener.local_addr()?;
-    tracing::info!(host = %config.host, agents = agents.len(), "listening on http://{local}");
-    let server = tokio::spawn(http::serve(listener, http::router(state.clone()), shutdown.clone()));
-
-    let nats = bus::connect(&config).await?;
-    let startup = Startup {
-        config: &config,
-        nats: nats.clone(),
-        agents: &agents,
-        state: &state,
-        metrics,
-        base_url: base_url(local),
-    };
-    let running = tokio::select! {
-        running = startup.run() => Some(running),
-        _ = shutdown.cancelled() => None,
-    };
-    if let Some(running) = &running {
-        tokio::spawn(heartbeat(running.registry.clone(), shutdown.clone()));
+impl App {
+    /// Binds `http.listen` (port 0: any free port).
+    pub async fn bind(config: Config) -> anyhow::Result<App> {
+        let agents = config.local_agents()?;
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        Ok(App { config, agents, listener })
     }
-    shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    let stop_wakes = async {
-        if let Some(Running { registry, wakes }) = running {
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Runs the adapter until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App { config, agents, listener } = self;
+        let local = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::default());
+        let state = AppState::new(&config, metrics.clone(), shutdown.clone());
+        tracing::info!(host = %config.host, agents = agents.len(), "listening on http://{local}");
+        let server = tokio::spawn(http::serve(listener, http::router(state.clone()), shutdown.clone()));
+
+        let nats = bus::connect(&config).await?;
+        let startup = Startup {
+            config: &config,
+            nats: nats.clone(),
+            agents: &agents,
+            state: &state,
+            metrics,
+            base_url: base_url(local),
+        };
+        let running = tokio::select! {
+            running = startup.run() => Some(Arc::new(running)),
+            _ = shutdown.cancelled() => None,
+        };
+        let names: Vec<AgentName> = agents.iter().map(|agent| agent.name.clone()).collect();
+        let upkeep = running
+            .as_ref()
+            .map(|running| tokio::spawn(upkeep(running.clone(), config.clone(), names.clone(), shutdown.clone())));
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        let stop_wakes = async {
+            if let Some(upkeep) = upkeep {
+                let _ = upkeep.await;
+            }
+            let Some(Ok(Running { registry, wakes, .. })) = running.map(Arc::try_unwrap) else { return };
             wakes.stop(WAKE_GRACE).await;
-            // Shows this host's agents offline at once instead of after a timeout.
-            let _ = tokio::time::timeout(Duration::from_secs(1), registry.heartbeat(false)).await;
-        }
-    };
-    let (served, ()) = tokio::join!(server, stop_wakes);
-    served.context("HTTP server task failed")?;
-    let _ = tokio::time::timeout(Duration::from_secs(1), nats.client.flush()).await;
-    tracing::info!("stopped");
-    Ok(())
+            // Agents taken over from a live host go back to it, and this
+            // host's agents show offline at once instead of after a timeout.
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, registry.release(&names)).await;
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, registry.heartbeat(false)).await;
+        };
+        let (served, ()) = tokio::join!(server, stop_wakes);
+        served.context("HTTP server task failed")?;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, nats.client.flush()).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 /// What start-up needs, for as many attempts as it takes.
@@ -91,7 +123,7 @@ impl Startup<'_> {
             match self.attempt().await {
                 Ok(running) => return running,
                 Err(err) => {
-                    tracing::warn!("not ready, retrying in {pause:?}: {err}");
+                    tracing::warn!(error = &err as &dyn std::error::Error, "not ready, retrying in {pause:?}");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_START_PAUSE);
                 }
@@ -106,31 +138,49 @@ impl Startup<'_> {
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
         let inboxes = registry.register(&names).await?;
         registry.heartbeat(true).await?;
-        let mailbox = Mailbox::new(bus, registry.clone());
         let context = WakeContext {
-            mailbox: mailbox.clone(),
+            bus: bus.clone(),
             config: self.config.wake.clone(),
             metrics: self.metrics.clone(),
             base_url: self.base_url.clone(),
         };
         let wakes = Wakes::start(context, self.agents.iter().cloned().zip(inboxes).collect()).await?;
-        self.state.set_mailbox(mailbox);
+        self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone()));
         tracing::info!(agents = names.len(), "ready");
-        Ok(Running { registry, wakes })
+        Ok(Running { bus, registry, wakes })
     }
 }
 
-async fn heartbeat(registry: Arc<Registry>, shutdown: CancellationToken) {
+/// Every heartbeat: report alive, re-create the stream or bucket if they
+/// were deleted, and settle which listed agents this host wakes.
+async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(err) = registry.heartbeat(true).await {
-            tracing::debug!("heartbeat not sent: {err}");
+        tokio::select! {
+            tended = tend(&running, &config, &names) => if let Err(err) = tended {
+                tracing::debug!(error = &err as &dyn std::error::Error, "upkeep skipped");
+            },
+            _ = shutdown.cancelled() => return,
         }
     }
+}
+
+async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result<(), Unavailable> {
+    let Running { bus, registry, wakes } = running;
+    if let Some(missing) = bus.missing().await? {
+        tracing::error!("the {missing} was deleted behind the adapter's back; re-creating it");
+        bus.recreate(config, missing).await?;
+        registry.register(names).await?;
+    }
+    registry.heartbeat(true).await?;
+    for (name, serving) in names.iter().zip(registry.serving(names).await?) {
+        wakes.set_serving(name, serving).await?;
+    }
+    Ok(())
 }
 
 /// The adapter's URL as local agents reach it (a wildcard listen address

@@ -1,23 +1,29 @@
 //! clawbus: the agents' HTTP message bus on NATS JetStream, with immediate
 //! wake-ups through the OpenClaw gateway.
 //!
-//! - [`config`]: the config file and environment.
-//! - [`bus`]: JetStream (messages, state bucket, batched reads, safe writes).
-//! - [`registry`]: which agents exist, where, and whether they are online.
-//! - [`readstate`]: per-agent read marks.
-//! - [`mailbox`]: send, inbox, ack, history: the API's operations.
-//! - [`wake`]: waking local agents when their mail arrives.
-//! - [`http`]: the HTTP API.
-//! - [`app`]: start-up and shutdown of one adapter.
+//! A message travels through the modules in this order:
+//!
+//! - `http`: the HTTP API (validation, auth, errors) calls
+//! - `mailbox`: send, inbox, ack, history, live; one file per verb; which
+//!   rests on `registry` (who exists, where), `readstate` (read marks) and
+//! - `bus`: JetStream (the stream, the state bucket, batched reads, safe
+//!   writes, followers). The stream pushes stored messages to
+//! - `wake`: the adapter hosting the recipient calls its OpenClaw gateway.
+//!
+//! `app` starts and stops one adapter; `config` reads its settings. Only
+//! what the binary and the tests use is public.
 
-pub mod app;
-pub mod bus;
-pub mod config;
-pub mod http;
-pub mod mailbox;
-pub mod message;
-pub mod metrics;
-pub mod names;
-pub mod readstate;
-pub mod registry;
-pub mod wake;
+mod app;
+mod bus;
+mod config;
+mod http;
+mod mailbox;
+mod message;
+mod metrics;
+mod names;
+mod readstate;
+mod registry;
+mod wake;
+
+pub use app::App;
+pub use config::{Config, ConfigError, WakeMode};

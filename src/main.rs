@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use clawbus::config::{Config, WakeMode};
+use clawbus::{App, Config, WakeMode};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -63,7 +63,7 @@ fn serve(config: Config) -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        clawbus::app::run(config, shutdown).await
+        App::bind(config).await?.run(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

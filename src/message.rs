@@ -52,10 +52,6 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn is_broadcast(&self) -> bool {
-        self.to == BROADCAST
-    }
-
     pub fn time(&self) -> Option<OffsetDateTime> {
         OffsetDateTime::parse(&self.timestamp, &Rfc3339).ok()
     }
@@ -184,6 +180,11 @@ impl Inbox {
         }
     }
 
+    /// Whether the message stored as `seq` under `subject` is in the inbox.
+    pub fn holds(&self, subjects: &Subjects, subject: &str, seq: u64) -> bool {
+        subjects.route(subject).is_some_and(|route| self.contains(seq, route))
+    }
+
     /// The subject filters whose union is a superset of the inbox.
     pub fn filters(&self, subjects: &Subjects) -> Vec<String> {
         vec![subjects.to(&self.agent), subjects.broadcasts()]
@@ -194,8 +195,8 @@ impl Inbox {
     /// by the server, not read and dropped.
     pub fn cursors(&self, subjects: &Subjects, after: u64) -> Vec<(String, Start)> {
         vec![
-            (subjects.to(&self.agent), Start::Seq(after + 1)),
-            (subjects.broadcasts(), Start::Seq(after.max(self.since) + 1)),
+            (subjects.to(&self.agent), Start::Seq(after.saturating_add(1))),
+            (subjects.broadcasts(), Start::Seq(after.max(self.since).saturating_add(1))),
         ]
     }
 }

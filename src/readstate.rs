@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, Unavailable};
+use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
 use crate::names::AgentName;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,12 +33,30 @@ impl ReadMark {
         let floor = self.floor.max(seq);
         ReadMark { floor, acked: self.acked.iter().copied().filter(|&id| id > floor).collect() }
     }
+
+    /// The mark cut back to messages that exist, when the newest id is
+    /// `last`: a mark ahead of the stream would make mail stored later
+    /// "born read". `None` when nothing needed cutting.
+    pub fn within(&self, last: u64) -> Option<ReadMark> {
+        let ahead = self.floor > last || self.acked.last().is_some_and(|&id| id > last);
+        ahead.then(|| ReadMark {
+            floor: self.floor.min(last),
+            acked: self.acked.iter().copied().filter(|&id| id <= last).collect(),
+        })
+    }
+
+    /// The highest id the mark mentions.
+    pub fn highest(&self) -> u64 {
+        self.acked.last().copied().unwrap_or_default().max(self.floor)
+    }
 }
 
 /// A mark with the KV revision it was read at (`None`: never written).
 pub struct Versioned {
     pub mark: ReadMark,
     revision: Option<u64>,
+    /// When the server stored this version.
+    pub written: Option<time::OffsetDateTime>,
 }
 
 fn key(agent: &AgentName) -> String {
@@ -47,20 +65,26 @@ fn key(agent: &AgentName) -> String {
 
 pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
     bus.ensure_connected()?;
-    let entry = bus.kv().entry(key(agent)).await.map_err(Unavailable::from)?;
+    let entry = bus.kv().entry(key(agent)).await.unavailable("cannot read a read mark")?;
     Ok(match entry {
         Some(entry) if entry.operation == kv::Operation::Put => Versioned {
-            mark: serde_json::from_slice(&entry.value).map_err(Unavailable::from)?,
+            // A mark that does not parse is as if never written (all unread):
+            // better shown twice than hidden.
+            mark: serde_json::from_slice(&entry.value).unwrap_or_else(|err| {
+                tracing::error!(%agent, "read mark does not parse, taken as empty: {err}");
+                ReadMark::default()
+            }),
             revision: Some(entry.revision),
+            written: Some(entry.created),
         },
-        Some(entry) => Versioned { mark: ReadMark::default(), revision: Some(entry.revision) },
-        None => Versioned { mark: ReadMark::default(), revision: None },
+        Some(entry) => Versioned { mark: ReadMark::default(), revision: Some(entry.revision), written: None },
+        None => Versioned { mark: ReadMark::default(), revision: None, written: None },
     })
 }
 
 /// Every agent's mark, read in one pass.
-pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, ReadMark>, Unavailable> {
-    Ok(bus.kv_values("read.").await?.into_iter().map(|(agent, mark)| (agent, mark.value)).collect())
+pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, KvValue<ReadMark>>, Unavailable> {
+    bus.kv_values("read.").await
 }
 
 /// Writes `mark` if nobody changed it since `previous` was read. False on
@@ -68,24 +92,17 @@ pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, Rea
 pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &ReadMark) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
     let value = serde_json::to_vec(mark).expect("serializes").into();
-    let result = match previous.revision {
-        Some(revision) => bus
-            .kv()
-            .update(key(agent), value, revision)
-            .await
-            .map(drop)
-            .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
-        None => bus
-            .kv()
-            .create(key(agent), value)
-            .await
-            .map(drop)
-            .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
-    };
-    match result {
-        Ok(()) => Ok(true),
-        Err((true, _)) => Ok(false),
-        Err((false, why)) => Err(Unavailable(why)),
+    match previous.revision {
+        Some(revision) => match bus.kv().update(key(agent), value, revision).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(err) => Err(Unavailable::caused("cannot write a read mark", err)),
+        },
+        None => match bus.kv().create(key(agent), value).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(Unavailable::caused("cannot write a read mark", err)),
+        },
     }
 }
 
@@ -99,6 +116,16 @@ mod tests {
         assert!(mark.is_read(2) && mark.is_read(5) && !mark.is_read(4));
         assert_eq!(mark.raised_to(6), ReadMark { floor: 6, acked: [9].into() });
         assert_eq!(mark.raised_to(1), mark);
+    }
+
+    #[test]
+    fn a_mark_ahead_of_the_stream_is_cut_back() {
+        let mark = ReadMark { floor: 1000, acked: [1002].into() };
+        assert_eq!(mark.within(5), Some(ReadMark { floor: 5, acked: BTreeSet::new() }));
+        let behind = ReadMark { floor: 3, acked: [5, 9].into() };
+        assert_eq!(behind.within(9), None);
+        assert_eq!(behind.within(7), Some(ReadMark { floor: 3, acked: [5].into() }));
+        assert_eq!(behind.highest(), 9);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Which agents exist, where they live, and whether their adapter is alive.
+//! Which agents exist, which host serves each, and whether that host is alive.
 //!
 //! KV keys `agent.<name>` record an agent's host and the stream sequence at
 //! its first registration (`since`: broadcasts before it are not its mail).
@@ -6,29 +6,44 @@
 //! seconds, and the server's timestamp on that write is the host's last sign
 //! of life. Registrations are never removed ("no adapter has ever registered"
 //! is what makes a recipient unknown), so positive lookups are cached forever.
+//!
+//! Two adapters may list the same agent (a move between hosts, or a copied
+//! config). The newest claim wins: the adapter that starts last records
+//! itself as the agent's host, remembering the host it took over from, and
+//! the other stops waking the agent at its next heartbeat. When the new host
+//! shuts down cleanly it hands the agent back to that host if it is still
+//! alive, so the agent never shows offline while someone serves it; when the
+//! new host dies instead, the other reclaims the agent once it is silent.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bus::{Bus, Unavailable};
+use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
 
 /// How often an adapter reports that it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Silence after which a host's agents count as offline.
-pub const OFFLINE_AFTER: Duration = Duration::from_secs(20);
+const OFFLINE_AFTER: Duration = Duration::from_secs(20);
+/// Registry records written at once.
+const CONCURRENCY: usize = 32;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct AgentRecord {
     host: String,
     since: u64,
     registered_at: String,
+    /// The host this one took the agent over from while it was alive: the
+    /// agent goes back to it when this host shuts down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,64 +73,174 @@ fn agent_key(name: &AgentName) -> String {
     format!("agent.{name}")
 }
 
+fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
+    serde_json::to_vec(value).expect("records serialize").into()
+}
+
+/// Liveness of every host that ever reported.
+struct Hosts(HashMap<String, KvValue<HostRecord>>);
+
+impl Hosts {
+    fn alive(&self, host: &str, now: OffsetDateTime) -> bool {
+        self.0.get(host).is_some_and(|beat| beat.value.running && now - beat.stored < OFFLINE_AFTER)
+    }
+}
+
 impl Registry {
     pub fn new(bus: Bus, host: String) -> Self {
         Self { bus, host, known: RwLock::default() }
     }
 
-    /// Registers this host's agents (idempotently) and returns their inboxes.
-    /// Existing records are read in one bulk scan; only new agents and
-    /// agents that moved here cost a write.
+    /// Registers this host's agents, taking over any that another host
+    /// lists (the newest claim wins), and returns their inboxes. Existing
+    /// records are read in one bulk scan; only new agents and agents that
+    /// change hosts cost a write.
     pub async fn register(&self, agents: &[AgentName]) -> Result<Vec<Inbox>, Unavailable> {
-        let (last, records) = tokio::try_join!(self.bus.last_sequence(), self.records())?;
-        stream::iter(agents.iter().cloned())
+        let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records(), self.hosts())?;
+        let now = OffsetDateTime::now_utc();
+        // Futures collected first: a stream mapping borrowed closures would
+        // not be `Send` for every lifetime, as `tokio::spawn` needs.
+        let claims: Vec<_> = agents
+            .iter()
             .map(|agent| {
-                let existing = records.get(agent.as_str()).cloned();
-                self.register_one(agent, existing, last)
+                let existing = records.get(agent.as_str()).map(|r| (r.value.clone(), r.revision));
+                let previous = existing.as_ref().map(|(r, _)| r.host.clone()).filter(|h| hosts.alive(h, now));
+                async move {
+                    let since = self.claim(agent, existing, previous, last).await?;
+                    Ok::<_, Unavailable>(self.remember(agent.clone(), since))
+                }
             })
-            .buffered(32)
-            .try_collect()
-            .await
+            .collect();
+        stream::iter(claims).buffered(CONCURRENCY).try_collect().await
     }
 
-    async fn records(&self) -> Result<HashMap<String, AgentRecord>, Unavailable> {
-        Ok(self.bus.kv_values("agent.").await?.into_iter().map(|(name, record)| (name, record.value)).collect())
-    }
-
-    async fn register_one(
+    /// Records this host as `agent`'s, and returns the agent's `since`.
+    /// `existing` is its record as last read, with the record's revision;
+    /// `previous` the live host it is taken from.
+    async fn claim(
         &self,
-        agent: AgentName,
-        mut existing: Option<AgentRecord>,
+        agent: &AgentName,
+        mut existing: Option<(AgentRecord, u64)>,
+        previous: Option<String>,
         last: u64,
-    ) -> Result<Inbox, Unavailable> {
+    ) -> Result<u64, Unavailable> {
         let kv = self.bus.kv();
-        let key = agent_key(&agent);
+        let key = agent_key(agent);
         loop {
-            if let Some(record) = existing {
-                if record.host != self.host {
-                    tracing::info!(%agent, from = %record.host, to = %self.host, "agent moved host");
-                    let moved = AgentRecord { host: self.host.clone(), ..record.clone() };
-                    kv.put(&key, serde_json::to_vec(&moved).expect("serializes").into())
-                        .await
-                        .map_err(Unavailable::from)?;
+            let written = match &existing {
+                Some((record, _)) if record.host == self.host => return Ok(record.since),
+                Some((record, revision)) => {
+                    match &previous {
+                        Some(other) => tracing::warn!(
+                            %agent, %other,
+                            "agent is also listed by host {other}, which is alive: this host takes it over \
+                             (the newest claim wins) and {other} stops waking it"
+                        ),
+                        None => tracing::info!(%agent, from = %record.host, "agent moved to this host"),
+                    }
+                    let moved = AgentRecord { host: self.host.clone(), previous: previous.clone(), ..record.clone() };
+                    kv.update(&key, encode(&moved), *revision).await.map(|_| moved.since).map_err(|e| e.to_string())
                 }
-                return Ok(self.remember(agent, record.since));
-            }
-            let record = AgentRecord {
-                host: self.host.clone(),
-                since: last,
-                registered_at: format_time(OffsetDateTime::now_utc()),
+                None => {
+                    let record = AgentRecord {
+                        host: self.host.clone(),
+                        since: last,
+                        registered_at: format_time(OffsetDateTime::now_utc()),
+                        previous: None,
+                    };
+                    kv.create(&key, encode(&record)).await.map(|_| last).map_err(|e| e.to_string())
+                }
             };
-            match kv.create(&key, serde_json::to_vec(&record).expect("serializes").into()).await {
-                Ok(_) => return Ok(self.remember(agent, last)),
-                // Another adapter registered it meanwhile: use theirs.
-                Err(err) if err.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                    let value = kv.get(&key).await.map_err(Unavailable::from)?;
-                    existing = value.and_then(|v| serde_json::from_slice(&v).ok());
+            match written {
+                Ok(since) => return Ok(since),
+                // Someone else wrote the record meanwhile: look again.
+                Err(why) => {
+                    tracing::debug!(%agent, "registry record changed meanwhile ({why}); reading it again");
+                    existing = self.record(agent, last).await?;
                 }
-                Err(err) => return Err(Unavailable::from(err)),
             }
         }
+    }
+
+    /// The record of `agent` and its revision. A record that does not parse
+    /// is replaced by a fresh one (logged), so that it cannot block start-up.
+    async fn record(&self, agent: &AgentName, last: u64) -> Result<Option<(AgentRecord, u64)>, Unavailable> {
+        let kv = self.bus.kv();
+        let Some(entry) = kv.entry(agent_key(agent)).await.unavailable("cannot read a registry record")? else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        match serde_json::from_slice::<AgentRecord>(&entry.value) {
+            Ok(record) => Ok(Some((record, entry.revision))),
+            Err(err) => {
+                tracing::error!(%agent, "registry record does not parse ({err}); registering the agent anew");
+                let record = AgentRecord {
+                    host: self.host.clone(),
+                    since: last,
+                    registered_at: format_time(OffsetDateTime::now_utc()),
+                    previous: None,
+                };
+                let revision = kv
+                    .update(agent_key(agent), encode(&record), entry.revision)
+                    .await
+                    .unavailable("cannot repair a registry record")?;
+                Ok(Some((record, revision)))
+            }
+        }
+    }
+
+    async fn records(&self) -> Result<HashMap<String, KvValue<AgentRecord>>, Unavailable> {
+        self.bus.kv_values("agent.").await
+    }
+
+    async fn hosts(&self) -> Result<Hosts, Unavailable> {
+        Ok(Hosts(self.bus.kv_values("host.").await?))
+    }
+
+    /// Which of `agents` this host serves now. An agent another host took
+    /// over is left to it while that host is alive, and reclaimed once it is
+    /// not.
+    pub async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
+        let (records, hosts) = tokio::try_join!(self.records(), self.hosts())?;
+        let now = OffsetDateTime::now_utc();
+        let checks: Vec<_> = agents
+            .iter()
+            .map(|agent| {
+                let record = records.get(agent.as_str()).map(|r| (r.value.clone(), r.revision));
+                let taken = record.as_ref().is_some_and(|(r, _)| r.host != self.host && hosts.alive(&r.host, now));
+                async move {
+                    match record {
+                        Some((record, _)) if record.host == self.host => Ok(true),
+                        _ if taken => Ok(false),
+                        existing => self.claim(agent, existing, None, self.bus.seen()).await.map(|_| true),
+                    }
+                }
+            })
+            .collect();
+        stream::iter(checks).buffered(CONCURRENCY).try_collect().await
+    }
+
+    /// At a clean shutdown: hands agents taken over from a host that is
+    /// still alive back to it, so they stay online.
+    pub async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
+        let (records, hosts) = tokio::try_join!(self.records(), self.hosts())?;
+        let now = OffsetDateTime::now_utc();
+        for agent in agents {
+            let Some(entry) = records.get(agent.as_str()) else { continue };
+            let record = &entry.value;
+            let Some(previous) = record.previous.clone().filter(|p| record.host == self.host && hosts.alive(p, now))
+            else {
+                continue;
+            };
+            let back = AgentRecord { host: previous.clone(), previous: None, ..record.clone() };
+            match self.bus.kv().update(agent_key(agent), encode(&back), entry.revision).await {
+                Ok(_) => tracing::info!(%agent, to = %previous, "agent handed back"),
+                Err(err) => tracing::warn!(%agent, "agent not handed back to {previous}: {err}"),
+            }
+        }
+        Ok(())
     }
 
     fn remember(&self, agent: AgentName, since: u64) -> Inbox {
@@ -130,7 +255,7 @@ impl Registry {
             return Ok(Some(Inbox { agent: agent.clone(), since: *since }));
         }
         self.bus.ensure_connected()?;
-        let value = self.bus.kv().get(agent_key(agent)).await.map_err(Unavailable::from)?;
+        let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
         Ok(value
             .and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok())
             .map(|record| self.remember(agent.clone(), record.since)))
@@ -142,28 +267,23 @@ impl Registry {
         let record = HostRecord { running, version: env!("CARGO_PKG_VERSION").into() };
         self.bus
             .kv()
-            .put(format!("host.{}", self.host), serde_json::to_vec(&record).expect("serializes").into())
+            .put(format!("host.{}", self.host), encode(&record))
             .await
-            .map_err(Unavailable::from)?;
+            .unavailable("cannot write a heartbeat")?;
         Ok(())
     }
 
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
-        let (agents, hosts) = tokio::try_join!(self.records(), self.bus.kv_values::<HostRecord>("host."))?;
+        let (agents, hosts) = tokio::try_join!(self.records(), self.hosts())?;
         let now = OffsetDateTime::now_utc();
-        let hosts: HashMap<String, (bool, OffsetDateTime)> = hosts
-            .into_iter()
-            .map(|(host, beat)| (host, (beat.value.running && now - beat.stored < OFFLINE_AFTER, beat.stored)))
-            .collect();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()
             .filter_map(|(name, record)| {
                 let agent = AgentName::parse(&name).ok()?;
-                let (online, last_seen) = match hosts.get(&record.host) {
-                    Some((online, seen)) => (*online, Some(format_time(*seen))),
-                    None => (false, None),
-                };
+                let record = record.value;
+                let online = hosts.alive(&record.host, now);
+                let last_seen = hosts.0.get(&record.host).map(|beat| format_time(beat.stored));
                 let inbox = self.remember(agent, record.since);
                 Some(AgentStatus { inbox, host: record.host, online, last_seen })
             })

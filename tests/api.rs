@@ -250,30 +250,6 @@ async fn health_readiness_metrics_and_unknown_paths() {
     assert_eq!((wrong_method.status, wrong_method.body["ok"].clone()), (405, json!(false)));
 }
 
-/// Reads server-sent events until `count` messages have arrived.
-async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<Value> {
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
-            .await
-            .expect("an event in time")
-            .expect("stream readable")
-            .expect("stream open");
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(String::from);
-            if field("event:").as_deref() == Some("message") {
-                let data: Value = serde_json::from_str(&field("data:").unwrap()).unwrap();
-                assert_eq!(field("id:").unwrap(), data["id"].to_string());
-                events.push(data);
-            }
-        }
-    }
-    events
-}
-
 #[tokio::test]
 async fn stream_replays_from_last_event_id_then_goes_live() {
     let host = OneHost::start(&["alice", "bob", "carol"]).await;
@@ -291,18 +267,18 @@ async fn stream_replays_from_last_event_id_then_goes_live() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
-    let replayed = read_events(&mut stream, 2).await;
+    let replayed = clawbus_testkit::api::read_events(&mut stream, 2).await;
     assert_eq!(replayed.iter().map(|e| e["id"].as_u64().unwrap()).collect::<Vec<_>>(), [m2, m3]);
     let live = api.send("alice", "bob", "live").await;
-    let event = read_events(&mut stream, 1).await;
+    let event = clawbus_testkit::api::read_events(&mut stream, 1).await;
     assert_eq!((event[0]["id"].as_u64(), &event[0]["content"]), (Some(live), &json!("live")));
 
     // `?after=` works like Last-Event-ID; without either, only new messages come.
     let mut after = http.get(format!("{}/stream?agent=bob&after={m2}", api.base())).send().await.unwrap();
-    assert_eq!(read_events(&mut after, 1).await[0]["id"].as_u64(), Some(m3));
+    assert_eq!(clawbus_testkit::api::read_events(&mut after, 1).await[0]["id"].as_u64(), Some(m3));
     let mut fleet = http.get(format!("{}/api/stream", api.base())).send().await.unwrap();
     let newest = api.send("bob", "carol", "fleet sees this").await;
-    assert_eq!(read_events(&mut fleet, 1).await[0]["id"].as_u64(), Some(newest));
+    assert_eq!(clawbus_testkit::api::read_events(&mut fleet, 1).await[0]["id"].as_u64(), Some(newest));
 }
 
 #[tokio::test]

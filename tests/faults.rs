@@ -7,14 +7,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clawbus_testkit::api::Answer;
 use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, Reply, eventually};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -62,10 +60,6 @@ async fn until_count(counter: &AtomicUsize, target: usize) {
         .await;
 }
 
-fn stored_at(message: &Value) -> SystemTime {
-    OffsetDateTime::parse(message["timestamp"].as_str().unwrap(), &Rfc3339).unwrap().into()
-}
-
 /// Asserts the invariants for `recipient` and returns its inbox.
 async fn check_delivery(api: &Api, gateway: &Gateway, recipient: &str, sends: &[Send]) -> Vec<Value> {
     let inbox = api.all_messages(recipient).await;
@@ -85,9 +79,9 @@ async fn check_delivery(api: &Api, gateway: &Gateway, recipient: &str, sends: &[
     let history = api.ok(&format!("/api/history?agent={recipient}&limit=1000")).await;
     let in_history = history["messages"].as_array().unwrap().len();
     assert_eq!(in_history, inbox.len().min(1000), "history and inbox agree");
-    if let Some(newest) = inbox.iter().map(stored_at).max() {
-        eventually("a wake after the newest message", WAIT, || async {
-            gateway.wakes().iter().any(|w| w.arrived_wall >= newest).then_some(())
+    if let Some(newest) = inbox.iter().filter_map(|m| m["id"].as_u64()).max() {
+        eventually("a wake covering the newest message", WAIT, || async {
+            gateway.wakes().iter().any(|w| w.up_to >= Some(newest)).then_some(())
         })
         .await;
     }
@@ -116,13 +110,13 @@ async fn recipient_adapter_killed_mid_burst() {
     until_count(&answered, 100).await;
     b.kill();
     until_count(&answered, 200).await;
-    let restarted = SystemTime::now();
     b.restart().await;
     let sends = sending.await.unwrap();
     assert!(sends.iter().all(Send::ok), "sends through A never depended on B");
+    // The newest message was stored after B died, so the wake covering it,
+    // which check_delivery waits for, came from the restarted B.
     let inbox = check_delivery(&a.api(), &gateway, "bob", &sends).await;
     assert_eq!(inbox.len(), 300);
-    assert!(gateway.wakes().iter().any(|w| w.arrived_wall >= restarted), "woken after the restart");
 }
 
 #[tokio::test]
@@ -228,8 +222,12 @@ async fn gateway_down_then_back_gets_one_wake_not_a_storm() {
     gateway.resume().await;
     check_delivery(&a.api(), &gateway, "bob", &sends).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let calls = gateway.calls().len();
-    assert!(calls <= 2, "{calls} calls after the gateway came back for 50 waiting messages");
+    // Every message was stored before the gateway came back, so the first
+    // call after it covers them all, and no other call follows.
+    let newest = sends.iter().filter_map(|s| s.answer.as_ref()?.body["id"].as_u64()).max();
+    let calls = gateway.calls();
+    assert_eq!(calls.len(), 1, "one wake for 50 waiting messages: {calls:?}");
+    assert_eq!((calls[0].status, calls[0].up_to), (200, newest));
 }
 
 #[tokio::test]
@@ -358,6 +356,19 @@ async fn send_into_a_stall(
     (adapter, sending)
 }
 
+/// A send into a stall, whose server then dies with the publish unread in
+/// its socket and comes back: the send is settled as not stored.
+async fn send_lost_with_its_server(content: &'static str, key: &'static str) -> (NatsServer, Gateway, Adapter, Answer) {
+    let mut nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let (adapter, sending) = send_into_a_stall(&nats, &gateway, content, key).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    nats.kill();
+    nats.start_again();
+    let answer = sending.await.unwrap().unwrap();
+    (nats, gateway, adapter, answer)
+}
+
 #[tokio::test]
 async fn a_late_acknowledgement_is_settled_before_the_answer() {
     let nats = NatsServer::start();
@@ -375,15 +386,8 @@ async fn a_late_acknowledgement_is_settled_before_the_answer() {
 
 #[tokio::test]
 async fn a_publish_lost_with_its_server_is_answered_503_and_never_stored() {
-    let mut nats = NatsServer::start();
-    let gateway = Gateway::start("hook").await;
-    let (adapter, sending) = send_into_a_stall(&nats, &gateway, "lost with the server", "lost-1").await;
+    let (_nats, _gateway, adapter, answer) = send_lost_with_its_server("lost with the server", "lost-1").await;
     let api = adapter.api();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    // The server dies with the publish unread in its socket, and comes back.
-    nats.kill();
-    nats.start_again();
-    let answer = sending.await.unwrap().unwrap();
     assert_eq!((answer.status, answer.body["error"].as_str()), (503, Some("unavailable")), "{:?}", answer.body);
     assert!(answer.retry_after.is_some());
     assert!(api.all_messages("bob").await.is_empty(), "a send answered 503 is not stored");
@@ -393,4 +397,96 @@ async fn a_publish_lost_with_its_server_is_answered_503_and_never_stored() {
     let again = api.try_send("alice", "bob", "lost with the server", "lost-1").await.unwrap();
     assert_eq!((&again.body["id"], &again.body["duplicate"]), (&retry.body["id"], &json!(true)));
     assert_eq!(api.all_messages("bob").await.len(), 1);
+}
+
+/// Without a key, a send settled after a stall is this send: its marker
+/// finds the send's own message (by its nonce), not "a duplicate".
+#[tokio::test]
+async fn a_keyless_send_settled_after_a_stall_is_not_called_a_duplicate() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let adapter = Adapter::start(alice_and_bob(&nats, &gateway).nats("send_timeout = \"500ms\"")).await;
+    let api = adapter.api();
+    nats.freeze();
+    let sending = tokio::spawn({
+        let api = api.clone();
+        async move { api.post("/api/send", &json!({"from": "alice", "to": "bob", "content": "no key"})).await }
+    });
+    // Past the send deadline: the marker is queued behind the message.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.thaw();
+    let answer = sending.await.unwrap();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.body.get("duplicate"), None, "{:?}", answer.body);
+    assert_eq!(Api::ids(&json!({"messages": api.all_messages("bob").await})), [answer.body["id"].as_u64().unwrap()]);
+}
+
+/// A client key may contain `#`: it never takes the id the adapter uses for
+/// a retry after a settled 503, so neither send is mistaken for the other.
+#[tokio::test]
+async fn a_key_containing_a_hash_does_not_collide_with_a_retry() {
+    let (_nats, _gateway, adapter, lost) = send_lost_with_its_server("settled as not stored", "x").await;
+    let api = adapter.api();
+    assert_eq!(lost.status, 503, "{:?}", lost.body);
+    adapter.wait_ready().await;
+    let hashed = api.try_send("alice", "bob", "a key with a hash", "x#1").await.unwrap();
+    assert_eq!((hashed.status, hashed.body.get("duplicate")), (200, None), "{:?}", hashed.body);
+    let retry = api.try_send("alice", "bob", "settled as not stored", "x").await.unwrap();
+    assert_eq!((retry.status, retry.body.get("duplicate")), (200, None), "{:?}", retry.body);
+    assert_ne!(retry.body["id"], hashed.body["id"]);
+    let contents: Vec<Value> = api.all_messages("bob").await.iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(contents, [json!("a key with a hash"), json!("settled as not stored")]);
+}
+
+/// NATS gone for longer than the send and settle deadlines: 504, "outcome
+/// unknown"; once it is back, a retry with the same key finds the one copy.
+#[tokio::test]
+async fn a_send_that_cannot_be_settled_is_answered_504_and_a_retry_resolves_it() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let config = alice_and_bob(&nats, &gateway).nats("send_timeout = \"500ms\"").nats("settle_timeout = \"1s\"");
+    let adapter = Adapter::start(config).await;
+    let api = adapter.api();
+    nats.freeze();
+    let answer = api.try_send("alice", "bob", "in limbo", "limbo-1").await.unwrap();
+    assert_eq!((answer.status, answer.body["error"].as_str()), (504, Some("unavailable")), "{:?}", answer.body);
+    assert!(answer.body["message"].as_str().unwrap().contains("Idempotency-Key"), "{:?}", answer.body);
+    nats.thaw();
+    adapter.wait_ready().await;
+    let retry = eventually("the retry to be answered 200", WAIT, || async {
+        api.try_send("alice", "bob", "in limbo", "limbo-1").await.filter(|a| a.status == 200)
+    })
+    .await;
+    let inbox = api.all_messages("bob").await;
+    assert_eq!(Api::ids(&json!({ "messages": inbox })), [retry.body["id"].as_u64().unwrap()], "stored once");
+}
+
+/// Past `nats.max_sends_in_flight` sends waiting for JetStream, a send is
+/// refused at once instead of queueing towards its deadline.
+#[tokio::test]
+async fn sends_beyond_the_in_flight_cap_are_refused_at_once() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let config = alice_and_bob(&nats, &gateway).nats("max_sends_in_flight = 2").nats("send_timeout = \"3s\"");
+    let adapter = Adapter::start(config).await;
+    let api = adapter.api();
+    nats.freeze();
+    let waiting: Vec<_> = (0..2)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move { api.try_send("alice", "bob", &format!("waiting {i}"), &format!("w{i}")).await })
+        })
+        .collect();
+    // Loopback requests reach the adapter in well under a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let refused = api.try_send("alice", "bob", "one too many", "over").await.unwrap();
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(refused.body["message"].as_str().unwrap().contains("too many sends"), "{:?}", refused.body);
+    assert!(waiting.iter().all(|task| !task.is_finished()), "the two in flight are still waiting");
+    nats.thaw();
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap().status, 200);
+    }
+    let contents: Vec<Value> = api.all_messages("bob").await.iter().map(|m| m["content"].clone()).collect();
+    assert!(!contents.contains(&json!("one too many")), "the refused send stored nothing");
 }

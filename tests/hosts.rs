@@ -1,7 +1,7 @@
 //! Adapters come and go: restarts keep everything, and several hosts share
 //! one bus.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, OneHost, eventually};
 use serde_json::json;
@@ -10,7 +10,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes() {
-    let mut host = OneHost::start_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let mut host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
     let api = host.api();
     host.gateway.stop().await;
     let ids = [
@@ -23,15 +23,16 @@ async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes()
 
     host.adapter.kill();
     host.gateway.resume().await;
-    let restarted = SystemTime::now();
     host.adapter.restart().await;
 
     let after = api.ok("/api/inbox?agent=bob&unread=false").await;
     assert_eq!(after["messages"], before["messages"], "inbox and read marks unchanged");
     assert_eq!(Api::ids(&api.inbox("bob").await), ids[1..]);
     let gateway = &host.gateway;
+    // The gateway was down until the restart: a wake covering the newest
+    // message came from the restarted adapter.
     let wake = eventually("the pending wake after restart", WAIT, || async {
-        gateway.wakes().into_iter().find(|w| w.arrived_wall >= restarted)
+        gateway.wakes().into_iter().find(|w| w.up_to >= Some(ids[2]))
     })
     .await;
     assert!(wake.text.contains("from alice"), "{}", wake.text);
@@ -39,7 +40,7 @@ async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes()
 
 #[tokio::test]
 async fn wakes_already_delivered_are_not_repeated_after_a_clean_restart() {
-    let mut host = OneHost::start(&["alice", "bob"]).await;
+    let mut host = OneHost::spawn_with(&["alice", "bob"], |config, _| config).await;
     let api = host.api();
     api.send("alice", "bob", "seen").await;
     let gateway = &host.gateway;
@@ -89,4 +90,96 @@ async fn two_hosts_exchange_messages_and_agree_on_read_state() {
             .collect();
         assert_eq!(hosts, [("alice".into(), "hostA".into(), true), ("bob".into(), "hostB".into(), true)]);
     }
+}
+
+/// Two adapters list bob. The newest claim wins: the second host wakes him
+/// and the first stops; when the second stops cleanly, bob goes back to the
+/// first at once (never shown offline), which wakes him again.
+#[tokio::test]
+async fn two_hosts_claiming_one_agent_never_wake_it_twice_or_hide_it() {
+    let nats = NatsServer::start();
+    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats).await;
+    let api = a.api();
+    let first = api.send("alice", "bob", "to A's bob").await;
+    eventually("A wakes bob", WAIT, || async {
+        gateway_a.wakes().iter().any(|w| w.up_to == Some(first)).then_some(())
+    })
+    .await;
+
+    let mut b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
+    assert_eq!(host_of(&api, "bob").await, ("hostB".into(), true));
+    // A notices at its next heartbeat; from then on only B wakes bob.
+    eventually("A to stop waking bob", WAIT, || async { a.log().contains("another host serves it").then_some(()) })
+        .await;
+    let second = api.send("alice", "bob", "to B's bob").await;
+    eventually("B wakes bob", WAIT, || async {
+        gateway_b.wakes().iter().any(|w| w.up_to == Some(second)).then_some(())
+    })
+    .await;
+    let third = api.send("alice", "bob", "still B").await;
+    eventually("B wakes bob again", WAIT, || async {
+        gateway_b.wakes().iter().any(|w| w.up_to >= Some(third)).then_some(())
+    })
+    .await;
+    assert!(gateway_a.calls().iter().all(|c| c.up_to < Some(second)), "A woke bob while B served him");
+
+    let (status, _) = b.terminate().await;
+    assert!(status.success());
+    // Handed back during B's shutdown: online, and A's, with no wait.
+    assert_eq!(host_of(&api, "bob").await, ("hostA".into(), true));
+    let fourth = api.send("alice", "bob", "back to A").await;
+    eventually("A wakes bob again", WAIT, || async {
+        gateway_a.wakes().iter().any(|w| w.up_to >= Some(fourth)).then_some(())
+    })
+    .await;
+}
+
+/// A host that crashed holding an agent is reclaimed once it is silent.
+#[tokio::test]
+async fn an_agent_of_a_crashed_host_is_reclaimed_by_the_host_that_still_lists_it() {
+    let nats = NatsServer::start();
+    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats).await;
+    let mut b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
+    b.kill();
+    // A sees B's claim while B's last heartbeat is fresh, and pauses.
+    eventually("A to stop waking bob", WAIT, || async { a.log().contains("another host serves it").then_some(()) })
+        .await;
+    let api = a.api();
+    let id = api.send("alice", "bob", "who wakes me?").await;
+    // B's heartbeat expires after 20 s; A then takes bob back and wakes him.
+    eventually("A to reclaim and wake bob", Duration::from_secs(60), || async {
+        gateway_a.wakes().iter().any(|w| w.up_to >= Some(id)).then_some(())
+    })
+    .await;
+    assert_eq!(host_of(&api, "bob").await, ("hostA".into(), true));
+}
+
+#[tokio::test]
+async fn a_clean_stop_shows_the_hosts_agents_offline_at_once() {
+    let nats = NatsServer::start();
+    let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"))).await;
+    let mut b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::silent("bob"))).await;
+    assert_eq!(host_of(&a.api(), "bob").await, ("hostB".into(), true));
+    let (status, _) = b.terminate().await;
+    assert!(status.success());
+    // No waiting for the 20 s silence: the stop itself says so.
+    assert_eq!(host_of(&a.api(), "bob").await, ("hostB".into(), false));
+    assert_eq!(host_of(&a.api(), "alice").await, ("hostA".into(), true));
+}
+
+/// Host A with alice (silent) and bob (woken through the first gateway), and
+/// a second gateway for a host B that will list bob too.
+async fn bob_on_host_a(nats: &NatsServer) -> (Adapter, Gateway, Gateway) {
+    let (gateway_a, gateway_b) = (Gateway::start("token-a").await, Gateway::start("token-b").await);
+    let config = AdapterConfig::new("hostA", nats.url())
+        .agent(AgentSpec::silent("alice"))
+        .agent(AgentSpec::new("bob", &gateway_a));
+    (Adapter::start(config).await, gateway_a, gateway_b)
+}
+
+/// `(host, online)` of `agent` in `/api/agents`.
+async fn host_of(api: &Api, agent: &str) -> (String, bool) {
+    let agents = api.ok("/api/agents").await;
+    let row = agents["agents"].as_array().unwrap().iter().find(|a| a["name"] == agent).expect("listed").clone();
+    (row["host"].as_str().unwrap().to_owned(), row["online"] == true)
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Bus, READ_TIMEOUT, Unavailable};
+use super::{Bus, OrUnavailable, READ_TIMEOUT, Unavailable};
 
 /// Most bytes one batch may carry; the server stops after the message that
 /// crosses it.
@@ -79,11 +79,11 @@ impl Bus {
             Request { seq, start_time, next_by_subj: filter, batch: batch.max(1), max_bytes: MAX_BATCH_BYTES };
         let body = serde_json::to_vec(&request).expect("request serializes");
         let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(Unavailable::from)?;
+        let mut replies = self.client.subscribe(inbox.clone()).await.unavailable("cannot subscribe for a read")?;
         self.client
             .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body.into())
             .await
-            .map_err(Unavailable::from)?;
+            .unavailable("cannot request a read")?;
         let collect = async {
             let mut messages = Vec::new();
             while let Some(reply) = replies.next().await {
@@ -97,22 +97,22 @@ impl Bus {
                     Some(404) => {
                         return Ok(Batch { messages, pending: 0 });
                     }
-                    Some(503) => return Err(Unavailable("no JetStream server answered".into())),
+                    Some(503) => return Err(Unavailable::new("no JetStream server answered")),
                     Some(code) => {
                         let why = reply.description.unwrap_or_default();
-                        return Err(Unavailable(format!("direct get failed: {code} {why}")));
+                        return Err(Unavailable::new(format!("direct get failed: {code} {why}")));
                     }
                 }
             }
-            Err(Unavailable("connection closed during read".into()))
+            Err(Unavailable::new("connection closed during read"))
         };
         tokio::time::timeout(READ_TIMEOUT, collect)
             .await
-            .map_err(|_| Unavailable(format!("no answer within {}s", READ_TIMEOUT.as_secs())))?
+            .map_err(|_| Unavailable::new(format!("no answer to a read within {}s", READ_TIMEOUT.as_secs())))?
     }
 }
 
-fn header<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a str> {
     headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
@@ -121,7 +121,7 @@ fn header_u64(headers: &Option<HeaderMap>, name: &str) -> u64 {
 }
 
 fn parse(headers: Option<HeaderMap>, payload: Bytes) -> Result<RawMessage, Unavailable> {
-    let bad = |what: &str| Unavailable(format!("direct get reply without {what}"));
+    let bad = |what: &str| Unavailable::new(format!("direct get reply without {what}"));
     let seq = header(&headers, "Nats-Sequence").and_then(|v| v.parse().ok()).ok_or_else(|| bad("sequence"))?;
     let subject = header(&headers, "Nats-Subject").ok_or_else(|| bad("subject"))?.to_owned();
     let stored = header(&headers, "Nats-Time-Stamp")

@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Bus, RawMessage, Unavailable};
+use super::{Bus, OrUnavailable, RawMessage, Unavailable};
 
 pub struct Follower {
     bus: Bus,
@@ -45,7 +45,11 @@ impl Follower {
                     return message;
                 }
                 Err(err) => {
-                    tracing::warn!(from = self.next, "stream follower restarting: {err}");
+                    tracing::warn!(
+                        from = self.next,
+                        error = &err as &dyn std::error::Error,
+                        "stream follower restarting"
+                    );
                     self.messages = None;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
@@ -61,15 +65,16 @@ impl Follower {
         }
         let messages = self.messages.as_mut().expect("opened above");
         let message = tokio::select! {
-            message = messages.next() => message.ok_or_else(|| Unavailable("consumer ended".into()))?,
-            _ = self.connects.changed() => return Err(Unavailable("reconnected to NATS".into())),
+            message = messages.next() => message.ok_or_else(|| Unavailable::new("consumer ended"))?,
+            _ = self.connects.changed() => return Err(Unavailable::new("reconnected to NATS")),
         }
-        .map_err(Unavailable::from)?;
-        let info = message.info().map_err(|e| Unavailable(e.to_string()))?;
+        .unavailable("the consumer failed")?;
+        let info = message.info().map_err(|e| Unavailable::new(format!("a message without metadata: {e}")))?;
         let (seq, stored) = (info.stream_sequence, info.published);
         if seq < self.next {
-            return Err(Unavailable(format!("consumer restarted at {seq}, before {}", self.next)));
+            return Err(Unavailable::new(format!("consumer restarted at {seq}, before {}", self.next)));
         }
+        self.bus.saw(seq);
         Ok(RawMessage {
             seq,
             subject: message.subject.to_string(),
@@ -84,7 +89,7 @@ impl Follower {
 /// across the awaits would make the follower's future need `Sync`.)
 async fn open(bus: &Bus, filters: &[String], next: u64) -> Result<pull::Ordered, Unavailable> {
     bus.ensure_connected()?;
-    let stream = bus.js.get_stream_no_info(&bus.stream).await.map_err(Unavailable::from)?;
+    let stream = bus.js.get_stream_no_info(&bus.stream).await.unavailable("cannot reach the stream")?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subjects: filters.to_vec(),
@@ -93,13 +98,6 @@ async fn open(bus: &Bus, filters: &[String], next: u64) -> Result<pull::Ordered,
             ..Default::default()
         })
         .await
-        .map_err(Unavailable::from)?;
-    consumer.messages().await.map_err(Unavailable::from)
-}
-
-impl Bus {
-    /// Follows messages matching `filters` from sequence `from` on.
-    pub fn follow(&self, filters: Vec<String>, from: u64) -> Follower {
-        Follower::new(self.clone(), filters, from)
-    }
+        .unavailable("cannot create a consumer")?;
+    consumer.messages().await.unavailable("cannot follow the consumer")
 }

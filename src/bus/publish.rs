@@ -6,18 +6,21 @@
 //! buffers publishes across a reconnect, so it may be stored later still.
 //!
 //! Every publish carries a `Nats-Msg-Id`, so repeating it is harmless within
-//! the stream's duplicate window. An ambiguous publish is settled before the
-//! client is answered:
+//! the stream's duplicate window, and a `Clawbus-Send` nonce of its own, so a
+//! duplicate can be told apart: this very send (an earlier attempt landed),
+//! an earlier send with the same id, or a marker. An ambiguous publish is
+//! settled before the client is answered:
 //!
-//! 1. Until `nats.send_timeout`, the publish is repeated with the same id. A
-//!    definite answer, "stored" or "duplicate of N", means stored: 200.
+//! 1. Until `nats.send_timeout`, the publish is repeated with the same id.
+//!    "Stored" means stored; "duplicate of N" is looked up (at the stream
+//!    leader, never a lagging replica) to learn whose N is.
 //! 2. After that, a marker with the same id is published to the `void`
 //!    subject instead. If the marker is stored, the id is taken and the
-//!    original can never be: 503. If the marker is a duplicate, the original
-//!    (or an earlier send with the same key) was stored: 200 with its id.
-//! 3. If NATS answers neither within `SETTLE_TIMEOUT` more, the outcome is
-//!    unknown and the client is told so (504): it should retry with the same
-//!    `Idempotency-Key`, which then resolves to the one stored copy.
+//!    original can never be: 503. If the marker is a duplicate, whatever
+//!    holds the id is looked up as above.
+//! 3. If NATS answers neither within `nats.settle_timeout` more, the outcome
+//!    is unknown and the client is told so (504): it should retry with the
+//!    same `Idempotency-Key`, which then resolves to the one stored copy.
 //!
 //! Nothing is ever deleted, so no answer given is ever contradicted.
 
@@ -26,10 +29,12 @@ use std::time::Duration;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::Bus;
+use super::direct::header;
+use super::{Bus, RawMessage};
 
 /// A message ready to publish.
 #[derive(Clone, Debug)]
@@ -40,12 +45,16 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
-/// A definite success.
-#[derive(Clone, Copy, Debug)]
-pub struct Stored {
-    pub seq: u64,
-    /// An earlier publish with the same id was stored at `seq`.
-    pub duplicate: bool,
+/// A definite outcome: the message id is taken, and this says by what.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    /// This send is stored, as message `seq`.
+    New(u64),
+    /// An earlier send with the same id is stored; this one stored nothing.
+    Earlier(RawMessage),
+    /// A marker holds the id: an earlier send with it was answered 503.
+    /// This one stored nothing either.
+    Void,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +75,12 @@ enum Attempt {
     Ambiguous,
 }
 
+/// Header naming the send that published a message.
+const NONCE_HEADER: &str = "Clawbus-Send";
 /// Pause between attempts while the outcome is unknown.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// How long past `nats.send_timeout` a send waits to settle an ambiguous
-/// publish before answering that its outcome is unknown.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one look-up of a message id's holder.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Bus {
     /// Stores `out`; an error other than [`SendError::Unknown`] means that
@@ -83,18 +93,23 @@ impl Bus {
             .in_flight
             .try_acquire()
             .map_err(|_| SendError::Unavailable("too many sends waiting for JetStream".into()))?;
+        let nonce = nuid::next().to_string();
         let deadline = Instant::now() + self.send_timeout;
         let mut in_doubt = false;
         loop {
-            match self.publish_once(&out.subject, out, deadline).await {
-                Ok(ack) => return Ok(Stored { seq: ack.sequence, duplicate: ack.duplicate }),
+            match self.publish_once(&out.subject, out, Some(&nonce), deadline).await {
+                Ok(ack) if ack.duplicate => return self.holder(ack.sequence, &nonce).await,
+                Ok(ack) => {
+                    self.saw(ack.sequence);
+                    return Ok(Stored::New(ack.sequence));
+                }
                 // Nothing of ours can be in flight: the failure is final.
                 Err(Attempt::Definite(err)) if !in_doubt => return Err(err),
                 // An earlier attempt may still land: keep asking.
                 Err(_) => in_doubt = true,
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
-                return self.settle(out).await;
+                return self.settle(out, &nonce).await;
             }
             sleep(RETRY_PAUSE).await;
             // Repeats go out only once connected: a publish buffered during
@@ -106,27 +121,18 @@ impl Bus {
     }
 
     /// Settles an ambiguous publish by taking its id with a marker.
-    async fn settle(&self, out: &Outgoing) -> Result<Stored, SendError> {
+    async fn settle(&self, out: &Outgoing, nonce: &str) -> Result<Stored, SendError> {
         let marker = Outgoing { subject: self.subjects.void(), msg_id: out.msg_id.clone(), payload: Bytes::new() };
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let deadline = Instant::now() + self.settle_timeout;
         while Instant::now() < deadline {
             if self.is_connected()
-                && let Ok(ack) = self.publish_once(&marker.subject, &marker, deadline).await
+                && let Ok(ack) = self.publish_once(&marker.subject, &marker, None, deadline).await
             {
                 if !ack.duplicate {
                     tracing::info!(msg_id = %out.msg_id, "a send whose outcome was unknown was not stored");
                     return Err(SendError::Unavailable("no confirmation from JetStream in time".into()));
                 }
-                // The id was taken first: by the original, an earlier send
-                // with the same key, or an earlier marker.
-                match self.message(ack.sequence).await {
-                    Ok(Some(stored)) => {
-                        let duplicate = stored.payload != out.payload;
-                        return Ok(Stored { seq: ack.sequence, duplicate });
-                    }
-                    Ok(None) => return Err(SendError::Unavailable("no confirmation from JetStream in time".into())),
-                    Err(_) => {}
-                }
+                return self.holder(ack.sequence, nonce).await;
             }
             sleep(RETRY_PAUSE).await;
         }
@@ -134,8 +140,54 @@ impl Bus {
         Err(SendError::Unknown)
     }
 
-    async fn publish_once(&self, subject: &str, out: &Outgoing, deadline: Instant) -> Result<PublishAck, Attempt> {
-        let publish = PublishMessage::build().payload(out.payload.clone()).message_id(&out.msg_id);
+    /// What holds message `seq`, whose id a publish of ours found taken.
+    /// Asked of the stream leader, which stored it: a replica that has not
+    /// caught up yet would answer "no such message".
+    async fn holder(&self, seq: u64, nonce: &str) -> Result<Stored, SendError> {
+        let deadline = Instant::now() + self.settle_timeout;
+        let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|_| SendError::Unknown)?;
+        loop {
+            match timeout(LOOKUP_TIMEOUT, stream.get_raw_message(seq)).await {
+                Ok(Ok(message)) => {
+                    self.saw(seq);
+                    let raw = RawMessage {
+                        seq,
+                        subject: message.subject.to_string(),
+                        stored: message.time,
+                        payload: message.payload,
+                        headers: Some(message.headers),
+                    };
+                    return Ok(if raw.subject == self.subjects.void() {
+                        Stored::Void
+                    } else if header(&raw.headers, NONCE_HEADER) == Some(nonce) {
+                        Stored::New(seq)
+                    } else {
+                        Stored::Earlier(raw)
+                    });
+                }
+                // The holder expired or was removed: nothing stored holds
+                // the id any more, so this send is free to store anew.
+                Ok(Err(err)) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(Stored::Void),
+                Ok(Err(_)) | Err(_) if Instant::now() < deadline => sleep(RETRY_PAUSE).await,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(seq, "outcome of a send unknown: its message id's holder cannot be read");
+                    return Err(SendError::Unknown);
+                }
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        subject: &str,
+        out: &Outgoing,
+        nonce: Option<&str>,
+        deadline: Instant,
+    ) -> Result<PublishAck, Attempt> {
+        let mut publish = PublishMessage::build().payload(out.payload.clone()).message_id(&out.msg_id);
+        if let Some(nonce) = nonce {
+            publish = publish.header(NONCE_HEADER, nonce);
+        }
         let result = timeout(deadline.saturating_duration_since(Instant::now()), async {
             self.js.send_publish(subject.to_owned(), publish).await?.await
         })

@@ -27,7 +27,7 @@ impl Cursor {
     async fn fill(&mut self, bus: &Bus, stream: &str, chunk: usize) -> Result<(), Unavailable> {
         let batch = bus.direct_batch(stream, &self.filter, self.next, chunk).await?;
         match batch.messages.last() {
-            Some(last) => self.next = Start::Seq(last.seq + 1),
+            Some(last) => self.next = Start::Seq(last.seq.saturating_add(1)),
             None => self.exhausted = true,
         }
         if batch.pending == 0 {

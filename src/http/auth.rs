@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, Secret};
 use crate::names::AgentName;
 
 /// Who is calling.
@@ -45,8 +45,8 @@ impl Identity {
 
 /// The configured tokens.
 pub struct Tokens {
-    operator: Option<String>,
-    agents: Vec<(AgentName, String)>,
+    operator: Option<Secret>,
+    agents: Vec<(AgentName, Secret)>,
 }
 
 impl Tokens {
@@ -68,11 +68,11 @@ impl Tokens {
     fn identify(&self, presented: &str) -> Option<Identity> {
         let matches = |token: &str| bool::from(token.as_bytes().ct_eq(presented.as_bytes()));
         let mut found = None;
-        if self.operator.as_deref().is_some_and(matches) {
+        if self.operator.as_ref().is_some_and(|token| matches(token.expose())) {
             found = Some(Identity::Operator);
         }
         for (agent, token) in &self.agents {
-            if matches(token) && found.is_none() {
+            if matches(token.expose()) && found.is_none() {
                 found = Some(Identity::Agent(agent.clone()));
             }
         }

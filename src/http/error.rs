@@ -71,18 +71,35 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// A handler panicked: a bug, answered rather than cutting the connection.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the adapter failed on this request; it is logged")
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
+    #[cfg(test)]
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
 impl From<Unavailable> for ApiError {
     fn from(err: Unavailable) -> Self {
-        ApiError::unavailable(err.to_string())
+        tracing::warn!(error = &err as &dyn std::error::Error, "answered 503");
+        // The first cause says what NATS answered; deeper ones are for the log.
+        let message = match std::error::Error::source(&err) {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        };
+        ApiError::unavailable(message)
     }
 }
 
@@ -91,6 +108,7 @@ impl From<MailError> for ApiError {
         match err {
             MailError::UnknownAgent(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string()),
             MailError::TooLarge => ApiError::too_large(err.to_string()),
+            MailError::Contended(_) | MailError::KeyExhausted => ApiError::unavailable(err.to_string()),
             MailError::Unavailable(err) => err.into(),
             MailError::Unknown => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "unavailable", err.to_string()),
         }

@@ -125,20 +125,16 @@ pub async fn stream(
     params: Params,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let agent = params.optional_agent("agent")?;
+    let (agent, after) = params.stream_query()?;
     match &agent {
         Some(agent) => identity.may_act_as(agent)?,
         None => identity.may_see_fleet()?,
     }
     let after = match headers.get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| ApiError::invalid_request("Last-Event-ID must be a message id"))?,
-        ),
-        None => params.after().map(|after| (after > 0).then_some(after))?,
+        Some(value) => Some(value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+            ApiError::invalid_request(format!("Last-Event-ID must be a message id, a whole number up to {}", u64::MAX))
+        })?),
+        None => after,
     };
     let live = state.mailbox()?.live(agent.as_ref(), after).await?;
     let events = stream::unfold(live, |mut live| async move {
@@ -156,11 +152,12 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"ok": true}))
 }
 
+/// Ready: connected, and the stream and the state bucket exist (the adapter
+/// re-creates them if they vanish; until then, sends would fail).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if state.ready() {
-        Ok(Json(json!({"ok": true})))
-    } else {
-        Err(ApiError::unavailable("not connected to NATS, or the stream is not set up yet"))
+    match state.mailbox()?.bus().missing().await? {
+        None => Ok(Json(json!({"ok": true}))),
+        Some(missing) => Err(ApiError::unavailable(format!("the {missing} is missing; the adapter re-creates it"))),
     }
 }
 

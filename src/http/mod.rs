@@ -10,14 +10,16 @@ mod server;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 
-pub use error::ApiError;
+use error::ApiError;
 pub use server::serve;
 
 /// What every handler can reach.
@@ -53,10 +55,6 @@ impl AppState {
 
     fn mailbox(&self) -> Result<&Mailbox, ApiError> {
         self.0.mailbox.get().ok_or_else(|| ApiError::unavailable("starting: not connected to NATS yet"))
-    }
-
-    fn ready(&self) -> bool {
-        self.0.mailbox.get().is_some_and(|m| m.bus().is_connected())
     }
 
     fn host(&self) -> &str {
@@ -97,5 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // A bug in a handler is answered 500, never a cut connection.
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
         .with_state(state)
 }

@@ -1,9 +1,9 @@
 //! The HTTP listener: hyper with the limits API.md promises.
 //!
-//! Served by hand rather than through `axum::serve` for three settings the
-//! latter does not expose: the 16 KiB cap on request heads (431 beyond),
-//! the header read timeout, and `TCP_NODELAY` on every connection (without
-//! it a reply written in two pieces waits ~40 ms for a delayed ACK).
+//! Served by hand rather than through `axum::serve` for two settings the
+//! latter does not expose: the 16 KiB cap on request heads (431 beyond) and
+//! the header read timeout. Every connection also gets `TCP_NODELAY`:
+//! without it a reply written in two pieces waits ~40 ms for a delayed ACK.
 
 use std::time::Duration;
 

@@ -23,8 +23,10 @@ pub struct Call {
 pub enum Hook {
     /// `POST /hooks/wake` with a notice.
     Wake { text: String },
-    /// `POST /hooks/agent` with the messages themselves.
-    Agent { message: String },
+    /// `POST /hooks/agent` with the messages themselves. The key makes a
+    /// repeat of the same call (whose first attempt landed after all) run
+    /// the agent once; it names the agent, as one gateway serves several.
+    Agent { message: String, idempotency_key: String },
 }
 
 /// Names the newest message id a call covers. Gateways ignore it; it lets
@@ -38,12 +40,23 @@ pub enum Delivered {
     Coalesced,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Failed {
     /// Connection errors, timeouts, 408, 429 and 5xx.
-    Transient { retry_after: Option<Duration>, why: String },
+    Transient { retry_after: Option<Duration>, cause: Cause },
     /// Any other answer: the gateway refuses this call as configured.
-    Refused { why: String },
+    Refused { cause: Cause },
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("no answer from the gateway")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the gateway answered {status}: {body}")]
+    Answered { status: StatusCode, body: String },
+    #[error("the messages to hand over could not be read")]
+    Backlog(#[source] crate::bus::Unavailable),
 }
 
 #[derive(Serialize)]
@@ -77,23 +90,22 @@ pub async fn call(http: &reqwest::Client, gateway: &Gateway, call: &Call) -> Res
             let body = WakeBody { text, mode: "now", agent_id: &gateway.openclaw_agent };
             ("wake", serde_json::to_vec(&body))
         }
-        Hook::Agent { message } => {
+        Hook::Agent { message, .. } => {
             let body = AgentBody { message, name: "clawbus", agent_id: &gateway.openclaw_agent, deliver: false };
             ("agent", serde_json::to_vec(&body))
         }
     };
     let mut request = http
         .post(format!("{base}/hooks/{path}"))
-        .header(AUTHORIZATION, format!("Bearer {}", gateway.hook_token))
+        .header(AUTHORIZATION, format!("Bearer {}", gateway.hook_token.expose()))
         .header(CONTENT_TYPE, "application/json")
         .header(UP_TO_HEADER, call.up_to)
         .body(body.expect("serializes"));
-    if let Hook::Agent { .. } = call.hook {
-        // The gateway drops a repeat of the same key: a retried call whose
-        // first attempt landed after all does not run the agent twice.
-        request = request.header("Idempotency-Key", format!("clawbus-{}", call.up_to));
+    if let Hook::Agent { idempotency_key, .. } = &call.hook {
+        request = request.header("Idempotency-Key", idempotency_key);
     }
-    let response = request.send().await.map_err(|err| Failed::Transient { retry_after: None, why: describe(&err) })?;
+    let response =
+        request.send().await.map_err(|err| Failed::Transient { retry_after: None, cause: Cause::Unreachable(err) })?;
     let status = response.status();
     let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
     let text = response.text().await.unwrap_or_default();
@@ -104,22 +116,12 @@ pub async fn call(http: &reqwest::Client, gateway: &Gateway, call: &Call) -> Res
             .is_some_and(|outcome| outcome == "coalesced");
         return Ok(if coalesced { Delivered::Coalesced } else { Delivered::Queued });
     }
-    let why = format!("{status}: {}", text.chars().take(200).collect::<String>().trim());
+    let cause = Cause::Answered { status, body: text.chars().take(200).collect::<String>().trim().to_owned() };
     if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        Err(Failed::Transient { retry_after, why })
+        Err(Failed::Transient { retry_after, cause })
     } else {
-        Err(Failed::Refused { why })
+        Err(Failed::Refused { cause })
     }
-}
-
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.

@@ -17,7 +17,7 @@ use futures_util::{StreamExt, stream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Unavailable};
+use crate::bus::{Bus, OrUnavailable, Unavailable};
 use crate::names::AgentName;
 
 /// Least time between two flushes.
@@ -43,6 +43,12 @@ impl WakeMarks {
     /// Every agent's stored mark.
     pub async fn load(&self) -> Result<HashMap<String, u64>, Unavailable> {
         Ok(self.bus.kv_values("woken.").await?.into_iter().map(|(agent, mark)| (agent, mark.value)).collect())
+    }
+
+    /// One agent's stored mark (0: none).
+    pub async fn stored(&self, agent: &AgentName) -> Result<u64, Unavailable> {
+        let value = self.bus.kv().get(key(agent)).await.unavailable("cannot read a wake mark")?;
+        Ok(value.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0))
     }
 
     pub fn set(&self, agent: &AgentName, seq: u64) {

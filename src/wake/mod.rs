@@ -3,8 +3,10 @@
 //! `dispatch` follows the stream and hands each message to the `waker` of
 //! every local agent it is for; a waker calls the `gateway` with a `notice`,
 //! folding whatever arrives meanwhile into its `pending` summary; `marks`
-//! records durably what each agent has been woken for.
+//! records durably what each agent has been woken for, and `backlog` reads
+//! what it has not.
 
+mod backlog;
 mod dispatch;
 mod gateway;
 mod marks;
@@ -12,6 +14,7 @@ mod notice;
 mod pending;
 mod waker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,25 +22,29 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Unavailable;
+use crate::bus::{Bus, OrUnavailable, Unavailable};
 use crate::config::{LocalAgent, WakeConfig, WakeMode};
-use crate::mailbox::Mailbox;
 use crate::message::Inbox;
 use crate::metrics::Metrics;
+use crate::names::AgentName;
 
 use marks::WakeMarks;
 use waker::{Slot, Waker};
+
+/// Start-up probes ("first message not yet woken for") in flight at once.
+const CONCURRENCY: usize = 32;
 
 /// The running wake machinery of one adapter.
 pub struct Wakes {
     tasks: JoinSet<()>,
     marks: Arc<WakeMarks>,
+    slots: HashMap<AgentName, Arc<Slot>>,
     stop: CancellationToken,
 }
 
 /// Everything a waker needs besides its agent.
 pub struct WakeContext {
-    pub mailbox: Mailbox,
+    pub bus: Bus,
     pub config: WakeConfig,
     pub metrics: Arc<Metrics>,
     /// Base URL of this adapter's API, as the agents reach it.
@@ -49,10 +56,11 @@ impl Wakes {
     /// not yet covered by a wake, including those stored while this adapter
     /// was down.
     pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Inbox)>) -> Result<Wakes, Unavailable> {
-        let bus = context.mailbox.bus().clone();
+        let bus = context.bus.clone();
         let marks = Arc::new(WakeMarks::new(bus.clone()));
         let stop = CancellationToken::new();
-        let mut wakes = Wakes { tasks: JoinSet::new(), marks: marks.clone(), stop: stop.clone() };
+        let mut wakes =
+            Wakes { tasks: JoinSet::new(), marks: marks.clone(), slots: HashMap::new(), stop: stop.clone() };
         let waking: Vec<(LocalAgent, Inbox)> = agents.into_iter().filter(|(a, _)| a.mode != WakeMode::None).collect();
         if waking.is_empty() {
             return Ok(wakes);
@@ -68,11 +76,11 @@ impl Wakes {
             })
             .collect();
         let first_unwoken: Vec<Option<u64>> = stream::iter(&slots)
-            .map(|slot| context.mailbox.first_after(&slot.inbox, slot.woken()))
-            .buffered(32)
+            .map(|slot| backlog::first_after(&bus, &slot.inbox, slot.woken()))
+            .buffered(CONCURRENCY)
             .try_collect()
             .await?;
-        let from = first_unwoken.into_iter().flatten().min().unwrap_or(last + 1);
+        let from = follow_from(first_unwoken, last);
         let behind = slots.iter().filter(|s| s.woken() < last).count();
         tracing::info!(agents = slots.len(), from, behind, "wakes starting");
 
@@ -81,14 +89,14 @@ impl Wakes {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()
-            .map_err(Unavailable::from)?;
+            .unavailable("cannot build the gateway client")?;
         for ((agent, _), slot) in waking.into_iter().zip(&slots) {
             let waker = Waker {
                 slot: slot.clone(),
                 mode: agent.mode,
                 gateway: agent.gateway.expect("waking agents have a gateway"),
                 http: http.clone(),
-                mailbox: context.mailbox.clone(),
+                bus: bus.clone(),
                 marks: marks.clone(),
                 metrics: context.metrics.clone(),
                 coalesce: context.config.coalesce,
@@ -96,11 +104,25 @@ impl Wakes {
                 base_url: context.base_url.clone(),
             };
             wakes.tasks.spawn(waker.run(stop.clone()));
+            wakes.slots.insert(slot.inbox.agent.clone(), slot.clone());
         }
         wakes.tasks.spawn(dispatch::run(bus, slots, from, stop.clone()));
         let flusher = marks.clone();
         wakes.tasks.spawn(async move { flusher.run(stop).await });
         Ok(wakes)
+    }
+
+    /// Wakes `agent` here or not: only one host wakes an agent that several
+    /// list (see `registry`). Taking an agent back picks up the wake mark
+    /// the other host left.
+    pub async fn set_serving(&self, agent: &AgentName, serving: bool) -> Result<(), Unavailable> {
+        let Some(slot) = self.slots.get(agent) else { return Ok(()) };
+        if serving == slot.serving() {
+            return Ok(());
+        }
+        let woken = if serving { self.marks.stored(agent).await? } else { 0 };
+        slot.set_serving(serving, woken);
+        Ok(())
     }
 
     /// Stops waking. Calls in flight get `grace` to finish; whatever is not
@@ -115,5 +137,29 @@ impl Wakes {
         if !tokio::time::timeout(Duration::from_secs(2), self.marks.flush()).await.unwrap_or(false) {
             tracing::warn!("some wake marks were not saved; those agents will be woken again after restart");
         }
+    }
+}
+
+/// Where the dispatcher starts following: the oldest message some agent has
+/// not been woken for, and at the latest just after `last`, the newest id
+/// when the probes began. A message stored during the probes has a higher
+/// id than `last`, so none is skipped, whichever agent it is for.
+fn follow_from(first_unwoken: impl IntoIterator<Item = Option<u64>>, last: u64) -> u64 {
+    first_unwoken.into_iter().flatten().chain([last.saturating_add(1)]).min().unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn following_starts_no_later_than_just_after_the_newest_id_before_the_probes() {
+        // Agent b had nothing pending when probed; a later probe of agent c
+        // found a message stored after the probes began (id 15), while one
+        // for b stored meanwhile got id 12: start at 11, not 15.
+        assert_eq!(follow_from([None, Some(15)], 10), 11);
+        assert_eq!(follow_from([Some(4), Some(15)], 10), 4);
+        assert_eq!(follow_from([None, None], 10), 11);
+        assert_eq!(follow_from([], u64::MAX), u64::MAX);
     }
 }

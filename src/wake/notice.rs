@@ -36,29 +36,41 @@ pub fn wake_text(agent: &AgentName, pending: &Pending, base_url: &str) -> String
     )
 }
 
-pub fn agent_text(agent: &AgentName, messages: &[MessageView], base_url: &str) -> String {
+/// The `/hooks/agent` message: the slice of messages, oldest first, and
+/// whether `more` wait in the inbox. A message too large for the call is
+/// cut, and says where to read it whole.
+pub fn agent_text(agent: &AgentName, messages: &[MessageView], more: bool, base_url: &str) -> String {
     let mut text = format!(
         "New messages for {agent} on the clawbus agent bus. Reply with POST {base_url}/api/send \
          and acknowledge with POST {base_url}/api/ack (ids below).\n"
     );
-    for (shown, message) in messages.iter().enumerate() {
+    for message in messages {
         let e = &message.envelope;
-        let entry = format!(
-            "\n--- message {} from {} to {} ({}, {}){} ---\n{}\n",
+        let head = format!(
+            "\n--- message {} from {} to {} ({}, {}){} ---\n",
             message.id,
             e.from,
             e.to,
             e.priority.as_str(),
             e.timestamp,
             e.reply_to.map(|id| format!(", in reply to {id}")).unwrap_or_default(),
-            e.content
         );
-        if text.len() + entry.len() > MAX_AGENT_TEXT {
-            let left = messages.len() - shown;
-            text.push_str(&format!("\n({left} more in the inbox: GET {base_url}/api/inbox?agent={agent})\n"));
-            break;
+        let room = MAX_AGENT_TEXT.saturating_sub(text.len() + head.len() + 200);
+        text.push_str(&head);
+        if e.content.len() <= room {
+            text.push_str(&e.content);
+        } else {
+            let cut = (0..=room).rev().find(|&i| e.content.is_char_boundary(i)).unwrap_or(0);
+            text.push_str(&e.content[..cut]);
+            text.push_str(&format!(
+                "\n(cut: read message {} whole with GET {base_url}/api/inbox?agent={agent})",
+                message.id
+            ));
         }
-        text.push_str(&entry);
+        text.push('\n');
+    }
+    if more {
+        text.push_str(&format!("\n(more in the inbox: GET {base_url}/api/inbox?agent={agent})\n"));
     }
     text
 }
@@ -106,11 +118,12 @@ mod tests {
             },
             read: false,
         };
-        let text = agent_text(&bob, &[message(7, "run the tests")], "http://h:1");
+        let text = agent_text(&bob, &[message(7, "run the tests")], false, "http://h:1");
         assert!(text.contains("message 7 from alice to bob (high, 2026-11-25T10:00:00.000Z), in reply to 1"), "{text}");
-        assert!(text.contains("run the tests"));
-        let big = "x".repeat(150 * 1024);
-        let text = agent_text(&bob, &[message(1, &big), message(2, &big)], "http://h:1");
-        assert!(text.len() <= MAX_AGENT_TEXT && text.contains("(1 more in the inbox"), "{}", text.len());
+        assert!(text.contains("run the tests") && !text.contains("more in the inbox"));
+        let big = "é".repeat(150 * 1024);
+        let text = agent_text(&bob, &[message(1, &big)], true, "http://h:1");
+        assert!(text.len() <= MAX_AGENT_TEXT, "{}", text.len());
+        assert!(text.contains("(cut: read message 1 whole") && text.contains("(more in the inbox"), "{}", text.len());
     }
 }

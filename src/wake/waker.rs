@@ -8,19 +8,20 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::Bus;
 use crate::config::{Gateway, WakeMode};
-use crate::mailbox::Mailbox;
 use crate::message::{Inbox, Priority};
 use crate::metrics::{Metrics, WakeOutcome};
 
-use super::gateway::{self, Call, Delivered, Failed, Hook};
+use super::backlog;
+use super::gateway::{self, Call, Cause, Delivered, Failed, Hook};
 use super::marks::WakeMarks;
 use super::notice;
 use super::pending::Pending;
@@ -35,12 +36,21 @@ pub struct Slot {
     pending: Mutex<Pending>,
     /// Messages up to this id are covered by a successful wake.
     woken: AtomicU64,
+    /// False while another host has claimed the agent (see `registry`):
+    /// messages keep being noted, and are woken for once it is back.
+    serving: AtomicBool,
     arrived: Notify,
 }
 
 impl Slot {
     pub fn new(inbox: Inbox, woken: u64) -> Self {
-        Self { inbox, pending: Mutex::default(), woken: AtomicU64::new(woken), arrived: Notify::new() }
+        Self {
+            inbox,
+            pending: Mutex::default(),
+            woken: AtomicU64::new(woken),
+            serving: AtomicBool::new(true),
+            arrived: Notify::new(),
+        }
     }
 
     pub fn woken(&self) -> u64 {
@@ -54,6 +64,22 @@ impl Slot {
         }
         self.pending.lock().expect("slot lock").add(seq, from, priority, stored);
         self.arrived.notify_one();
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Starts or stops waking the agent here. On taking it back, `woken` is
+    /// what the other host recorded meanwhile.
+    pub fn set_serving(&self, serving: bool, woken: u64) {
+        self.woken.fetch_max(woken, Ordering::AcqRel);
+        if self.serving.swap(serving, Ordering::AcqRel) != serving {
+            tracing::info!(agent = %self.inbox.agent, serving, "wakes for this agent {}", if serving { "resumed" } else { "paused: another host serves it" });
+        }
+        if serving {
+            self.arrived.notify_one();
+        }
     }
 
     fn take(&self) -> Pending {
@@ -70,7 +96,7 @@ pub struct Waker {
     pub mode: WakeMode,
     pub gateway: Gateway,
     pub http: reqwest::Client,
-    pub mailbox: Mailbox,
+    pub bus: Bus,
     pub marks: Arc<WakeMarks>,
     pub metrics: Arc<Metrics>,
     pub coalesce: Duration,
@@ -80,11 +106,15 @@ pub struct Waker {
 }
 
 impl Waker {
+    #[tracing::instrument(name = "waker", skip_all, fields(agent = %self.slot.inbox.agent))]
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.slot.arrived.notified() => {}
                 _ = shutdown.cancelled() => return,
+            }
+            if !self.slot.serving() {
+                continue;
             }
             if !self.coalesce.is_zero() && !sleep_unless(&shutdown, self.coalesce).await {
                 return;
@@ -102,18 +132,22 @@ impl Waker {
     /// interrupted by shutdown (what was pending is replayed after restart).
     async fn deliver(&self, shutdown: &CancellationToken) -> bool {
         let mut failures = 0;
-        loop {
+        while self.slot.serving() {
             let batch = self.slot.take();
-            if batch.is_empty() {
+            if batch.is_empty() || batch.up_to <= self.slot.woken() {
                 return true;
             }
             let outcome = match self.call_for(&batch).await {
-                Ok(call) => gateway::call(&self.http, &self.gateway, &call).await,
-                Err(why) => Err(Failed::Transient { retry_after: None, why }),
+                Ok(call) => gateway::call(&self.http, &self.gateway, &call).await.map(|d| (d, call.up_to)),
+                Err(cause) => Err(Failed::Transient { retry_after: None, cause }),
             };
             let delay = match outcome {
-                Ok(delivered) => {
-                    self.delivered(delivered, &batch);
+                Ok((delivered, up_to)) => {
+                    self.delivered(delivered, &batch, up_to);
+                    if up_to < batch.up_to {
+                        // Handed over in slices: the rest goes next.
+                        self.slot.put_back(batch);
+                    }
                     failures = 0;
                     continue;
                 }
@@ -127,24 +161,25 @@ impl Waker {
                 return false;
             }
         }
+        true
     }
 
-    async fn call_for(&self, batch: &Pending) -> Result<Call, String> {
+    async fn call_for(&self, batch: &Pending) -> Result<Call, Cause> {
         let agent = &self.slot.inbox.agent;
-        let hook = if self.mode == WakeMode::Agent {
-            let messages = self
-                .mailbox
-                .messages_between(&self.slot.inbox, self.slot.woken(), batch.up_to)
-                .await
-                .map_err(|e| e.to_string())?;
-            Hook::Agent { message: notice::agent_text(agent, &messages, &self.base_url) }
-        } else {
-            Hook::Wake { text: notice::wake_text(agent, batch, &self.base_url) }
-        };
-        Ok(Call { up_to: batch.up_to, hook })
+        if self.mode != WakeMode::Agent {
+            let text = notice::wake_text(agent, batch, &self.base_url);
+            return Ok(Call { up_to: batch.up_to, hook: Hook::Wake { text } });
+        }
+        let messages = backlog::slice(&self.bus, &self.slot.inbox, self.slot.woken(), batch.up_to)
+            .await
+            .map_err(Cause::Backlog)?;
+        let up_to = messages.last().map_or(batch.up_to, |m| m.id);
+        let more = up_to < batch.up_to;
+        let message = notice::agent_text(agent, &messages, more, &self.base_url);
+        Ok(Call { up_to, hook: Hook::Agent { message, idempotency_key: format!("clawbus-{agent}-{up_to}") } })
     }
 
-    fn delivered(&self, delivered: Delivered, batch: &Pending) {
+    fn delivered(&self, delivered: Delivered, batch: &Pending, up_to: u64) {
         self.metrics.wake(match delivered {
             Delivered::Queued => WakeOutcome::Queued,
             Delivered::Coalesced => WakeOutcome::Coalesced,
@@ -152,28 +187,36 @@ impl Waker {
         let latency = batch
             .oldest
             .map_or(Duration::ZERO, |oldest| (OffsetDateTime::now_utc() - oldest).try_into().unwrap_or_default());
-        self.metrics.woke(batch.messages, latency);
-        self.slot.woken.fetch_max(batch.up_to, Ordering::AcqRel);
-        self.marks.set(&self.slot.inbox.agent, batch.up_to);
-        tracing::debug!(agent = %self.slot.inbox.agent, up_to = batch.up_to, ?delivered, "woke");
+        if up_to >= batch.up_to {
+            self.metrics.woke(batch.messages, latency);
+        }
+        self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
+        self.marks.set(&self.slot.inbox.agent, up_to);
+        tracing::debug!(up_to, ?delivered, "woke");
     }
 
     /// Counts and logs a failure; returns how long to wait before retrying.
     fn failed(&self, failure: Failed, failures: u32) -> Duration {
-        let agent = &self.slot.inbox.agent;
+        // A `Retry-After` of 0 or in the past is no reason to hammer.
+        let backoff = backoff(failures, self.max_backoff);
         match failure {
-            Failed::Transient { retry_after, why } => {
+            Failed::Transient { retry_after, cause } => {
                 self.metrics.wake(WakeOutcome::Retryable);
-                let delay = retry_after.unwrap_or_else(|| backoff(failures, self.max_backoff));
-                tracing::warn!(%agent, attempt = failures, ?delay, "wake failed, will retry: {why}");
+                let delay = retry_after.map_or(backoff, |asked| asked.max(backoff));
+                tracing::warn!(
+                    attempt = failures,
+                    ?delay,
+                    error = &cause as &dyn std::error::Error,
+                    "wake failed, will retry"
+                );
                 delay
             }
-            Failed::Refused { why } => {
+            Failed::Refused { cause } => {
                 self.metrics.wake(WakeOutcome::Rejected);
                 tracing::error!(
-                    %agent,
                     gateway = %self.gateway.url,
-                    "gateway refused the wake ({why}); check hook_token and openclaw_agent. \
+                    error = &cause as &dyn std::error::Error,
+                    "gateway refused the wake; check hook_token and openclaw_agent. \
                      Retrying in {:?}; messages stay in the inbox",
                     self.max_backoff
                 );

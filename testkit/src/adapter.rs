@@ -1,167 +1,94 @@
-//! Real `clawbus serve` processes with generated config files.
+//! clawbus adapters with generated config files: real `clawbus serve`
+//! processes (for tests that kill, stop or restart them), or the same
+//! adapter started in-process on a runtime of its own.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
-use crate::gateway::Gateway;
+use crate::config::AdapterConfig;
 use crate::{eventually, signal};
 
-/// An agent an adapter hosts.
-#[derive(Clone, Debug)]
-pub struct AgentSpec {
-    pub name: String,
-    pub gateway: Option<String>,
-    pub hook_token: Option<String>,
-    pub openclaw_agent: Option<String>,
-    /// `wake`, `agent` or `none`; default: the adapter's `wake.mode`.
-    pub wake: Option<String>,
-}
-
-impl AgentSpec {
-    /// An agent woken through `gateway` with its token.
-    pub fn new(name: &str, gateway: &Gateway) -> AgentSpec {
-        AgentSpec {
-            name: name.into(),
-            gateway: Some(gateway.url()),
-            hook_token: Some(gateway.token().into()),
-            openclaw_agent: None,
-            wake: None,
-        }
-    }
-
-    /// An agent that is never woken.
-    pub fn silent(name: &str) -> AgentSpec {
-        AgentSpec {
-            name: name.into(),
-            gateway: None,
-            hook_token: None,
-            openclaw_agent: None,
-            wake: Some("none".into()),
-        }
-    }
-
-    pub fn openclaw_agent(mut self, id: &str) -> AgentSpec {
-        self.openclaw_agent = Some(id.into());
-        self
-    }
-
-    pub fn wake(mut self, mode: &str) -> AgentSpec {
-        self.wake = Some(mode.into());
-        self
-    }
-
-    pub fn hook_token(mut self, token: &str) -> AgentSpec {
-        self.hook_token = Some(token.into());
-        self
-    }
-}
-
-/// What goes into an adapter's `clawbus.toml`.
-#[derive(Clone, Debug)]
-pub struct AdapterConfig {
-    pub host: String,
-    pub nats_url: String,
-    pub agents: Vec<AgentSpec>,
-    /// Extra lines for the `[http]`, `[nats]` and `[wake]` tables.
-    pub http: Vec<String>,
-    pub nats: Vec<String>,
-    pub wake: Vec<String>,
-}
-
-impl AdapterConfig {
-    pub fn new(host: &str, nats_url: impl Into<String>) -> AdapterConfig {
-        AdapterConfig {
-            host: host.into(),
-            nats_url: nats_url.into(),
-            agents: Vec::new(),
-            http: Vec::new(),
-            nats: Vec::new(),
-            // Quick retries keep failure tests short.
-            wake: vec!["max_backoff = \"2s\"".into()],
-        }
-    }
-
-    pub fn agent(mut self, agent: AgentSpec) -> Self {
-        self.agents.push(agent);
-        self
-    }
-
-    pub fn http(mut self, line: &str) -> Self {
-        self.http.push(line.into());
-        self
-    }
-
-    pub fn nats(mut self, line: &str) -> Self {
-        self.nats.push(line.into());
-        self
-    }
-
-    pub fn wake(mut self, line: &str) -> Self {
-        self.wake.push(line.into());
-        self
-    }
-
-    fn toml(&self, port: u16) -> String {
-        let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
-        self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
-        writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();
-        self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
-        toml.push_str("\n[wake]\n");
-        self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
-        for agent in &self.agents {
-            writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
-            let optional = [
-                ("gateway", &agent.gateway),
-                ("hook_token", &agent.hook_token),
-                ("openclaw_agent", &agent.openclaw_agent),
-                ("wake", &agent.wake),
-            ];
-            for (key, value) in optional {
-                if let Some(value) = value {
-                    writeln!(toml, "{key} = {value:?}").unwrap();
-                }
-            }
-        }
-        toml
-    }
-}
-
-/// A running (or stopped) adapter process. Restarts keep its port, so a
-/// client's base URL stays valid, as it does for agents in production.
+/// A running (or stopped) adapter. Restarts keep its port, so a client's
+/// base URL stays valid, as it does for agents in production.
 pub struct Adapter {
     config: AdapterConfig,
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// Set for an in-process adapter: cancelling it stops the adapter.
+    in_process: Option<CancellationToken>,
     log: Arc<Mutex<String>>,
 }
 
 impl Adapter {
-    /// Starts an adapter and waits until it is ready (connected, provisioned).
+    /// Starts an adapter process and waits until it is ready (connected,
+    /// provisioned).
     pub async fn start(config: AdapterConfig) -> Adapter {
         let adapter = Adapter::launch(config).await;
         adapter.wait_ready().await;
         adapter
     }
 
-    /// Starts an adapter and waits only until it listens.
+    /// Starts an adapter process and waits only until it listens.
     pub async fn launch(config: AdapterConfig) -> Adapter {
-        let mut adapter =
-            Adapter { config, dir: TempDir::new().expect("temp dir"), port: 0, child: None, log: Arc::default() };
+        let mut adapter = Adapter::new(config);
         adapter.spawn().await;
         adapter
     }
 
-    async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "adapter {} is already running", self.config.host);
+    /// Starts the adapter in this process, on a runtime of its own (as
+    /// isolated from the test's runtime as a process would be), and waits
+    /// until it is ready. It cannot be killed or restarted; its log is that
+    /// of every in-process adapter.
+    pub async fn start_in_process(config: AdapterConfig) -> Adapter {
+        let mut adapter = Adapter::new(config);
+        let config = clawbus::Config::load(Some(&adapter.write_config())).expect("a valid test config");
+        let stop = CancellationToken::new();
+        let (bound, port) = std::sync::mpsc::channel();
+        let running = stop.clone();
+        crate::logs::capture();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("adapter runtime");
+            runtime.block_on(async move {
+                let app = clawbus::App::bind(config).await.expect("the adapter binds");
+                let _ = bound.send(app.local_addr().port());
+                if let Err(err) = app.run(running).await {
+                    tracing::error!("adapter failed: {err:#}");
+                }
+            });
+        });
+        adapter.port = port.recv().expect("the adapter thread reports its port");
+        adapter.in_process = Some(stop);
+        adapter.wait_ready().await;
+        adapter
+    }
+
+    fn new(config: AdapterConfig) -> Adapter {
+        let dir = TempDir::new().expect("temp dir");
+        Adapter { config, dir, port: 0, child: None, in_process: None, log: Arc::default() }
+    }
+
+    /// Writes `clawbus.toml` for the current port; returns its path.
+    fn write_config(&self) -> std::path::PathBuf {
         let path = self.dir.path().join("clawbus.toml");
         std::fs::write(&path, self.config.toml(self.port)).expect("write config");
+        path
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "adapter {} is already running", self.config.host);
+        assert!(self.in_process.is_none(), "an in-process adapter cannot be restarted");
+        let path = self.write_config();
         let mut child = Command::new(crate::program("CLAWBUS_BIN", "clawbus"))
             .arg("serve")
             .arg("--config")
@@ -223,6 +150,7 @@ impl Adapter {
 
     /// SIGKILL: the adapter dies mid-whatever.
     pub fn kill(&mut self) {
+        assert!(self.in_process.is_none(), "an in-process adapter cannot be killed; start it as a process");
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -252,9 +180,13 @@ impl Adapter {
         self.wait_ready().await;
     }
 
-    /// Everything the adapter has logged, across restarts.
+    /// Everything the adapter has logged, across restarts (in-process: what
+    /// every adapter of this process logged).
     pub fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
+        match self.in_process {
+            Some(_) => crate::logs::captured(),
+            None => self.log.lock().expect("log lock").clone(),
+        }
     }
 
     /// CPU time and memory of the process, from /proc (Linux).
@@ -290,6 +222,9 @@ pub struct Resources {
 
 impl Drop for Adapter {
     fn drop(&mut self) {
+        if let Some(stop) = self.in_process.take() {
+            stop.cancel();
+        }
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- log of adapter {} ---\n{}", self.config.host, self.log());

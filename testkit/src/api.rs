@@ -137,3 +137,27 @@ impl Api {
         self.http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success())
     }
 }
+
+/// Reads server-sent events until `count` messages have arrived.
+pub async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<Value> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event in time")
+            .expect("stream readable")
+            .expect("stream open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).map(String::from);
+            if field("event:").as_deref() == Some("message") {
+                let data: Value = serde_json::from_str(&field("data:").unwrap()).unwrap();
+                assert_eq!(field("id:").unwrap(), data["id"].to_string());
+                events.push(data);
+            }
+        }
+    }
+    events
+}

@@ -2,7 +2,8 @@
 //! as API.md and OpenClaw's hook docs describe them (bearer or
 //! `x-openclaw-token` auth, 401 as plain text, 429 with `Retry-After` after
 //! 20 failed authentications in a minute, 400 for a bad payload or unknown
-//! `agentId`, 256 KiB body limit, POST only, `queued`/`coalesced`). It
+//! `agentId`, 256 KiB body limit, POST only, `queued`/`coalesced`, one agent
+//! run per `Idempotency-Key`). It
 //! records every call with its arrival time, and can be scripted to fail,
 //! answer slowly, or go away entirely (connection refused).
 
@@ -46,7 +47,8 @@ pub struct Call {
     pub arrived_wall: SystemTime,
     /// The status the gateway answered; 0 while the call is in flight.
     pub status: u16,
-    /// `queued` or `coalesced` for answered wakes.
+    /// `queued` or `coalesced` for answered wakes; `started`, or
+    /// `duplicate` for a repeated `Idempotency-Key`, for agent calls.
     pub outcome: Option<String>,
 }
 
@@ -70,6 +72,8 @@ struct Shared {
     calls: Mutex<Vec<Call>>,
     auth_failures: Mutex<VecDeque<Instant>>,
     pending: Mutex<HashMap<String, VecDeque<String>>>,
+    /// `Idempotency-Key`s of agent runs already started, with their run ids.
+    runs: Mutex<HashMap<String, String>>,
 }
 
 pub struct Gateway {
@@ -264,8 +268,14 @@ async fn answer(
     }
     let session = call.agent_id.clone().unwrap_or_else(|| "main".into());
     if hook == "agent" {
-        return Json(json!({"ok": true, "runId": format!("run-{}", shared.calls.lock().unwrap().len())}))
-            .into_response();
+        // A repeated key starts no second run: the first run's id comes back.
+        let fresh = format!("run-{}", shared.calls.lock().unwrap().len());
+        let run = match &call.idempotency_key {
+            Some(key) => shared.runs.lock().unwrap().entry(key.clone()).or_insert(fresh.clone()).clone(),
+            None => fresh.clone(),
+        };
+        call.outcome = Some(if run == fresh { "started" } else { "duplicate" }.into());
+        return Json(json!({"ok": true, "runId": run})).into_response();
     }
     let mut pending = shared.pending.lock().unwrap();
     let queue = pending.entry(session).or_default();

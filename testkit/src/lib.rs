@@ -8,15 +8,17 @@
 
 pub mod adapter;
 pub mod api;
-pub mod bench;
+mod config;
 pub mod gateway;
+mod logs;
 pub mod nats;
 
 use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-pub use adapter::{Adapter, AdapterConfig, AgentSpec, Resources};
+pub use adapter::{Adapter, Resources};
+pub use config::{AdapterConfig, AgentSpec};
 pub use api::Api;
 pub use gateway::{Call, Gateway, Reply};
 pub use nats::{NatsCluster, NatsServer};
@@ -61,7 +63,7 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) {
 
 /// A path to a program: `$VAR` if set, else `name` in a `target` directory
 /// next to the running executable, else `name` on `PATH`.
-pub(crate) fn program(var: &str, name: &str) -> std::path::PathBuf {
+pub fn program(var: &str, name: &str) -> std::path::PathBuf {
     if let Some(path) = std::env::var_os(var) {
         return path.into();
     }
@@ -83,6 +85,7 @@ pub struct OneHost {
 }
 
 impl OneHost {
+    /// With the adapter in-process.
     pub async fn start(agents: &[&str]) -> OneHost {
         OneHost::start_with(agents, |config, _| config).await
     }
@@ -90,13 +93,26 @@ impl OneHost {
     /// Like [`OneHost::start`], with a chance to adjust the config (and to
     /// add agents of other kinds, given the gateway).
     pub async fn start_with(agents: &[&str], adjust: impl FnOnce(AdapterConfig, &Gateway) -> AdapterConfig) -> OneHost {
+        let (nats, gateway, config) = OneHost::parts(agents).await;
+        let adapter = Adapter::start_in_process(adjust(config, &gateway)).await;
+        OneHost { adapter, gateway, nats }
+    }
+
+    /// Like [`OneHost::start_with`], with the adapter as a real process, for
+    /// tests that kill, stop or restart it.
+    pub async fn spawn_with(agents: &[&str], adjust: impl FnOnce(AdapterConfig, &Gateway) -> AdapterConfig) -> OneHost {
+        let (nats, gateway, config) = OneHost::parts(agents).await;
+        let adapter = Adapter::start(adjust(config, &gateway)).await;
+        OneHost { adapter, gateway, nats }
+    }
+
+    async fn parts(agents: &[&str]) -> (NatsServer, Gateway, AdapterConfig) {
         let nats = NatsServer::start();
         let gateway = Gateway::start("hook-secret").await;
         let config = agents
             .iter()
             .fold(AdapterConfig::new("hostA", nats.url()), |config, name| config.agent(AgentSpec::new(name, &gateway)));
-        let adapter = Adapter::start(adjust(config, &gateway)).await;
-        OneHost { adapter, gateway, nats }
+        (nats, gateway, config)
     }
 
     pub fn api(&self) -> Api {

@@ -10,11 +10,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use reqwest::Url;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::names::AgentName;
+
+mod secret;
+mod sources;
+mod validate;
+
+pub use secret::Secret;
+use sources::{default_host, duration, env_provider};
 
 /// Default path of the config file when neither `--config` nor
 /// `CLAWBUS_CONFIG` names one.
@@ -56,9 +63,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_message_bytes: usize,
     /// May act as any agent and read the whole fleet.
-    pub operator_token: Option<String>,
+    pub operator_token: Option<Secret>,
     /// Agent name → API token. Empty (and no operator token) means no auth.
-    pub tokens: BTreeMap<String, String>,
+    pub tokens: BTreeMap<String, Secret>,
 }
 
 impl Default for HttpConfig {
@@ -79,8 +86,8 @@ pub struct NatsConfig {
     pub url: String,
     pub credentials: Option<PathBuf>,
     pub user: Option<String>,
-    pub password: Option<String>,
-    pub token: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -94,6 +101,15 @@ pub struct NatsConfig {
     /// adapter settles its outcome another way (see `bus::publish`).
     #[serde(deserialize_with = "duration")]
     pub send_timeout: Duration,
+    /// How much longer a send whose outcome is in doubt keeps trying to
+    /// settle it before answering 504 "outcome unknown".
+    #[serde(deserialize_with = "duration")]
+    pub settle_timeout: Duration,
+    /// Sends one adapter lets wait for JetStream at once; beyond it a send
+    /// is refused (503) at once instead of queueing towards its deadline. A
+    /// single node persists a few thousand messages per second with fsync,
+    /// so the default is about a quarter of a second of backlog.
+    pub max_sends_in_flight: usize,
 }
 
 impl Default for NatsConfig {
@@ -112,6 +128,8 @@ impl Default for NatsConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(600),
             send_timeout: Duration::from_secs(5),
+            settle_timeout: Duration::from_secs(30),
+            max_sends_in_flight: 1024,
         }
     }
 }
@@ -149,7 +167,7 @@ pub struct WakeConfig {
     /// Defaults for agents that do not set their own: one OpenClaw gateway
     /// usually serves every agent of a host.
     pub gateway: Option<String>,
-    pub hook_token: Option<String>,
+    pub hook_token: Option<Secret>,
 }
 
 impl Default for WakeConfig {
@@ -170,7 +188,7 @@ impl Default for WakeConfig {
 pub struct AgentConfig {
     pub name: AgentName,
     pub gateway: Option<String>,
-    pub hook_token: Option<String>,
+    pub hook_token: Option<Secret>,
     /// `agentId` sent to the gateway; default: the agent's name.
     pub openclaw_agent: Option<String>,
     pub wake: Option<WakeMode>,
@@ -188,7 +206,7 @@ pub struct LocalAgent {
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub url: Url,
-    pub hook_token: String,
+    pub hook_token: Secret,
     pub openclaw_agent: String,
 }
 
@@ -204,7 +222,8 @@ impl Config {
         Self::from_figment(Figment::new().merge(Toml::file(file)).merge(env_provider()))
     }
 
-    /// Parses a TOML document (no environment); used by tests and tools.
+    /// Parses a TOML document (no environment).
+    #[cfg(test)]
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         Self::from_figment(Figment::new().merge(Toml::string(text)))
     }
@@ -215,135 +234,11 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        AgentName::parse(&self.host).map_err(|e| invalid("host", e.to_string()))?;
-        AgentName::parse(&self.nats.stream)
-            .map_err(|_| invalid("nats.stream", "may contain only letters, digits, '_' and '-'"))?;
-        if self.nats.urls().is_empty() {
-            return Err(invalid("nats.url", "no server URL given"));
-        }
-        if !(1..=5).contains(&self.nats.replicas) {
-            return Err(invalid("nats.replicas", "must be between 1 and 5"));
-        }
-        if self.nats.duplicate_window.is_zero() || self.nats.duplicate_window > self.nats.max_age {
-            return Err(invalid("nats.duplicate_window", "must be positive and at most nats.max_age"));
-        }
-        if self.nats.send_timeout.is_zero() {
-            return Err(invalid("nats.send_timeout", "must be positive"));
-        }
-        if self.http.max_message_bytes == 0 || self.http.max_message_bytes > 8 * 1024 * 1024 {
-            return Err(invalid("http.max_message_bytes", "must be between 1 and 8388608"));
-        }
-        for (agent, token) in &self.http.tokens {
-            let key = format!("http.tokens.{agent}");
-            AgentName::parse(agent).map_err(|e| invalid(&key, e.to_string()))?;
-            if token.is_empty() {
-                return Err(invalid(key, "token is empty"));
-            }
-        }
-        if self.http.operator_token.as_deref() == Some("") {
-            return Err(invalid("http.operator_token", "token is empty"));
-        }
-        if self.wake.max_backoff < Duration::from_millis(100) {
-            return Err(invalid("wake.max_backoff", "must be at least 100ms"));
-        }
-        if self.wake.timeout.is_zero() {
-            return Err(invalid("wake.timeout", "must be positive"));
-        }
-        self.local_agents().map(drop)
-    }
-
-    /// The agents this adapter hosts, with gateway defaults applied.
-    pub fn local_agents(&self) -> Result<Vec<LocalAgent>, ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        self.agents
-            .iter()
-            .enumerate()
-            .map(|(i, agent)| {
-                let key = |field: &str| format!("agents[{i}].{field}");
-                if !seen.insert(agent.name.clone()) {
-                    return Err(invalid(key("name"), format!("agent {} is listed twice", agent.name)));
-                }
-                let mode = agent.wake.unwrap_or(self.wake.mode);
-                let gateway = match mode {
-                    WakeMode::None => None,
-                    WakeMode::Wake | WakeMode::Agent => Some(self.gateway_for(agent, &key)?),
-                };
-                Ok(LocalAgent { name: agent.name.clone(), mode, gateway })
-            })
-            .collect()
-    }
-
-    fn gateway_for(&self, agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<Gateway, ConfigError> {
-        let raw = agent
-            .gateway
-            .as_ref()
-            .or(self.wake.gateway.as_ref())
-            .ok_or_else(|| invalid(key("gateway"), "required (here or as wake.gateway) unless wake = \"none\""))?;
-        let url = Url::parse(raw)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| invalid(key("gateway"), format!("{raw:?} is not an http(s) URL")))?;
-        let hook_token = agent
-            .hook_token
-            .as_ref()
-            .or(self.wake.hook_token.as_ref())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| invalid(key("hook_token"), "required (here or as wake.hook_token) unless wake = \"none\""))?
-            .clone();
-        let openclaw_agent = agent.openclaw_agent.clone().unwrap_or_else(|| agent.name.as_str().to_owned());
-        if openclaw_agent.is_empty() {
-            return Err(invalid(key("openclaw_agent"), "is empty"));
-        }
-        Ok(Gateway { url, hook_token, openclaw_agent })
-    }
-
     /// Subject prefix of the stream: its name in lower case, so that several
     /// buses can share one NATS account.
     pub fn subject_prefix(&self) -> String {
         self.nats.stream.to_ascii_lowercase()
     }
-}
-
-/// `CLAWBUS_HOST` and `CLAWBUS_{HTTP,NATS,WAKE}__*` variables; other
-/// `CLAWBUS_*` names (`CLAWBUS_CONFIG`, a tool's own) are not configuration.
-/// Keys are lower-cased except agent names under `http.tokens`, which are
-/// case-sensitive.
-fn env_provider() -> Env {
-    const SECTIONS: [&str; 4] = ["host", "http", "nats", "wake"];
-    Env::prefixed("CLAWBUS_")
-        .filter(|key| {
-            let section = key.as_str().split("__").next().unwrap_or_default();
-            SECTIONS.iter().any(|known| section.eq_ignore_ascii_case(known))
-        })
-        .map(|key| {
-            let mut out: Vec<String> = Vec::new();
-            for part in key.as_str().split("__") {
-                let is_token_name = out.len() == 2 && out[0] == "http" && out[1] == "tokens";
-                out.push(if is_token_name { part.to_owned() } else { part.to_ascii_lowercase() });
-            }
-            out.join(".").into()
-        })
-        // Last: figment turns lower-casing back on with every `map`.
-        .lowercase(false)
-}
-
-fn default_host() -> String {
-    let raw = gethostname::gethostname().to_string_lossy().into_owned();
-    let short = raw.split('.').next().unwrap_or_default();
-    let clean: String = short
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
-        .take(crate::names::MAX_AGENT_NAME)
-        .collect();
-    if clean.is_empty() { "localhost".into() } else { clean }
-}
-
-/// Durations are written `20ms`, `30s`, `10m`, `7d`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let raw = String::deserialize(deserializer)?;
-    humantime::parse_duration(raw.trim())
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {raw:?} ({e}); write e.g. 20ms, 30s, 10m, 7d")))
 }
 
 #[cfg(test)]
@@ -377,10 +272,10 @@ mod tests {
         assert_eq!(config.nats.urls(), ["nats://a:4222", "nats://b:4222"]);
         assert_eq!(config.nats.max_age, Duration::from_secs(2 * 86400));
         assert_eq!(config.wake.coalesce, Duration::from_millis(20));
-        assert_eq!(config.http.tokens["Alice"], "s3cret");
+        assert_eq!(config.http.tokens["Alice"].expose(), "s3cret");
         let agents = config.local_agents().unwrap();
         let bob = agents[0].gateway.as_ref().unwrap();
-        assert_eq!((bob.openclaw_agent.as_str(), bob.hook_token.as_str()), ("main", "hook"));
+        assert_eq!((bob.openclaw_agent.as_str(), bob.hook_token.expose()), ("main", "hook"));
         assert!(agents[1].gateway.is_none());
         assert_eq!(config.subject_prefix(), "clawbus");
     }
@@ -415,7 +310,7 @@ mod tests {
             jail.set_env("CLAWBUS_BIN", "nor this");
             let config = Config::load(Some(Path::new("c.toml"))).unwrap();
             assert_eq!(config.nats.url, "nats://env:4222");
-            assert_eq!(config.http.tokens["Bob"], "t");
+            assert_eq!(config.http.tokens["Bob"].expose(), "t");
             Ok(())
         });
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use clawbus_testkit::bench::{self, Settings, SyncInterval};
+use clawbus_bench::{self as bench, Settings, SyncInterval};
 
 #[derive(Parser)]
 #[command(about = "Send-to-wake latency and throughput of clawbus, side by side with raw JetStream")]

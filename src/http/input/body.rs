@@ -1,20 +1,16 @@
-//! Turning requests into validated values, with the documented error for
-//! every way a request can be wrong. Nothing reaches the mailbox unchecked.
+//! JSON bodies of the POST endpoints.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
-use super::error::ApiError;
-use crate::mailbox::{Ack, HistoryQuery, InboxQuery, NewMessage};
+use super::{agent_name, bad_priority, only_known};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::mailbox::{Ack, NewMessage};
 use crate::message::{BROADCAST, Priority};
 use crate::names::AgentName;
 
@@ -22,13 +18,14 @@ use crate::names::AgentName;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the JSON around the content (field names, escapes).
 const JSON_OVERHEAD: usize = 64 * 1024;
-/// `limit` when none is given, and the most a page may hold.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 /// Longest `Idempotency-Key`.
 const MAX_KEY: usize = 128;
 /// Most ids one ack may name.
 const MAX_ACK_IDS: usize = 10_000;
+
+/// Fields of a send; the old bus's aliases of `content` included.
+const SEND: &[&str] = &["from", "to", "content", "message", "text", "body", "priority", "reply_to"];
+const ACK: &[&str] = &["agent", "ids", "all", "up_to"];
 
 /// A JSON object sent with `Content-Type: application/json`.
 pub struct JsonBody(pub Map<String, Value>);
@@ -73,97 +70,6 @@ fn too_large_body(limit: usize) -> ApiError {
     ApiError::too_large(format!("the body exceeds {limit} bytes"))
 }
 
-/// Query string parameters; later repeats of a name win.
-pub struct Params(HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|err| ApiError::invalid_request(format!("malformed query string: {err}")))?;
-        Ok(Params(pairs.into_iter().collect()))
-    }
-}
-
-impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    pub fn agent(&self) -> Result<AgentName, ApiError> {
-        let raw = self.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
-        agent_name("agent", raw)
-    }
-
-    pub fn optional_agent(&self, name: &str) -> Result<Option<AgentName>, ApiError> {
-        self.get(name).map(|raw| agent_name(name, raw)).transpose()
-    }
-
-    pub fn after(&self) -> Result<u64, ApiError> {
-        self.get("after").map_or(Ok(0), |raw| {
-            raw.parse().map_err(|_| ApiError::invalid_request("after must be a message id (a whole number)"))
-        })
-    }
-
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.get("limit") {
-            None => Ok(DEFAULT_LIMIT),
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(0) | Err(_) => Err(ApiError::invalid_request("limit must be a positive whole number")),
-                Ok(limit) => Ok(limit.min(MAX_LIMIT)),
-            },
-        }
-    }
-
-    fn time(&self, name: &str) -> Result<Option<OffsetDateTime>, ApiError> {
-        self.get(name)
-            .map(|raw| {
-                parse_time(raw).ok_or_else(|| {
-                    ApiError::invalid_request(format!("{name} must be an RFC 3339 time or unix seconds"))
-                })
-            })
-            .transpose()
-    }
-
-    pub fn inbox_query(&self) -> Result<InboxQuery, ApiError> {
-        let unread_only = match self.get("unread") {
-            None | Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(_) => return Err(ApiError::invalid_request("unread must be true or false")),
-        };
-        let priority = self.get("priority").map(|raw| Priority::parse(raw).ok_or_else(bad_priority)).transpose()?;
-        Ok(InboxQuery { unread_only, limit: self.limit()?, after: self.after()?, priority })
-    }
-
-    pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
-        Ok(HistoryQuery {
-            with: self.optional_agent("with")?,
-            since: self.time("since")?,
-            until: self.time("until")?,
-            limit: self.limit()?,
-            after: self.after()?,
-        })
-    }
-}
-
-fn parse_time(raw: &str) -> Option<OffsetDateTime> {
-    if let Ok(at) = OffsetDateTime::parse(raw, &Rfc3339) {
-        return Some(at);
-    }
-    let seconds: f64 = raw.parse().ok().filter(|s: &f64| s.is_finite())?;
-    OffsetDateTime::from_unix_timestamp_nanos((seconds * 1e9) as i128).ok()
-}
-
-fn agent_name(field: &str, raw: &str) -> Result<AgentName, ApiError> {
-    AgentName::parse(raw).map_err(|err| ApiError::invalid_agent(format!("{field}: {err}")))
-}
-
-fn bad_priority() -> ApiError {
-    ApiError::invalid_request("priority must be normal, high or urgent")
-}
-
 /// A required agent-name field of a JSON body.
 fn agent_field(body: &Map<String, Value>, field: &str) -> Result<AgentName, ApiError> {
     match body.get(field) {
@@ -173,7 +79,7 @@ fn agent_field(body: &Map<String, Value>, field: &str) -> Result<AgentName, ApiE
     }
 }
 
-/// A message id field: a positive whole number.
+/// A message id field: a whole number from 1 to 2^64-1.
 fn id_value(field: &str, value: &Value) -> Result<u64, ApiError> {
     value
         .as_u64()
@@ -183,6 +89,7 @@ fn id_value(field: &str, value: &Value) -> Result<u64, ApiError> {
 
 /// `POST /api/send`: the body and the optional `Idempotency-Key`.
 pub fn new_message(body: &Map<String, Value>, key: Option<&[u8]>, max_bytes: usize) -> Result<NewMessage, ApiError> {
+    only_known(body.keys().map(String::as_str), SEND, "field")?;
     let from = agent_field(body, "from")?;
     let to = match body.get("to") {
         None | Some(Value::Null) => None,
@@ -231,6 +138,7 @@ pub fn new_message(body: &Map<String, Value>, key: Option<&[u8]>, max_bytes: usi
 
 /// `POST /api/ack`: the agent and exactly one of `ids`, `all`, `up_to`.
 pub fn ack(body: &Map<String, Value>) -> Result<(AgentName, Ack), ApiError> {
+    only_known(body.keys().map(String::as_str), ACK, "field")?;
     let agent = agent_field(body, "agent")?;
     let given = |field| body.get(field).is_some_and(|v: &Value| !v.is_null());
     let one_of = || ApiError::invalid_request("give exactly one of ids, all (true) or up_to");
@@ -257,6 +165,7 @@ pub fn ack(body: &Map<String, Value>) -> Result<(AgentName, Ack), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn body(value: Value) -> Map<String, Value> {
@@ -315,9 +224,52 @@ mod tests {
     }
 
     #[test]
-    fn times_accept_rfc3339_and_unix_seconds() {
-        assert_eq!(parse_time("1764064800").unwrap().unix_timestamp(), 1_764_064_800);
-        assert_eq!(parse_time("2025-11-25T10:00:00Z").unwrap().unix_timestamp(), 1_764_064_800);
-        assert!(parse_time("yesterday").is_none());
+    fn unknown_fields_are_refused_by_name() {
+        let typo = send(json!({"from": "alice", "too": "bob", "content": "hi"})).unwrap_err();
+        assert_eq!(typo.code(), "invalid_request");
+        assert!(typo.message().contains("\"too\"") && typo.message().contains("reply_to"), "{}", typo.message());
+        assert!(send(json!({"from": "a", "to": "b", "content": "x", "priorty": "urgent"})).is_err());
+        assert!(ack(&body(json!({"agent": "bob", "all": true, "upto": 3}))).is_err());
+    }
+
+    #[test]
+    fn ids_cover_the_whole_u64_range_but_zero() {
+        let max = json!({"agent": "bob", "up_to": u64::MAX});
+        assert!(matches!(ack(&body(max)).unwrap().1, Ack::UpTo(u64::MAX)));
+        for bad in [json!(0), json!(-1), json!(1.5), json!(18446744073709551616.0_f64), json!("7")] {
+            assert!(ack(&body(json!({"agent": "bob", "up_to": bad}))).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Any JSON object gives a send or a 4xx, never a panic; and a send
+        /// only ever comes from a body with known fields.
+        #[test]
+        fn any_body_is_answered(fields in proptest::collection::vec((prop_oneof![
+            Just("from".to_string()), Just("to".to_string()), Just("content".to_string()),
+            Just("priority".to_string()), Just("reply_to".to_string()), "[a-z_]{1,8}"
+        ], json_value()), 0..6)) {
+            let body: Map<String, Value> = fields.into_iter().collect();
+            match new_message(&body, None, 64) {
+                Ok(message) => prop_assert!(body.keys().all(|k| SEND.contains(&k.as_str())) && !message.content.trim().is_empty()),
+                Err(err) => prop_assert!(err.status().is_client_error()),
+            }
+            if let Err(err) = ack(&body) {
+                prop_assert!(err.status().is_client_error());
+            }
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,80}".prop_map(Value::from),
+            prop_oneof![Just("bob"), Just("*"), Just("urgent"), Just("a.b")].prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| proptest::collection::vec(inner, 0..4).prop_map(Value::from))
     }
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use clawbus_testkit::bench::scale;
+use clawbus_bench::scale;
 
 #[derive(Parser)]
 #[command(about = "Start-up time, memory and wake latency of one adapter hosting many agents")]

@@ -31,9 +31,9 @@ impl Machine {
             cpu_model: field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
             memory_gib: memory_kib / (1024.0 * 1024.0),
             kernel: format!("Linux {}", read("/proc/sys/kernel/osrelease").trim()),
-            nats_server: version(crate::program("NATS_SERVER_BIN", "nats-server")),
+            nats_server: version(clawbus_testkit::program("NATS_SERVER_BIN", "nats-server")),
             rustc: version("rustc".into()),
-            adapter_binary: crate::program("CLAWBUS_BIN", "clawbus").display().to_string(),
+            adapter_binary: clawbus_testkit::program("CLAWBUS_BIN", "clawbus").display().to_string(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use clawbus_testkit::bench::{self, Kind, Settings, Side, SyncInterval};
+use clawbus_bench::{self as bench, Kind, Settings, Side, SyncInterval};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_run_accounts_for_every_message_on_both_sides() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer, eventually};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer, eventually};
 
 use super::stats::{Summary, ms};
 

@@ -1,11 +1,17 @@
-//! The send-to-wake benchmark: how long from one agent sending to another
-//! agent's gateway being woken, and how that compares with raw JetStream on
-//! the same server in the same run.
+//! clawbus's benchmarks, run on the `clawbus-testkit` harness (real
+//! nats-server and adapter processes, stand-in OpenClaw gateways).
 //!
-//! Each mode starts its own nats-server (file storage, `sync_interval:
-//! always`, or the default for comparison), real adapter processes hosting
-//! the agents, and a stand-in gateway per adapter that timestamps every
-//! wake's arrival. This process is the load generator: it sends through the
+//! The crate root is the send-to-wake benchmark (the `clawbus-bench`
+//! binary): how long from one agent sending to another agent's gateway being
+//! woken, how many messages per second get through, and how that compares
+//! with raw JetStream on the same server in the same run. [`scale`] (the
+//! `clawbus-scale` binary) measures one adapter hosting many agents:
+//! start-up time, memory, wake latency and the cost of listing the fleet.
+//!
+//! Each mode of the send-to-wake benchmark starts its own nats-server (file
+//! storage, `sync_interval: always`, or the default for comparison), real
+//! adapter processes hosting the agents, and a stand-in gateway per adapter
+//! that timestamps every wake's arrival. This process is the load generator: it sends through the
 //! HTTP API of the sender's adapter to an agent on another adapter, open
 //! loop at each offered rate (see `load`), and ties every message to the
 //! first wake covering it (`Clawbus-Up-To`), so every message answered 200
@@ -37,7 +43,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde::{Serialize, Serializer};
 
-use crate::NatsServer;
+use clawbus_testkit::NatsServer;
 
 pub use machine::Machine;
 pub use meter::Cost;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use crate::{Adapter, AdapterConfig, AgentSpec, Gateway};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway};
 
 use super::receiver::Receiver;
 use super::target::{Arrivals, Attempt, Side, Target};
@@ -51,7 +51,7 @@ impl Fleet {
             gateways.push(gateway);
         }
         let send_urls = started.iter().map(|adapter| format!("{}/api/send", adapter.base())).collect();
-        let http = crate::http_client(Duration::from_secs(30));
+        let http = clawbus_testkit::http_client(Duration::from_secs(30));
         Fleet { adapters: started, gateways, send_urls, http, agents: names, sends: AtomicU64::new(0) }
     }
 
@@ -72,8 +72,8 @@ impl Fleet {
 impl Target for Fleet {
     const SIDE: Side = Side::Clawbus;
 
-    /// Straight through reqwest rather than [`crate::Api`], to keep the
-    /// reason a send got no answer.
+    /// Straight through reqwest rather than [`clawbus_testkit::Api`], to
+    /// keep the reason a send got no answer.
     async fn send(&self) -> Attempt {
         let (from, to) = self.pick();
         let key = format!("bench-{}", self.sends.fetch_add(1, Ordering::Relaxed));

@@ -1,0 +1,64 @@
+//! The NATS connection: made once, kept alive through outages.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// A NATS connection and a count of the times it was (re)established.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    /// Bumped on every (re)connect: server-side state such as ephemeral
+    /// consumers may be gone, and followers recreate theirs at once instead
+    /// of waiting for missed heartbeats.
+    pub(super) connects: watch::Receiver<u64>,
+}
+
+/// Connects without waiting: the client keeps retrying in the background, so
+/// the adapter can serve `/healthz` (and answer 503) while NATS is away.
+pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
+    let (bump, connects) = watch::channel(0u64);
+    let nats = &config.nats;
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("clawbus@{}", config.host))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .ping_interval(Duration::from_secs(10))
+        .connection_timeout(Duration::from_secs(3))
+        .reconnect_delay_callback(|attempt| {
+            let exp = attempt.min(6) as u32;
+            Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
+        })
+        .event_callback(move |event| {
+            let bump = bump.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        bump.send_modify(|count| *count += 1);
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                    other => tracing::info!("NATS: {other}"),
+                }
+            }
+        });
+    if let Some(path) = &nats.credentials {
+        options = options.credentials_file(path).await?;
+    }
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &nats.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(ca) = &nats.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert, &nats.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    let client = options.connect(nats.urls()).await?;
+    Ok(Nats { client, connects })
+}

@@ -1,0 +1,126 @@
+//! Creating the stream and the state bucket, and noticing when they are gone.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, ErrorCode, kv, stream};
+use tokio::sync::Semaphore;
+
+use super::{Bus, Nats, OrUnavailable, READ_TIMEOUT, Unavailable};
+use crate::config::Config;
+use crate::message::Subjects;
+
+/// What a look at the stream and the bucket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Stream,
+    Bucket,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Stream => "message stream",
+            Missing::Bucket => "state bucket",
+        })
+    }
+}
+
+impl Bus {
+    /// Creates or updates the stream and the state bucket. Idempotent: every
+    /// adapter runs it at start-up and none resets what another stored.
+    pub async fn provision(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+        let Nats { client, connects } = connection;
+        let nats = &config.nats;
+        let js = jetstream::ContextBuilder::new().timeout(nats.send_timeout).build(client.clone());
+        let subjects = Subjects::new(config.subject_prefix());
+        let kv_bucket = format!("{}_STATE", nats.stream);
+        create_stream(&js, config, &subjects, None).await?;
+        let kv = create_bucket(&js, &kv_bucket, nats.replicas).await?;
+        Ok(Bus {
+            client,
+            connects,
+            js,
+            stream: nats.stream.clone(),
+            kv,
+            kv_bucket,
+            subjects,
+            send_timeout: nats.send_timeout,
+            settle_timeout: nats.settle_timeout,
+            in_flight: Arc::new(Semaphore::new(nats.max_sends_in_flight)),
+            seen: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Which of the stream and the bucket no longer exists.
+    pub async fn missing(&self) -> Result<Option<Missing>, Unavailable> {
+        self.ensure_connected()?;
+        for (name, missing) in [(&self.stream, Missing::Stream), (&format!("KV_{}", self.kv_bucket), Missing::Bucket)] {
+            let found = tokio::time::timeout(READ_TIMEOUT, self.js.get_stream(name))
+                .await
+                .map_err(|_| Unavailable::new("JetStream did not answer in time"))?;
+            match found {
+                Ok(_) => {}
+                Err(err) if is_not_found(err.kind()) => return Ok(Some(missing)),
+                Err(err) => return Err(Unavailable::caused("cannot look up the stream", err)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Re-creates what was deleted behind the adapter's back. The stream
+    /// continues after the highest id this adapter has seen.
+    /// (Handles to the bucket keep working: they address it by name.)
+    pub async fn recreate(&self, config: &Config, missing: Missing) -> Result<(), Unavailable> {
+        match missing {
+            Missing::Stream => {
+                let first_seq = (self.seen() > 0).then(|| self.seen() + 1);
+                create_stream(&self.js, config, &self.subjects, first_seq).await
+            }
+            Missing::Bucket => create_bucket(&self.js, &self.kv_bucket, config.nats.replicas).await.map(drop),
+        }
+    }
+}
+
+async fn create_stream(
+    js: &jetstream::Context,
+    config: &Config,
+    subjects: &Subjects,
+    first_seq: Option<u64>,
+) -> Result<(), Unavailable> {
+    let nats = &config.nats;
+    js.create_or_update_stream(stream::Config {
+        name: nats.stream.clone(),
+        description: Some("clawbus agent messages".into()),
+        subjects: subjects.stream_subjects(),
+        storage: stream::StorageType::File,
+        num_replicas: nats.replicas,
+        max_age: nats.max_age,
+        duplicate_window: nats.duplicate_window,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::Old,
+        first_sequence: first_seq,
+        ..Default::default()
+    })
+    .await
+    .unavailable("cannot create or update the stream")
+    .map(drop)
+}
+
+fn is_not_found(kind: GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(err) if err.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+async fn create_bucket(js: &jetstream::Context, bucket: &str, replicas: usize) -> Result<kv::Store, Unavailable> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: bucket.to_owned(),
+        description: "clawbus registry, read marks and wake marks".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .unavailable("cannot create or update the state bucket")
+}

@@ -1,0 +1,127 @@
+//! What agents do with the bus: send, read the inbox, acknowledge, look back,
+//! follow live. One file per verb.
+//!
+//! Everything here is a JetStream operation on subject filters: a page of the
+//! inbox is a few batched reads from the read mark on, an unread count is
+//! three server-side counts, and nothing scans history it does not return.
+
+mod ack;
+mod fleet;
+mod history;
+mod inbox;
+mod live;
+mod send;
+
+use std::sync::Arc;
+
+use crate::bus::{Bus, RawMessage, Unavailable};
+use crate::message::{Envelope, Inbox, MessageView};
+use crate::names::AgentName;
+use crate::readstate::{self, ReadMark, Versioned};
+use crate::registry::Registry;
+
+pub use ack::Ack;
+pub use history::HistoryQuery;
+pub use inbox::InboxQuery;
+pub use send::NewMessage;
+
+/// A failed mailbox operation, mapped to an HTTP status by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("no adapter has ever registered agent {0}")]
+    UnknownAgent(AgentName),
+    #[error("the message exceeds the server's maximum payload")]
+    TooLarge,
+    /// Others kept changing the agent's read mark while this request tried
+    /// to: nothing was changed, and a retry will most likely land.
+    #[error("the read mark of {0} is being changed by other requests at the same time; try again")]
+    Contended(AgentName),
+    /// The same Idempotency-Key was settled as "not stored" too many times.
+    #[error("this Idempotency-Key failed too often; send with a new one")]
+    KeyExhausted,
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// The send may or may not have been stored.
+    #[error("the outcome is unknown: NATS could not be reached to settle it; retry with the same Idempotency-Key")]
+    Unknown,
+}
+
+#[derive(Clone)]
+pub struct Mailbox {
+    bus: Bus,
+    registry: Arc<Registry>,
+}
+
+impl Mailbox {
+    pub fn new(bus: Bus, registry: Arc<Registry>) -> Self {
+        Self { bus, registry }
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    async fn inbox_of(&self, agent: &AgentName) -> Result<Inbox, MailError> {
+        self.registry.inbox(agent).await?.ok_or_else(|| MailError::UnknownAgent(agent.clone()))
+    }
+
+    /// `agent`'s read mark, never ahead of the stream: a mark that covers ids
+    /// not yet stored (left by an older version, or a stream re-created
+    /// behind the adapter's back) is cut back to the newest message stored
+    /// before the mark was written, and saved. Mail stored since stays unread.
+    async fn read_mark(&self, agent: &AgentName) -> Result<Versioned, Unavailable> {
+        let mut current = readstate::load(&self.bus, agent).await?;
+        if current.mark.highest() > self.bus.seen() && current.mark.within(self.bus.last_sequence().await?).is_some() {
+            let before = self.newest_before(current.written).await?;
+            if let Some(repaired) = current.mark.within(before) {
+                tracing::warn!(%agent, floor = current.mark.floor, before, "read mark was ahead of the stream; cut back");
+                // Whoever wins a race here wrote a mark at least as sane.
+                readstate::save(&self.bus, agent, &current, &repaired).await?;
+                current = readstate::load(&self.bus, agent).await?;
+            }
+        }
+        Ok(current)
+    }
+
+    /// The newest message id stored before `at` (`None`: now).
+    async fn newest_before(&self, at: Option<time::OffsetDateTime>) -> Result<u64, Unavailable> {
+        let stored_since = match at {
+            Some(at) => self.bus.first_stored_since(at).await?,
+            None => None,
+        };
+        match stored_since {
+            Some(first) => Ok(first - 1),
+            None => self.bus.last_sequence().await,
+        }
+    }
+
+    /// Unread messages in `inbox` under `mark`: direct messages above the
+    /// floor, plus others' broadcasts above it, less the out-of-order acks
+    /// of messages that still exist.
+    pub async fn unread(&self, inbox: &Inbox, mark: &ReadMark) -> Result<u64, Unavailable> {
+        let subjects = self.bus.subjects();
+        let above_floor = mark.floor.saturating_add(1);
+        let broadcasts_from = mark.floor.max(inbox.since).saturating_add(1);
+        let (to, broadcasts, own) =
+            (subjects.to(&inbox.agent), subjects.broadcasts(), subjects.broadcast(&inbox.agent));
+        let (direct, broadcasts, own) = tokio::try_join!(
+            self.bus.count(&to, above_floor),
+            self.bus.count(&broadcasts, broadcasts_from),
+            self.bus.count(&own, broadcasts_from),
+        )?;
+        // Messages expire oldest first, so an acknowledged id below the first
+        // message still counted has expired and was not counted either.
+        let oldest = [direct.first, broadcasts.first].into_iter().flatten().min().unwrap_or(u64::MAX);
+        let acked = mark.acked.range(oldest..).count() as u64;
+        Ok((direct.total + broadcasts.total).saturating_sub(own.total).saturating_sub(acked))
+    }
+}
+
+pub fn envelope_of(raw: &RawMessage) -> Option<Envelope> {
+    serde_json::from_slice(&raw.payload).ok()
+}
+
+/// The message object of the API, as a reader with `read` sees it.
+pub fn view(raw: &RawMessage, read: bool) -> Option<MessageView> {
+    Some(MessageView { id: raw.seq, envelope: envelope_of(raw)?, read })
+}

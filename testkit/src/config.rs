@@ -1,0 +1,125 @@
+//! What goes into an adapter's `clawbus.toml`.
+
+use std::fmt::Write as _;
+
+use crate::gateway::Gateway;
+
+/// An agent an adapter hosts.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    pub name: String,
+    pub gateway: Option<String>,
+    pub hook_token: Option<String>,
+    pub openclaw_agent: Option<String>,
+    /// `wake`, `agent` or `none`; default: the adapter's `wake.mode`.
+    pub wake: Option<String>,
+}
+
+impl AgentSpec {
+    /// An agent woken through `gateway` with its token.
+    pub fn new(name: &str, gateway: &Gateway) -> AgentSpec {
+        AgentSpec {
+            name: name.into(),
+            gateway: Some(gateway.url()),
+            hook_token: Some(gateway.token().into()),
+            openclaw_agent: None,
+            wake: None,
+        }
+    }
+
+    /// An agent that is never woken.
+    pub fn silent(name: &str) -> AgentSpec {
+        AgentSpec {
+            name: name.into(),
+            gateway: None,
+            hook_token: None,
+            openclaw_agent: None,
+            wake: Some("none".into()),
+        }
+    }
+
+    pub fn openclaw_agent(mut self, id: &str) -> AgentSpec {
+        self.openclaw_agent = Some(id.into());
+        self
+    }
+
+    pub fn wake(mut self, mode: &str) -> AgentSpec {
+        self.wake = Some(mode.into());
+        self
+    }
+
+    pub fn hook_token(mut self, token: &str) -> AgentSpec {
+        self.hook_token = Some(token.into());
+        self
+    }
+}
+
+/// What goes into an adapter's `clawbus.toml`.
+#[derive(Clone, Debug)]
+pub struct AdapterConfig {
+    pub host: String,
+    pub nats_url: String,
+    pub agents: Vec<AgentSpec>,
+    /// Extra lines for the `[http]`, `[nats]` and `[wake]` tables.
+    pub http: Vec<String>,
+    pub nats: Vec<String>,
+    pub wake: Vec<String>,
+}
+
+impl AdapterConfig {
+    pub fn new(host: &str, nats_url: impl Into<String>) -> AdapterConfig {
+        AdapterConfig {
+            host: host.into(),
+            nats_url: nats_url.into(),
+            agents: Vec::new(),
+            http: Vec::new(),
+            nats: Vec::new(),
+            // Quick retries keep failure tests short.
+            wake: vec!["max_backoff = \"2s\"".into()],
+        }
+    }
+
+    pub fn agent(mut self, agent: AgentSpec) -> Self {
+        self.agents.push(agent);
+        self
+    }
+
+    pub fn http(mut self, line: &str) -> Self {
+        self.http.push(line.into());
+        self
+    }
+
+    pub fn nats(mut self, line: &str) -> Self {
+        self.nats.push(line.into());
+        self
+    }
+
+    pub fn wake(mut self, line: &str) -> Self {
+        self.wake.push(line.into());
+        self
+    }
+
+    pub(crate) fn toml(&self, port: u16) -> String {
+        let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
+        self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();
+        self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        toml.push_str("\n[wake]\n");
+        self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        for agent in &self.agents {
+            writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
+            let optional = [
+                ("gateway", &agent.gateway),
+                ("hook_token", &agent.hook_token),
+                ("openclaw_agent", &agent.openclaw_agent),
+                ("wake", &agent.wake),
+            ];
+            for (key, value) in optional {
+                if let Some(value) = value {
+                    writeln!(toml, "{key} = {value:?}").unwrap();
+                }
+            }
+        }
+        toml
+    }
+}

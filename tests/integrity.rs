@@ -1,0 +1,255 @@
+//! No single request can hide, forge or lose mail: marks never run ahead of
+//! the stream, extremes get answers, typos are refused, every send answer
+//! tells the truth, and the adapter repairs what was broken behind its back.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, NatsServer, OneHost, Reply, eventually};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn jetstream_of(nats: &NatsServer) -> jetstream::Context {
+    let client = async_nats::connect(nats.url()).await.expect("raw NATS client");
+    jetstream::new(client)
+}
+
+/// Asserts an error answer: status, code, and a message for humans.
+fn refused(answer: &clawbus_testkit::api::Answer, status: u16, code: &str, what: &str) {
+    assert_eq!(answer.status, status, "{what}: {:?}", answer.body);
+    assert_eq!((&answer.body["ok"], &answer.body["error"]), (&json!(false), &json!(code)), "{what}");
+    assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+}
+
+#[tokio::test]
+async fn an_ack_beyond_the_newest_id_never_makes_later_mail_born_read() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let first = api.send("alice", "bob", "before").await;
+    for up_to in [json!(first + 1000), json!(u64::MAX)] {
+        let acked = api.post("/api/ack", &json!({"agent": "bob", "up_to": up_to})).await;
+        assert_eq!(acked.status, 200, "{:?}", acked.body);
+        let later = api.send("alice", "bob", "after").await;
+        let inbox = api.inbox("bob").await;
+        assert_eq!(Api::ids(&inbox), [later], "a message stored after the ack is unread (up_to {up_to})");
+        assert_eq!(inbox["unread"], 1);
+        api.post("/api/ack", &json!({"agent": "bob", "ids": [later]})).await;
+    }
+}
+
+#[tokio::test]
+async fn a_read_mark_already_ahead_of_the_stream_is_repaired_when_read() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let kv = jetstream_of(&host.nats).await.get_key_value("CLAWBUS_STATE").await.unwrap();
+    kv.put("read.bob", r#"{"floor":1000000,"acked":[1000005]}"#.into()).await.unwrap();
+    let id = api.send("alice", "bob", "must be visible").await;
+    let inbox = api.inbox("bob").await;
+    assert_eq!((Api::ids(&inbox), &inbox["unread"]), (vec![id], &json!(1)));
+    let agents = api.ok("/api/agents").await;
+    let bob = agents["agents"].as_array().unwrap().iter().find(|a| a["name"] == "bob").unwrap().clone();
+    assert_eq!(bob["unread"], 1, "{bob}");
+    let stored: Value = serde_json::from_slice(&kv.get("read.bob").await.unwrap().unwrap()).unwrap();
+    assert!(stored["floor"].as_u64().unwrap() < id, "the mark was cut back: {stored}");
+}
+
+/// Every endpoint, every extreme: a JSON answer, 2xx or 4xx, never a reset
+/// or a panic.
+#[tokio::test]
+async fn extremes_in_every_parameter_get_an_answer() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let id = api.send("alice", "bob", "keep me").await;
+    let max = u64::MAX.to_string();
+    let gets = [
+        format!("/api/inbox?agent=bob&after={max}"),
+        "/api/inbox?agent=bob&after=0".into(),
+        format!("/api/inbox?agent=bob&limit={max}"),
+        "/api/inbox?agent=bob&limit=18446744073709551616".into(),
+        "/api/inbox?agent=bob&after=-1".into(),
+        format!("/api/history?agent=bob&after={max}"),
+        "/api/history?agent=bob&until=9999-12-31T23:59:59Z".into(),
+        "/api/history?agent=bob&since=0000-01-01T00:00:00Z".into(),
+        "/api/history?agent=bob&since=9999-12-31T23:59:59Z".into(),
+        "/api/history?agent=bob&until=0000-01-01T00:00:00Z".into(),
+        "/api/history?agent=bob&since=-86400".into(),
+        "/api/history?agent=bob&since=-99999999999999".into(),
+        "/api/history?agent=bob&until=1e300".into(),
+        "/api/history?agent=bob&since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z".into(),
+        "/api/history?agent=bob&since=0&until=0".into(),
+        format!("/api/stream?agent=bob&after={max}&unknown=1"),
+    ];
+    for path in &gets {
+        let answer = api.get(path).await;
+        assert!(answer.status == 200 || (400..500).contains(&answer.status), "{path}: {}", answer.status);
+        assert!(answer.body.is_object(), "{path}: not JSON: {:?}", answer.body);
+    }
+    let expect = |path: &str, ids: &[u64]| {
+        let api = api.clone();
+        let (path, ids) = (path.to_owned(), ids.to_vec());
+        async move { assert_eq!(Api::ids(&api.ok(&path).await), ids, "{path}") }
+    };
+    expect("/api/history?agent=bob&until=9999-12-31T23:59:59Z", &[id]).await;
+    expect("/api/history?agent=bob&since=0000-01-01T00:00:00Z", &[id]).await;
+    expect("/api/history?agent=bob&since=9999-12-31T23:59:59Z", &[]).await;
+    expect("/api/history?agent=bob&until=0000-01-01T00:00:00Z", &[]).await;
+    expect(&format!("/api/inbox?agent=bob&after={max}"), &[]).await;
+    expect(&format!("/api/history?agent=bob&after={max}"), &[]).await;
+    let bodies = [
+        json!({"agent": "bob", "ids": [u64::MAX, 0]}),
+        json!({"agent": "bob", "ids": [u64::MAX]}),
+        json!({"agent": "bob", "ids": [-1]}),
+        json!({"agent": "bob", "up_to": 18446744073709551615u64}),
+        json!({"agent": "bob", "up_to": 1e300}),
+        json!({"agent": "bob", "up_to": -5}),
+        json!({"agent": "bob", "up_to": 0}),
+    ];
+    for body in &bodies {
+        let answer = api.post("/api/ack", body).await;
+        assert!(answer.status == 200 || answer.status == 400, "{body}: {:?}", answer.body);
+    }
+    let sends = [
+        json!({"from": "alice", "to": "bob", "content": "x", "reply_to": u64::MAX}),
+        json!({"from": "alice", "to": "bob", "content": "x", "reply_to": 1e300}),
+        json!({"from": "alice", "to": "bob", "content": "x", "reply_to": -1}),
+    ];
+    for body in &sends {
+        let answer = api.post("/api/send", body).await;
+        assert!(answer.status == 200 || answer.status == 400, "{body}: {:?}", answer.body);
+    }
+    assert!(!host.adapter.log().contains("panicked"), "{}", host.adapter.log());
+}
+
+/// `Last-Event-ID: 2^64-1` must not wrap to 0 and replay the whole stream.
+#[tokio::test]
+async fn a_huge_last_event_id_does_not_replay_everything() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    api.send("alice", "bob", "old").await;
+    let http = clawbus_testkit::http_client(Duration::from_secs(60));
+    let mut stream = http
+        .get(format!("{}/api/stream?agent=bob", api.base()))
+        .header("Last-Event-ID", u64::MAX.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let fresh = api.send("alice", "bob", "new").await;
+    let first = clawbus_testkit::api::read_events(&mut stream, 1).await;
+    assert_eq!(first[0]["id"].as_u64(), Some(fresh), "the first event is the new message, not a replay");
+}
+
+#[tokio::test]
+async fn a_misspelt_field_is_refused_not_sent_to_the_whole_fleet() {
+    let host = OneHost::start(&["alice", "bob", "carol"]).await;
+    let api = host.api();
+    let typo = api.post("/api/send", &json!({"from": "alice", "too": "bob", "content": "hi"})).await;
+    refused(&typo, 400, "invalid_request", "too");
+    let message = typo.body["message"].as_str().unwrap();
+    assert!(message.contains("\"too\"") && message.contains("to,"), "{message}");
+    let priority =
+        api.post("/api/send", &json!({"from": "alice", "to": "bob", "content": "hi", "priorty": "urgent"})).await;
+    refused(&priority, 400, "invalid_request", "priorty");
+    let ack = api.post("/api/ack", &json!({"agent": "bob", "all": true, "id": 3})).await;
+    refused(&ack, 400, "invalid_request", "ack with id");
+    refused(&api.get("/api/inbox?agent=bob&unred=false").await, 400, "invalid_request", "unred");
+    for agent in ["bob", "carol"] {
+        assert_eq!(api.inbox(agent).await["unread"], 0, "{agent} got nothing");
+    }
+    assert_eq!(api.ok("/api/stats").await["messages"], 0);
+}
+
+#[tokio::test]
+async fn acks_name_at_most_10000_ids() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let id = api.send("alice", "bob", "one").await;
+    let mut ids: Vec<u64> = (1_000_000..1_010_000).collect();
+    ids[0] = id;
+    let at_limit = api.post("/api/ack", &json!({"agent": "bob", "ids": ids})).await;
+    assert_eq!((at_limit.status, &at_limit.body["acked"]), (200, &json!(1)), "{:?}", at_limit.body["message"]);
+    assert_eq!(at_limit.body["ignored"].as_array().unwrap().len(), 9_999);
+    let mut over: Vec<u64> = (1..=10_001).collect();
+    over[0] = id;
+    refused(&api.post("/api/ack", &json!({"agent": "bob", "ids": over})).await, 400, "invalid_request", "10,001 ids");
+}
+
+/// Out-of-order acknowledgements of messages that expired no longer count.
+#[tokio::test]
+async fn acknowledged_messages_that_expired_are_not_subtracted_from_unread() {
+    let host = OneHost::start_with(&["alice", "bob"], |config, _| {
+        config.nats("max_age = \"2s\"").nats("duplicate_window = \"1s\"")
+    })
+    .await;
+    let api = host.api();
+    let _first = api.send("alice", "bob", "one").await;
+    let second = api.send("alice", "bob", "two").await;
+    assert_eq!(api.post("/api/ack", &json!({"agent": "bob", "ids": [second]})).await.body["acked"], 1);
+    eventually("the messages to expire", WAIT, || async {
+        (api.ok("/api/stats").await["messages"] == 0).then_some(())
+    })
+    .await;
+    let fresh = api.send("alice", "bob", "three").await;
+    let inbox = api.inbox("bob").await;
+    assert_eq!((Api::ids(&inbox), &inbox["unread"]), (vec![fresh], &json!(1)));
+}
+
+#[tokio::test]
+async fn a_registry_record_that_does_not_parse_does_not_block_start_up() {
+    let nats = NatsServer::start();
+    let first = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"))).await;
+    let kv = jetstream_of(&nats).await.get_key_value("CLAWBUS_STATE").await.unwrap();
+    kv.put("agent.bob", "not json".into()).await.unwrap();
+    let second = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::silent("bob"))).await;
+    let id = first.api().send("alice", "bob", "reaches bob").await;
+    assert_eq!(Api::ids(&second.api().inbox("bob").await), [id]);
+    assert!(second.log().contains("does not parse"), "the repair is logged");
+}
+
+/// The stream or the bucket deleted behind the adapter's back: `/readyz`
+/// says so, sends are refused rather than answered 200, and the adapter
+/// re-creates both, continuing the ids so no old mark covers new mail.
+#[tokio::test]
+async fn a_deleted_stream_or_bucket_is_noticed_and_recreated() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let old = api.send("alice", "bob", "before").await;
+    api.post("/api/ack", &json!({"agent": "bob", "ids": [old]})).await;
+    let js = jetstream_of(&host.nats).await;
+    js.delete_stream("CLAWBUS").await.unwrap();
+    let not_ready = api.get("/readyz").await;
+    refused(&not_ready, 503, "unavailable", "readyz without the stream");
+    assert!(not_ready.body["message"].as_str().unwrap().contains("stream"), "{:?}", not_ready.body);
+    let send = api.post("/api/send", &json!({"from": "alice", "to": "bob", "content": "lost?"})).await;
+    assert_ne!(send.status, 200, "a send with no stream is not answered 200: {:?}", send.body);
+    eventually("the stream to be re-created", WAIT, || async { api.is_ready().await.then_some(()) }).await;
+    assert!(host.adapter.log().contains("re-creating it"), "logged as an error");
+    let new = api.send("alice", "bob", "after").await;
+    assert!(new > old, "ids continue: {new} after {old}");
+    assert_eq!(Api::ids(&api.inbox("bob").await), [new], "new mail is unread");
+
+    js.delete_key_value("CLAWBUS_STATE").await.unwrap();
+    refused(&api.get("/readyz").await, 503, "unavailable", "readyz without the bucket");
+    eventually("the bucket to be re-created", WAIT, || async { api.is_ready().await.then_some(()) }).await;
+    let gateway = &host.gateway;
+    let again = api.send("alice", "bob", "after the bucket").await;
+    eventually("bob woken for it", WAIT, || async {
+        gateway.wakes().iter().any(|w| w.up_to >= Some(again)).then_some(())
+    })
+    .await;
+}
+
+/// `Retry-After: 0` (or a date in the past) is no licence to hammer.
+#[tokio::test]
+async fn a_zero_retry_after_still_backs_off() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let gateway = &host.gateway;
+    gateway.script([Reply::RetryAfter(429, 0), Reply::RetryAfter(429, 0), Reply::RetryAfter(503, 0)]);
+    let id = host.api().send("alice", "bob", "patience").await;
+    eventually("the wake", WAIT, || async { gateway.wakes().iter().any(|w| w.up_to == Some(id)).then_some(()) }).await;
+    let calls = gateway.calls();
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].arrived - w[0].arrived).collect();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert!(gaps.iter().all(|gap| *gap >= Duration::from_millis(100)), "retries back off: {gaps:?}");
+}
