@@ -18,8 +18,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 pub use adapter::{Adapter, Resources};
-pub use config::{AdapterConfig, AgentSpec};
 pub use api::Api;
+pub use config::{AdapterConfig, AgentSpec};
 pub use gateway::{Call, Gateway, Reply};
 pub use nats::{NatsCluster, NatsServer};
 
