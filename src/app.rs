@@ -6,6 +6,7 @@
 //! Tests start it in-process: [`App::bind`], [`App::local_addr`],
 //! [`App::run`].
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{self, Bus, Nats, Unavailable};
 use crate::config::{Config, LocalAgent};
 use crate::http::{self, AppState};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Rules};
 use crate::metrics::Metrics;
 use crate::names::AgentName;
 use crate::registry::{HEARTBEAT_INTERVAL, Registry};
@@ -27,6 +28,8 @@ use crate::wake::{WakeContext, Wakes};
 const WAKE_GRACE: Duration = Duration::from_secs(3);
 /// Longest pause between attempts to reach NATS at start-up.
 const MAX_START_PAUSE: Duration = Duration::from_secs(5);
+/// How long `clawbus setup` waits to reach NATS.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of each registry write at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -65,7 +68,8 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let state = AppState::new(&config, metrics.clone(), shutdown.clone());
         tracing::info!(host = %config.host, agents = agents.len(), "listening on http://{local}");
-        let server = tokio::spawn(http::serve(listener, http::router(state.clone()), shutdown.clone()));
+        let router = http::router(state.clone());
+        let server = tokio::spawn(http::serve(listener, router, shutdown.clone(), config.http.max_connections));
 
         let nats = bus::connect(&config).await?;
         let startup = Startup {
@@ -131,9 +135,15 @@ impl Startup<'_> {
         }
     }
 
+    fn rules(&self) -> Rules {
+        let senders: HashSet<AgentName> = self.config.http.senders.iter().cloned().collect();
+        let own = || self.agents.iter().map(|agent| agent.name.clone()).chain(senders.iter().cloned()).collect();
+        Rules { writes_only_for: self.config.nats.least_privilege.then(own), senders: senders.clone() }
+    }
+
     /// Provisions, registers, starts waking; every step is idempotent.
     async fn attempt(&self) -> Result<Running, Unavailable> {
-        let bus = Bus::provision(self.nats.clone(), self.config).await?;
+        let bus = Bus::open(self.nats.clone(), self.config).await?;
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
         let inboxes = registry.register(&names).await?;
@@ -145,10 +155,33 @@ impl Startup<'_> {
             base_url: self.base_url.clone(),
         };
         let wakes = Wakes::start(context, self.agents.iter().cloned().zip(inboxes).collect()).await?;
-        self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone()));
+        self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone(), self.rules()));
         tracing::info!(agents = names.len(), "ready");
         Ok(Running { bus, registry, wakes })
     }
+}
+
+/// `clawbus setup`: creates the stream and the state bucket, or updates them
+/// to `config`, with `config`'s (provisioning) NATS user. Returns what was
+/// set up, for the operator.
+pub async fn setup(config: &Config) -> anyhow::Result<String> {
+    let nats = bus::connect(config).await?;
+    let reached = tokio::time::timeout(SETUP_TIMEOUT, async {
+        while nats.client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    reached.await.map_err(|_| anyhow::anyhow!("NATS at {} not reachable within {SETUP_TIMEOUT:?}", config.nats.url))?;
+    Bus::setup(nats, config).await?;
+    let nats = &config.nats;
+    Ok(format!(
+        "stream {} and bucket {}_STATE are set up: {} replica(s), messages kept {}, duplicate window {}",
+        nats.stream,
+        nats.stream,
+        nats.replicas,
+        humantime::format_duration(nats.max_age),
+        humantime::format_duration(nats.duplicate_window),
+    ))
 }
 
 /// Every heartbeat: report alive, re-create the stream or bucket if they
@@ -172,6 +205,10 @@ async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, sh
 async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result<(), Unavailable> {
     let Running { bus, registry, wakes } = running;
     if let Some(missing) = bus.missing().await? {
+        if config.nats.least_privilege {
+            tracing::error!("the {missing} was deleted; this host may not re-create it: run `clawbus setup`");
+            return Ok(());
+        }
         tracing::error!("the {missing} was deleted behind the adapter's back; re-creating it");
         bus.recreate(config, missing).await?;
         registry.register(names).await?;

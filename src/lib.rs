@@ -10,9 +10,11 @@
 //!   writes, followers). The stream pushes stored messages to
 //! - `wake`: the adapter hosting the recipient calls its OpenClaw gateway.
 //!
-//! `app` starts and stops one adapter; `config` reads its settings. Only
-//! what the binary and the tests use is public.
+//! `app` starts and stops one adapter; `config` reads its settings;
+//! `accounts` writes the NATS permissions of each host. Only what the binary
+//! and the tests use is public.
 
+mod accounts;
 mod app;
 mod bus;
 mod config;
@@ -25,5 +27,6 @@ mod readstate;
 mod registry;
 mod wake;
 
-pub use app::App;
+pub use accounts::{AccountsError, Admin, Settings as AccountSettings, accounts};
+pub use app::{App, setup};
 pub use config::{Config, ConfigError, WakeMode};

@@ -261,6 +261,13 @@ impl Registry {
             .map(|record| self.remember(agent.clone(), record.since)))
     }
 
+    /// The host `agent` is registered on.
+    pub async fn host_of(&self, agent: &AgentName) -> Result<Option<String>, Unavailable> {
+        self.bus.ensure_connected()?;
+        let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
+        Ok(value.and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok()).map(|record| record.host))
+    }
+
     /// Reports this host alive (or, on shutdown, stopped).
     pub async fn heartbeat(&self, running: bool) -> Result<(), Unavailable> {
         self.bus.ensure_connected()?;

@@ -119,7 +119,7 @@ async fn broadcasts_are_read_per_recipient_and_skip_later_agents() {
 
 #[tokio::test]
 async fn idempotency_key_returns_the_same_id_and_stores_once() {
-    let host = OneHost::start(&["alice", "bob"]).await;
+    let host = OneHost::start(&["alice", "bob", "carol"]).await;
     let api = host.api();
     let send = |from: &'static str, key: &'static str| {
         let api = api.clone();

@@ -298,7 +298,7 @@ async fn sigterm_finishes_requests_and_wakes_in_flight() {
     let mut socket = tokio::net::TcpStream::connect(adapter.base().trim_start_matches("http://")).await.unwrap();
     let body = json!({"from": "alice", "to": "bob", "content": "request in flight"}).to_string();
     let head = format!(
-        "POST /api/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/send HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     socket.write_all(head.as_bytes()).await.unwrap();

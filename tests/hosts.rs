@@ -35,7 +35,7 @@ async fn a_killed_adapter_restarts_with_its_inbox_read_marks_and_pending_wakes()
         gateway.wakes().into_iter().find(|w| w.up_to >= Some(ids[2]))
     })
     .await;
-    assert!(wake.text.contains("from alice"), "{}", wake.text);
+    assert!(wake.text.contains("from \"alice\""), "{}", wake.text);
 }
 
 #[tokio::test]

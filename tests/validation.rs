@@ -138,8 +138,7 @@ async fn clients_that_do_not_finish_their_request_in_10s_are_cut_off() {
     let address = host.adapter.base().trim_start_matches("http://").to_owned();
     let slow_body = async {
         let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let head =
-            "POST /api/send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+        let head = "POST /api/send HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
         socket.write_all(format!("{head}{{\"from\": \"alice\"").as_bytes()).await.unwrap();
         let mut answer = String::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(20), socket.read_to_string(&mut answer)).await;
@@ -148,7 +147,7 @@ async fn clients_that_do_not_finish_their_request_in_10s_are_cut_off() {
     };
     let slow_head = async {
         let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
-        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
         let mut rest = Vec::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(20), socket.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "still connected after 20s");

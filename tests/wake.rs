@@ -29,7 +29,7 @@ async fn a_message_wakes_its_recipient_with_a_notice_but_not_the_content() {
     assert_eq!(wake.body["mode"], "now");
     assert_eq!(wake.up_to, sent.body["id"].as_u64(), "Clawbus-Up-To names the message covered");
     assert!(!wake.text.contains("SECRET") && !wake.text.contains("rm -rf"), "content leaked: {}", wake.text);
-    assert!(wake.text.contains("alice") && wake.text.contains("urgent"), "{}", wake.text);
+    assert!(wake.text.contains("from \"alice\"") && wake.text.contains("urgent"), "{}", wake.text);
     assert!(wake.text.contains(&format!("{}/api/inbox?agent=bob", api.base())), "{}", wake.text);
 }
 
@@ -134,7 +134,11 @@ async fn agent_mode_hands_the_content_to_hooks_agent() {
         (&call.body["name"], &call.body["deliver"], &call.body["agentId"]),
         (&json!("clawbus"), &json!(false), &json!("reviewer"))
     );
-    assert!(call.text.contains("please review PR 7") && call.text.contains("from alice"), "{}", call.text);
+    assert!(
+        call.text.contains(r#""from":"alice""#) && call.text.contains(r#""content":"please review PR 7""#),
+        "{}",
+        call.text
+    );
 }
 
 #[tokio::test]
@@ -218,5 +222,5 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
 
 /// The ids of the messages in a `/hooks/agent` text.
 fn message_ids(text: &str) -> Vec<u64> {
-    text.lines().filter_map(|line| line.strip_prefix("--- message ")?.split(' ').next()?.parse().ok()).collect()
+    text.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["id"].as_u64()).collect()
 }

@@ -44,6 +44,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
                 }
             }
         });
+    if nats.least_privilege {
+        // A host may subscribe only to its own reply subjects, so that no
+        // host reads the answers meant for another.
+        options = options.custom_inbox_prefix(inbox_prefix(&config.host));
+    }
     if let Some(path) = &nats.credentials {
         options = options.credentials_file(path).await?;
     }
@@ -61,4 +66,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
     }
     let client = options.connect(nats.urls()).await?;
     Ok(Nats { client, connects })
+}
+
+/// The reply subjects of `host`'s adapter (its NATS user may subscribe to
+/// these and no others).
+pub fn inbox_prefix(host: &str) -> String {
+    format!("_INBOX_{host}")
 }

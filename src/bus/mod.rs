@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::message::Subjects;
 
-pub use connect::{Nats, connect};
+pub use connect::{Nats, connect, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
 pub use publish::{Outgoing, SendError, Stored};

@@ -28,29 +28,50 @@ impl std::fmt::Display for Missing {
 }
 
 impl Bus {
-    /// Creates or updates the stream and the state bucket. Idempotent: every
-    /// adapter runs it at start-up and none resets what another stored.
-    pub async fn provision(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+    /// The bus as `serve` needs it. Creates or updates the stream and the
+    /// state bucket (idempotent: every adapter runs it at start-up and none
+    /// resets what another stored), unless this host has least privilege:
+    /// then they must exist already, made by `clawbus setup`.
+    pub async fn open(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+        if !config.nats.least_privilege {
+            return Bus::setup(connection, config).await;
+        }
+        let js = context(&connection, config);
+        let missing = |what: &str| {
+            Unavailable::new(format!(
+                "the {what} does not exist, and this host's NATS user may not create it: \
+                 run `clawbus setup` with the provisioning user's config"
+            ))
+        };
+        let kv = js.get_key_value(bucket(config)).await.map_err(|_| missing("state bucket"))?;
+        js.get_stream(&config.nats.stream).await.map_err(|_| missing("stream"))?;
+        Ok(Bus::new(connection, js, kv, config))
+    }
+
+    /// Creates the stream and the state bucket, or updates them to `config`.
+    pub async fn setup(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+        let js = context(&connection, config);
+        create_stream(&js, config, &Subjects::new(config.subject_prefix()), None).await?;
+        let kv = create_bucket(&js, &bucket(config), config.nats.replicas).await?;
+        Ok(Bus::new(connection, js, kv, config))
+    }
+
+    fn new(connection: Nats, js: jetstream::Context, kv: kv::Store, config: &Config) -> Bus {
         let Nats { client, connects } = connection;
         let nats = &config.nats;
-        let js = jetstream::ContextBuilder::new().timeout(nats.send_timeout).build(client.clone());
-        let subjects = Subjects::new(config.subject_prefix());
-        let kv_bucket = format!("{}_STATE", nats.stream);
-        create_stream(&js, config, &subjects, None).await?;
-        let kv = create_bucket(&js, &kv_bucket, nats.replicas).await?;
-        Ok(Bus {
+        Bus {
             client,
             connects,
             js,
             stream: nats.stream.clone(),
             kv,
-            kv_bucket,
-            subjects,
+            kv_bucket: bucket(config),
+            subjects: Subjects::new(config.subject_prefix()),
             send_timeout: nats.send_timeout,
             settle_timeout: nats.settle_timeout,
             in_flight: Arc::new(Semaphore::new(nats.max_sends_in_flight)),
             seen: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     /// Which of the stream and the bucket no longer exists.
@@ -70,7 +91,8 @@ impl Bus {
     }
 
     /// Re-creates what was deleted behind the adapter's back. The stream
-    /// continues after the highest id this adapter has seen.
+    /// continues after the highest id this adapter has seen. (With least
+    /// privilege the server refuses; `clawbus setup` has to.)
     /// (Handles to the bucket keep working: they address it by name.)
     pub async fn recreate(&self, config: &Config, missing: Missing) -> Result<(), Unavailable> {
         match missing {
@@ -106,6 +128,15 @@ async fn create_stream(
     .await
     .unavailable("cannot create or update the stream")
     .map(drop)
+}
+
+fn context(connection: &Nats, config: &Config) -> jetstream::Context {
+    jetstream::ContextBuilder::new().timeout(config.nats.send_timeout).build(connection.client.clone())
+}
+
+/// The state bucket's name.
+fn bucket(config: &Config) -> String {
+    format!("{}_STATE", config.nats.stream)
 }
 
 fn is_not_found(kind: GetStreamErrorKind) -> bool {

@@ -50,11 +50,13 @@ pub struct Outgoing {
 pub enum Stored {
     /// This send is stored, as message `seq`.
     New(u64),
-    /// An earlier send with the same id is stored; this one stored nothing.
+    /// An earlier send from the same sender with the same id is stored;
+    /// this one stored nothing.
     Earlier(RawMessage),
-    /// A marker holds the id: an earlier send with it was answered 503.
-    /// This one stored nothing either.
-    Void,
+    /// Something else holds the id: a marker (an earlier send with it was
+    /// answered 503), or a message another sender published with it. This
+    /// send stored nothing and should try the key's next id.
+    Taken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,7 @@ impl Bus {
         let mut in_doubt = false;
         loop {
             match self.publish_once(&out.subject, out, Some(&nonce), deadline).await {
-                Ok(ack) if ack.duplicate => return self.holder(ack.sequence, &nonce).await,
+                Ok(ack) if ack.duplicate => return self.holder(ack.sequence, out, &nonce).await,
                 Ok(ack) => {
                     self.saw(ack.sequence);
                     return Ok(Stored::New(ack.sequence));
@@ -132,7 +134,7 @@ impl Bus {
                     tracing::info!(msg_id = %out.msg_id, "a send whose outcome was unknown was not stored");
                     return Err(SendError::Unavailable("no confirmation from JetStream in time".into()));
                 }
-                return self.holder(ack.sequence, nonce).await;
+                return self.holder(ack.sequence, out, nonce).await;
             }
             sleep(RETRY_PAUSE).await;
         }
@@ -140,10 +142,12 @@ impl Bus {
         Err(SendError::Unknown)
     }
 
-    /// What holds message `seq`, whose id a publish of ours found taken.
+    /// What holds message `seq`, whose id a publish of `out` found taken.
     /// Asked of the stream leader, which stored it: a replica that has not
-    /// caught up yet would answer "no such message".
-    async fn holder(&self, seq: u64, nonce: &str) -> Result<Stored, SendError> {
+    /// caught up yet would answer "no such message". Message ids are one
+    /// namespace per stream, so a holder from another sender (a host
+    /// publishing under someone else's key) is never taken for ours.
+    async fn holder(&self, seq: u64, out: &Outgoing, nonce: &str) -> Result<Stored, SendError> {
         let deadline = Instant::now() + self.settle_timeout;
         let stream = self.js.get_stream_no_info(&self.stream).await.map_err(|_| SendError::Unknown)?;
         loop {
@@ -157,17 +161,18 @@ impl Bus {
                         payload: message.payload,
                         headers: Some(message.headers),
                     };
-                    return Ok(if raw.subject == self.subjects.void() {
-                        Stored::Void
-                    } else if header(&raw.headers, NONCE_HEADER) == Some(nonce) {
+                    let sender = |subject: &str| self.subjects.route(subject).map(|route| route.from().to_owned());
+                    return Ok(if header(&raw.headers, NONCE_HEADER) == Some(nonce) {
                         Stored::New(seq)
-                    } else {
+                    } else if sender(&raw.subject).is_some_and(|from| Some(from) == sender(&out.subject)) {
                         Stored::Earlier(raw)
+                    } else {
+                        Stored::Taken
                     });
                 }
                 // The holder expired or was removed: nothing stored holds
                 // the id any more, so this send is free to store anew.
-                Ok(Err(err)) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(Stored::Void),
+                Ok(Err(err)) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(Stored::Taken),
                 Ok(Err(_)) | Err(_) if Instant::now() < deadline => sleep(RETRY_PAUSE).await,
                 Ok(Err(_)) | Err(_) => {
                     tracing::warn!(seq, "outcome of a send unknown: its message id's holder cannot be read");

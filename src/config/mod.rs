@@ -66,6 +66,26 @@ pub struct HttpConfig {
     pub operator_token: Option<Secret>,
     /// Agent name → API token. Empty (and no operator token) means no auth.
     pub tokens: BTreeMap<String, Secret>,
+    /// Without tokens the API is open to whoever reaches it: a listen
+    /// address other than loopback then needs this set on purpose.
+    pub allow_open: bool,
+    /// Host names (besides loopback ones) that requests may be addressed to
+    /// without tokens; others are refused, against DNS rebinding.
+    pub hosts: Vec<String>,
+    /// Names that may send without being a registered agent (scripts, CI).
+    pub senders: Vec<AgentName>,
+    /// Open `/api/stream` connections, in all and per agent.
+    pub max_streams: usize,
+    pub max_streams_per_agent: usize,
+    /// Open HTTP connections; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    /// No tokens: the API answers whoever reaches it.
+    pub fn is_open(&self) -> bool {
+        self.operator_token.is_none() && self.tokens.is_empty()
+    }
 }
 
 impl Default for HttpConfig {
@@ -75,6 +95,12 @@ impl Default for HttpConfig {
             max_message_bytes: 256 * 1024,
             operator_token: None,
             tokens: BTreeMap::new(),
+            allow_open: false,
+            hosts: Vec::new(),
+            senders: Vec::new(),
+            max_streams: 256,
+            max_streams_per_agent: 8,
+            max_connections: 1024,
         }
     }
 }
@@ -110,6 +136,10 @@ pub struct NatsConfig {
     /// single node persists a few thousand messages per second with fsync,
     /// so the default is about a quarter of a second of backlog.
     pub max_sends_in_flight: usize,
+    /// This host's NATS user has only the rights `clawbus nats-auth` grants
+    /// a host: `serve` creates nothing (`clawbus setup` does), and writes
+    /// only for this host's agents.
+    pub least_privilege: bool,
 }
 
 impl Default for NatsConfig {
@@ -130,6 +160,7 @@ impl Default for NatsConfig {
             send_timeout: Duration::from_secs(5),
             settle_timeout: Duration::from_secs(30),
             max_sends_in_flight: 1024,
+            least_privilege: false,
         }
     }
 }
@@ -220,6 +251,16 @@ impl Config {
             None => PathBuf::from(DEFAULT_PATH),
         };
         Self::from_figment(Figment::new().merge(Toml::file(file)).merge(env_provider()))
+    }
+
+    /// Reads a file alone, without the environment (whose values would
+    /// apply to every file read by one command), and checks only types and
+    /// names: secrets such as hook tokens usually come from the environment.
+    pub fn read_file(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.to_owned()));
+        }
+        Figment::new().merge(Toml::file(path)).extract().map_err(|e| ConfigError::Parse(Box::new(e)))
     }
 
     /// Parses a TOML document (no environment).

@@ -44,6 +44,25 @@ impl Config {
         if self.http.operator_token.as_ref().is_some_and(Secret::is_empty) {
             return Err(invalid("http.operator_token", "token is empty"));
         }
+        if self.http.is_open() && !self.http.listen.ip().is_loopback() && !self.http.allow_open {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{} is reachable from the network and no tokens are configured: anyone could read and send \
+                     any agent's mail. Set http.tokens and http.operator_token, or http.allow_open = true",
+                    self.http.listen
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("http.max_streams", self.http.max_streams),
+            ("http.max_streams_per_agent", self.http.max_streams_per_agent),
+            ("http.max_connections", self.http.max_connections),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
         if self.wake.max_backoff < Duration::from_millis(100) {
             return Err(invalid("wake.max_backoff", "must be at least 100ms"));
         }

@@ -67,6 +67,12 @@ impl ApiError {
         Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")
     }
 
+    /// 429: the caller has too much open or sent; `Retry-After` says when
+    /// to try again.
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -106,7 +112,10 @@ impl From<Unavailable> for ApiError {
 impl From<MailError> for ApiError {
     fn from(err: MailError) -> Self {
         match err {
-            MailError::UnknownAgent(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string()),
+            MailError::UnknownAgent(_) | MailError::UnknownSender(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string())
+            }
+            MailError::Elsewhere { .. } => ApiError::forbidden(err.to_string()),
             MailError::TooLarge => ApiError::too_large(err.to_string()),
             MailError::Contended(_) | MailError::KeyExhausted => ApiError::unavailable(err.to_string()),
             MailError::Unavailable(err) => err.into(),
@@ -121,7 +130,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self.status {
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             StatusCode::UNAUTHORIZED => {

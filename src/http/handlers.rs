@@ -136,12 +136,14 @@ pub async fn stream(
         })?),
         None => after,
     };
+    let slot = state.streams().open(agent.as_ref())?;
     let live = state.mailbox()?.live(agent.as_ref(), after).await?;
-    let events = stream::unfold(live, |mut live| async move {
+    // The slot lives as long as the stream: the client's going frees it.
+    let events = stream::unfold((live, slot), |(mut live, slot)| async move {
         let message = live.next().await;
         let data = serde_json::to_string(&message).expect("serializes");
         let event = Event::default().event("message").id(message.id.to_string()).data(data);
-        Some((Ok(event), live))
+        Some((Ok(event), (live, slot)))
     });
     let shutdown = state.shutdown().clone();
     Ok(Sse::new(events.take_until(async move { shutdown.cancelled().await }))

@@ -5,11 +5,14 @@ mod auth;
 mod error;
 mod handlers;
 mod input;
+mod origin;
 mod server;
+mod streams;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +33,11 @@ struct Shared {
     host: String,
     max_message_bytes: usize,
     tokens: auth::Tokens,
+    /// No tokens configured: the API answers whoever reaches it.
+    open: bool,
+    /// Names besides loopback ones that open-mode requests may address.
+    hosts: Vec<String>,
+    streams: Arc<streams::StreamCaps>,
     metrics: Arc<Metrics>,
     /// Set once NATS is reached and the stream is provisioned; until then
     /// the API answers 503.
@@ -43,6 +51,9 @@ impl AppState {
             host: config.host.clone(),
             max_message_bytes: config.http.max_message_bytes,
             tokens: auth::Tokens::new(&config.http),
+            open: config.http.is_open(),
+            hosts: config.http.hosts.clone(),
+            streams: streams::StreamCaps::new(config.http.max_streams, config.http.max_streams_per_agent),
             metrics,
             mailbox: OnceLock::new(),
             shutdown,
@@ -69,6 +80,18 @@ impl AppState {
         &self.0.tokens
     }
 
+    fn is_open(&self) -> bool {
+        self.0.open
+    }
+
+    fn hosts(&self) -> &[String] {
+        &self.0.hosts
+    }
+
+    fn streams(&self) -> &Arc<streams::StreamCaps> {
+        &self.0.streams
+    }
+
     fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
@@ -86,7 +109,8 @@ pub fn router(state: AppState) -> Router {
         .route("/history", get(handlers::history))
         .route("/agents", get(handlers::agents))
         .route("/stats", get(handlers::stats))
-        .route("/stream", get(handlers::stream));
+        .route("/stream", get(handlers::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), origin::check));
     Router::new()
         .nest("/api", api.clone())
         .merge(api)

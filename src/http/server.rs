@@ -5,6 +5,7 @@
 //! the header read timeout. Every connection also gets `TCP_NODELAY`:
 //! without it a reply written in two pieces waits ~40 ms for a delayed ACK.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Largest request head (request line and headers).
@@ -23,7 +25,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `router` until `shutdown`, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Past `max_connections` open connections, new ones are closed at once:
+/// idle or streaming clients cannot grow the adapter without bound.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, max_connections: usize) {
+    let permits = Arc::new(Semaphore::new(max_connections));
     let mut http = http1::Builder::new();
     http.max_buf_size(MAX_HEAD_BYTES).header_read_timeout(HEADER_TIMEOUT).timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
@@ -40,6 +45,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             },
             _ = shutdown.cancelled() => break,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!("{max_connections} connections open: closing a new one");
+            continue;
+        };
         if let Err(err) = socket.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {err}");
         }
@@ -49,6 +58,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
             if let Err(err) = connection.await {
                 tracing::debug!("connection ended: {err}");
             }
+            drop(permit);
         });
     }
     drop(listener);

@@ -36,6 +36,7 @@ const CONCURRENCY: usize = 32;
 impl Mailbox {
     pub async fn ack(&self, agent: &AgentName, ack: Ack) -> Result<Acked, MailError> {
         let inbox = self.inbox_of(agent).await?;
+        self.check_writable(agent).await?;
         match ack {
             Ack::Ids(ids) => self.ack_ids(&inbox, ids).await,
             Ack::UpTo(seq) if seq <= self.bus.seen() => self.ack_up_to(&inbox, seq).await,

@@ -12,6 +12,7 @@ mod inbox;
 mod live;
 mod send;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::bus::{Bus, RawMessage, Unavailable};
@@ -30,6 +31,11 @@ pub use send::NewMessage;
 pub enum MailError {
     #[error("no adapter has ever registered agent {0}")]
     UnknownAgent(AgentName),
+    #[error("{0} is not a registered agent, nor listed in http.senders: it may not send")]
+    UnknownSender(AgentName),
+    /// This host's NATS user may write only for its own agents.
+    #[error("{agent} lives on host {host}, and this host may not write for it: use {host}'s adapter")]
+    Elsewhere { agent: AgentName, host: String },
     #[error("the message exceeds the server's maximum payload")]
     TooLarge,
     /// Others kept changing the agent's read mark while this request tried
@@ -46,15 +52,39 @@ pub enum MailError {
     Unknown,
 }
 
+/// Who may act through this adapter, beyond what API tokens decide.
+#[derive(Debug, Default)]
+pub struct Rules {
+    /// Names that may send without being registered agents.
+    pub senders: HashSet<AgentName>,
+    /// With least privilege: the names this host's NATS user may write for
+    /// (its agents and senders). `None`: any.
+    pub writes_only_for: Option<HashSet<AgentName>>,
+}
+
 #[derive(Clone)]
 pub struct Mailbox {
     bus: Bus,
     registry: Arc<Registry>,
+    rules: Arc<Rules>,
 }
 
 impl Mailbox {
-    pub fn new(bus: Bus, registry: Arc<Registry>) -> Self {
-        Self { bus, registry }
+    pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
+        Self { bus, registry, rules: Arc::new(rules) }
+    }
+
+    fn may_write_for(&self, agent: &AgentName) -> bool {
+        self.rules.writes_only_for.as_ref().is_none_or(|own| own.contains(agent))
+    }
+
+    /// Refuses to write for an agent of another host when this host may not.
+    async fn check_writable(&self, agent: &AgentName) -> Result<(), MailError> {
+        if self.may_write_for(agent) {
+            return Ok(());
+        }
+        let host = self.registry.host_of(agent).await?.unwrap_or_else(|| "unknown".into());
+        Err(MailError::Elsewhere { agent: agent.clone(), host })
     }
 
     pub fn bus(&self) -> &Bus {
@@ -75,6 +105,11 @@ impl Mailbox {
             let before = self.newest_before(current.written).await?;
             if let Some(repaired) = current.mark.within(before) {
                 tracing::warn!(%agent, floor = current.mark.floor, before, "read mark was ahead of the stream; cut back");
+                if !self.may_write_for(agent) {
+                    // Its own host saves the repair; this read uses it.
+                    current.mark = repaired;
+                    return Ok(current);
+                }
                 // Whoever wins a race here wrote a mark at least as sane.
                 readstate::save(&self.bus, agent, &current, &repaired).await?;
                 current = readstate::load(&self.bus, agent).await?;

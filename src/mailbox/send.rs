@@ -44,7 +44,7 @@ impl From<SendError> for MailError {
 }
 
 /// The `Nats-Msg-Id` of a send. Keys are per sender: two agents may both use
-/// "1". A settled-as-void key moves on to `<from>#<n>:<key>`, which no
+/// "1". A key whose id is taken moves on to `<from>#<n>:<key>`, which no
 /// client's id can equal: names have neither `#` nor `:`, so the first of
 /// the two after the name tells the forms apart.
 fn message_id(from: &AgentName, key: &str, reuse: usize) -> String {
@@ -57,6 +57,11 @@ fn message_id(from: &AgentName, key: &str, reuse: usize) -> String {
 impl Mailbox {
     #[tracing::instrument(skip_all, fields(from = %message.from, to, id))]
     pub async fn send(&self, message: NewMessage) -> Result<Sent, MailError> {
+        let from = &message.from;
+        if !self.rules.senders.contains(from) && self.registry.inbox(from).await?.is_none() {
+            return Err(MailError::UnknownSender(from.clone()));
+        }
+        self.check_writable(from).await?;
         let subjects = self.bus.subjects();
         let subject = match &message.to {
             Some(to) => {
@@ -89,10 +94,10 @@ impl Mailbox {
                     tracing::info!("duplicate of an earlier send with the same key");
                     return Ok(Sent { id: original.seq, timestamp, duplicate: key.is_some() });
                 }
-                // An earlier send with this key was answered 503: its id names
-                // the marker that settled it, so this retry is a new send,
-                // under the key's next id.
-                Stored::Void => {}
+                // An earlier send with this key was answered 503 (its id names
+                // the marker that settled it), or another sender took the id:
+                // this is a new send, under the key's next id.
+                Stored::Taken => {}
             }
         }
         Err(MailError::KeyExhausted)

@@ -99,7 +99,8 @@ impl AdapterConfig {
         self
     }
 
-    pub(crate) fn toml(&self, port: u16) -> String {
+    /// The config file, listening on `port` (0: any free port).
+    pub fn toml(&self, port: u16) -> String {
         let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
         self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();

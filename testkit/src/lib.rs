@@ -76,6 +76,15 @@ pub fn program(var: &str, name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| name.into())
 }
 
+/// Runs the `clawbus` command with `args` and waits for it.
+pub fn clawbus(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(program("CLAWBUS_BIN", "clawbus"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run clawbus (build it first, or set CLAWBUS_BIN)")
+}
+
 /// The common case: one NATS node, one gateway, one adapter (host `hostA`)
 /// hosting `agents`, all woken through that gateway.
 pub struct OneHost {

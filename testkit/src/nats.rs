@@ -35,19 +35,28 @@ impl NatsServer {
     /// A single node; `sync_always` false leaves JetStream's default
     /// (fsync every 2 minutes), for comparison.
     pub fn start_single(sync_always: bool) -> NatsServer {
+        NatsServer::start_configured(if sync_always { "always" } else { "2m" }, "")
+    }
+
+    /// A single node (fsync always) with `extra` appended to its config,
+    /// such as an `accounts` block.
+    pub fn start_with(extra: &str) -> NatsServer {
+        NatsServer::start_configured("always", extra)
+    }
+
+    fn start_configured(sync: &str, extra: &str) -> NatsServer {
         let tmp = TempDir::new().expect("temp dir");
-        let sync = if sync_always { "always" } else { "2m" };
-        let mut server = NatsServer::configure("n1", free_port(), tmp.path().to_owned(), sync, "");
+        let mut server = NatsServer::configure("n1", free_port(), tmp.path().to_owned(), sync, extra);
         server._tmp = Some(tmp);
         server.start_again();
         server
     }
 
-    fn configure(name: &str, port: u16, dir: PathBuf, sync: &str, cluster: &str) -> NatsServer {
+    fn configure(name: &str, port: u16, dir: PathBuf, sync: &str, extra: &str) -> NatsServer {
         let store = dir.join(format!("{name}-store"));
         let config = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{cluster}"
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{extra}"
         );
         NatsServer { name: name.into(), port, dir, config, child: None, _tmp: None }
     }
