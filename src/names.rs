@@ -77,6 +77,17 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the input, an accepted name is a single, literal subject token.
+        #[test]
+        fn accepted_names_are_plain_subject_tokens(raw in "\\PC{0,70}") {
+            if let Ok(name) = AgentName::parse(&raw) {
+                proptest::prop_assert!(!name.as_str().is_empty() && name.as_str().len() <= MAX_AGENT_NAME);
+                proptest::prop_assert!(!name.as_str().contains(['.', '*', '>', ' ', ':', '#']));
+            }
+        }
+    }
+
     #[test]
     fn rejects_subject_syntax_and_bad_lengths() {
         assert_eq!(AgentName::parse(""), Err(NameError::Empty));
