@@ -224,3 +224,28 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
 fn message_ids(text: &str) -> Vec<u64> {
     text.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["id"].as_u64()).collect()
 }
+
+/// The wake line tells an agent how to read and how to acknowledge (body
+/// included), stays identical while the situation does, and never carries
+/// content.
+#[tokio::test]
+async fn the_wake_line_says_how_to_read_and_acknowledge_and_stays_the_same() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let gateway = &host.gateway;
+    let mut texts = Vec::new();
+    for content in ["first CONTENT-A1", "second CONTENT-A2"] {
+        let id = api.send("alice", "bob", content).await;
+        let wake = eventually("the wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to == Some(id)) }).await;
+        assert!(!wake.text.contains("CONTENT"), "content in the wake line: {}", wake.text);
+        texts.push(wake.text);
+    }
+    assert_eq!(texts[0], texts[1], "a second message from the same sender changes nothing");
+    let base = api.base();
+    let text = &texts[0];
+    assert!(text.contains(&format!("GET {base}/api/inbox?agent=bob")), "{text}");
+    assert!(text.contains(&format!("POST {base}/api/ack")), "{text}");
+    assert!(text.contains("Content-Type: application/json") && text.contains(r#"{"agent":"bob","ids":["#), "{text}");
+    assert!(text.contains("from \"alice\""), "{text}");
+    assert_eq!(gateway.wakes().iter().filter(|w| w.outcome.as_deref() == Some("queued")).count(), 1, "coalesced");
+}
