@@ -222,7 +222,7 @@ async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result
 
 /// The adapter's URL as local agents reach it (a wildcard listen address
 /// is reached through loopback).
-fn base_url(local: SocketAddr) -> String {
+pub(crate) fn base_url(local: SocketAddr) -> String {
     let ip = match local.ip() {
         ip if !ip.is_unspecified() => ip,
         std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

@@ -17,6 +17,7 @@
 mod accounts;
 mod app;
 mod bus;
+pub mod cli;
 mod config;
 mod http;
 mod mailbox;
@@ -27,6 +28,5 @@ mod readstate;
 mod registry;
 mod wake;
 
-pub use accounts::{AccountsError, Admin, Settings as AccountSettings, accounts};
-pub use app::{App, setup};
+pub use app::App;
 pub use config::{Config, ConfigError, WakeMode};

@@ -78,6 +78,7 @@ async fn every_command_of_the_skill_runs_and_does_what_it_says() {
     }
 
     let looked_back = run(&history, &api, id);
-    let conversation: Vec<u64> = vec![id, replied["id"].as_u64().unwrap(), sent["id"].as_u64().unwrap(), all["id"].as_u64().unwrap()];
+    let conversation: Vec<u64> =
+        vec![id, replied["id"].as_u64().unwrap(), sent["id"].as_u64().unwrap(), all["id"].as_u64().unwrap()];
     assert_eq!(Api::ids(&looked_back), conversation, "history with alice");
 }

@@ -236,7 +236,8 @@ async fn the_wake_line_says_how_to_read_and_acknowledge_and_stays_the_same() {
     let mut texts = Vec::new();
     for content in ["first CONTENT-A1", "second CONTENT-A2"] {
         let id = api.send("alice", "bob", content).await;
-        let wake = eventually("the wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to == Some(id)) }).await;
+        let wake =
+            eventually("the wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to == Some(id)) }).await;
         assert!(!wake.text.contains("CONTENT"), "content in the wake line: {}", wake.text);
         texts.push(wake.text);
     }

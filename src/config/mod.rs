@@ -20,6 +20,8 @@ mod secret;
 mod sources;
 mod validate;
 
+pub use validate::Problem;
+
 pub use secret::Secret;
 use sources::{default_host, duration, env_provider};
 
@@ -31,10 +33,18 @@ pub const DEFAULT_PATH: &str = "clawbus.toml";
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
-    #[error("{0}")]
+    #[error("{}", parse_errors(.0))]
     Parse(Box<figment::Error>),
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    #[error("{} problems:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Problems(Vec<Problem>),
+}
+
+/// Every error figment found, one a line (its own display shows the first).
+fn parse_errors(err: &figment::Error) -> String {
+    let all: Vec<String> = err.clone().into_iter().map(|e| e.to_string()).collect();
+    all.join("\n")
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -271,8 +281,15 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
-        config.validate()?;
-        Ok(config)
+        let mut problems = config.problems();
+        match problems.len() {
+            0 => Ok(config),
+            1 => {
+                let Problem { key, message } = problems.remove(0);
+                Err(ConfigError::Invalid { key, message })
+            }
+            _ => Err(ConfigError::Problems(problems)),
+        }
     }
 
     /// Subject prefix of the stream: its name in lower case, so that several
@@ -338,6 +355,24 @@ mod tests {
         assert!(error_of(twice).contains("agents[1].name"));
         assert!(error_of("[nats]\nreplicas = 7").contains("nats.replicas"));
         assert!(error_of("[http.tokens]\n\"a*\" = \"x\"").contains("http.tokens.a*"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_and_risks_are_warned_of() {
+        let text = "[nats]\nurl = \"not a url\"\nreplicas = 9\n[http]\nlisten = \"0.0.0.0:8091\"\n\
+                    [[agents]]\nname = \"bob\"";
+        let err = error_of(text);
+        for key in ["nats.url", "nats.replicas", "http.listen", "agents[0].gateway"] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+        assert!(err.starts_with("4 problems"), "{err}");
+        let risky =
+            Config::from_toml("[nats]\nreplicas = 2\n[http]\nlisten = \"0.0.0.0:1\"\nallow_open = true").unwrap();
+        let warnings = risky.warnings().join("\n");
+        for risk in ["no [[agents]]", "reachable from the network", "replicas = 2"] {
+            assert!(warnings.contains(risk), "{risk} missing from: {warnings}");
+        }
+        assert!(Config::from_toml("[nats]\nurl = \"nats://a:4222, b:4222\"").is_ok(), "bare host:port is fine");
     }
 
     #[test]
