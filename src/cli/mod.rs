@@ -45,7 +45,7 @@ enum Command {
     CheckConfig,
     /// Check a host end to end: config, NATS, permissions, the stream's
     /// settings and each agent's gateway.
-    Doctor,
+    Doctor(doctor::Args),
     /// Create the stream and the state bucket, or update them to the config,
     /// with the config's NATS user (the provisioning user), then exit.
     Setup,
@@ -96,7 +96,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
-        Command::Doctor => doctor::run(config),
+        Command::Doctor(args) => doctor::run(config, args),
         Command::Setup => with_config(config, setup),
         Command::Import(args) => with_config(config, |config| import::run(config, args)),
         Command::NatsAuth { admin_user, admin_password, bcrypt, max_file } => {

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""A stand-in model provider for scripts/e2e-openclaw.sh.
+
+Serves the OpenAI-compatible chat completions endpoint that OpenClaw calls
+for a provider declared with `api: "openai-completions"`:
+
+    POST /v1/chat/completions   (plain JSON, or SSE chunks with "stream": true)
+    GET  /v1/models             (in case the gateway lists models)
+
+Every request is appended to PROMPTS (one JSON object a line: the time, the
+path and the whole request body, so every message, system prompt included,
+is kept), and answered with a fixed short assistant reply. Nothing else: no
+tool calls, so the agent's turn ends after one model call.
+
+Usage: model.py PORT PROMPTS_FILE   (listens on 127.0.0.1 only)
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL_ID = "stand-in"
+REPLY = "NO_REPLY"
+
+PROMPTS = None
+LOCK = threading.Lock()
+
+
+def record(path, body):
+    line = json.dumps({"t": time.time(), "path": path, "body": body})
+    with LOCK, open(PROMPTS, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("model: %s %s\n" % (self.address_string(), fmt % args))
+
+    def send_json(self, status, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models"):
+            self.send_json(200, {"object": "list", "data": [
+                {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "e2e"}]})
+        else:
+            self.send_json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"unparsed": raw.decode("utf-8", "replace")}
+        record(self.path, body)
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self.send_json(404, {"error": {"message": "not found: " + self.path}})
+            return
+        created = int(time.time())
+        cid = "chatcmpl-e2e-%d" % int(time.time() * 1e6)
+        model = body.get("model", MODEL_ID)
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if body.get("stream"):
+            self.send_sse(cid, created, model, usage)
+        else:
+            self.send_json(200, {
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": REPLY}}],
+                "usage": usage,
+            })
+
+    def send_sse(self, cid, created, model, usage):
+        def chunk(delta, finish=None, **extra):
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                   "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            obj.update(extra)
+            return "data: " + json.dumps(obj) + "\n\n"
+
+        events = [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"content": REPLY}),
+            chunk({}, "stop"),
+            # the usage chunk stream_options.include_usage asks for
+            "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk",
+                                   "created": created, "model": model,
+                                   "choices": [], "usage": usage}) + "\n\n",
+            "data: [DONE]\n\n",
+        ]
+        data = "".join(events).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main():
+    global PROMPTS
+    port, PROMPTS = int(sys.argv[1]), sys.argv[2]
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    sys.stderr.write("model: listening on 127.0.0.1:%d, recording to %s\n" % (port, PROMPTS))
+    sys.stderr.flush()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
