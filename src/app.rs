@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{self, Bus, Nats, Unavailable};
 use crate::config::{Config, LocalAgent};
+use crate::embedded::Embedded;
 use crate::http::{self, AppState};
 use crate::mailbox::{Mailbox, Rules};
 use crate::metrics::Metrics;
@@ -71,6 +72,10 @@ impl App {
         let router = http::router(state.clone());
         let server = tokio::spawn(http::serve(listener, router, shutdown.clone(), config.http.max_connections));
 
+        let embedded = match config.nats.embedded {
+            true => Some(Embedded::start(&config.nats, &config.host).await?),
+            false => None,
+        };
         let nats = bus::connect(&config).await?;
         let startup = Startup {
             config: &config,
@@ -104,6 +109,9 @@ impl App {
         let (served, ()) = tokio::join!(server, stop_wakes);
         served.context("HTTP server task failed")?;
         let _ = tokio::time::timeout(GOODBYE_TIMEOUT, nats.client.flush()).await;
+        if let Some(embedded) = embedded {
+            embedded.stop().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

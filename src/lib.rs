@@ -19,6 +19,7 @@ mod app;
 mod bus;
 pub mod cli;
 mod config;
+mod embedded;
 mod http;
 mod mailbox;
 mod message;

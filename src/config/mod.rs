@@ -150,6 +150,12 @@ pub struct NatsConfig {
     /// a host: `serve` creates nothing (`clawbus setup` does), and writes
     /// only for this host's agents.
     pub least_privilege: bool,
+    /// One-process mode: `serve` runs and supervises a nats-server of its
+    /// own, listening where `url` points and storing in `data_dir`.
+    pub embedded: bool,
+    pub data_dir: PathBuf,
+    /// The nats-server program [default: `nats-server` on `PATH`].
+    pub server_bin: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -171,11 +177,21 @@ impl Default for NatsConfig {
             settle_timeout: Duration::from_secs(30),
             max_sends_in_flight: 1024,
             least_privilege: false,
+            embedded: false,
+            data_dir: PathBuf::from("clawbus-data"),
+            server_bin: None,
         }
     }
 }
 
 impl NatsConfig {
+    /// Where an embedded nats-server listens: the first URL's address.
+    pub fn embedded_listen(&self) -> Option<SocketAddr> {
+        let first = self.urls().into_iter().next()?;
+        let address = first.strip_prefix("nats://").unwrap_or(&first);
+        address.parse().ok()
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
     }

@@ -44,6 +44,12 @@ impl Config {
             });
         }
         check((1..=5).contains(&self.nats.replicas), "nats.replicas", &|| "must be between 1 and 5".into());
+        check(!self.nats.embedded || self.nats.embedded_listen().is_some(), "nats.url", &|| {
+            "with nats.embedded, the first URL must be nats://<address of this machine>:<port>".into()
+        });
+        check(!self.nats.embedded || self.nats.replicas == 1, "nats.replicas", &|| {
+            "an embedded nats-server is a single node: replicas must be 1".into()
+        });
         let window = self.nats.duplicate_window;
         check(!window.is_zero() && window <= self.nats.max_age, "nats.duplicate_window", &|| {
             "must be positive and at most nats.max_age".into()

@@ -53,6 +53,17 @@ where
     }
 }
 
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks the pid; no memory involved.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// SIGKILL for process `pid` (say, a child of an adapter).
+pub fn kill(pid: u32) {
+    signal(pid, libc::SIGKILL);
+}
+
 /// Sends `signal` to process `pid`.
 pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a pid of a child we spawned; no memory involved.
