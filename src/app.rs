@@ -66,7 +66,8 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let App { config, agents, listener } = self;
         let local = listener.local_addr()?;
-        let metrics = Arc::new(Metrics::default());
+        let names: Vec<String> = agents.iter().map(|agent| agent.name.to_string()).collect();
+        let metrics = Arc::new(Metrics::new(&names));
         let state = AppState::new(&config, metrics.clone(), shutdown.clone());
         tracing::info!(host = %config.host, agents = agents.len(), "listening on http://{local}");
         let router = http::router(state.clone());
@@ -161,6 +162,7 @@ impl Startup<'_> {
             config: self.config.wake.clone(),
             metrics: self.metrics.clone(),
             base_url: self.base_url.clone(),
+            host: self.config.host.clone(),
         };
         let wakes = Wakes::start(context, self.agents.iter().cloned().zip(inboxes).collect()).await?;
         self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone(), self.rules()));

@@ -1,32 +1,42 @@
-//! Counters for operators: Prometheus text at `/metrics`, and the same
-//! numbers (plus recent wake latency percentiles) in `/api/stats`.
+//! Counters for operators, at `/metrics` in Prometheus text format. Every
+//! series exists from start-up (at zero), so dashboards and alerts see it
+//! before its first event. These are this adapter's; what the whole fleet
+//! did is in `/api/stats`, from JetStream.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
-type Labels = Vec<(&'static str, &'static str)>;
+type Labels = Vec<(&'static str, String)>;
 
-/// Latencies kept for the percentiles in `/api/stats`.
-const RECENT: usize = 1024;
+/// Latency buckets: 0.5 ms to about a minute.
+#[derive(Clone)]
+struct Buckets;
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
     sends: Family<Labels, Counter>,
+    send_latency: Histogram,
     wakes: Family<Labels, Counter>,
-    wake_failures: Family<Labels, Counter>,
+    agent_wake_failures: Family<Labels, Counter>,
+    agent_unread: Family<Labels, Gauge>,
     folded: Counter,
     wake_latency: Histogram,
-    recent_latency: Mutex<VecDeque<Duration>>,
+    requests: Family<Labels, Counter>,
+    request_latency: Family<Labels, Histogram, Buckets>,
     pub nats_connected: Gauge,
+    pub nats_reconnects: Counter,
     pub agents_waiting: Gauge,
 }
 
@@ -39,8 +49,21 @@ pub enum SendOutcome {
     Unavailable,
 }
 
+impl SendOutcome {
+    const ALL: [SendOutcome; 4] = [Self::Stored, Self::Duplicate, Self::Rejected, Self::Unavailable];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Rejected => "rejected",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// How a gateway call ended, as counted.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WakeOutcome {
     Queued,
     Coalesced,
@@ -50,120 +73,122 @@ pub enum WakeOutcome {
     Rejected,
 }
 
-#[derive(Debug, Serialize)]
-pub struct WakeStats {
-    /// Gateway calls answered 200.
-    pub sent: u64,
-    /// Of those, answered `coalesced` by the gateway.
-    pub gateway_coalesced: u64,
-    /// Gateway calls that failed (each is retried).
-    pub failed: u64,
-    /// Messages covered by a wake they did not cause themselves.
-    pub coalesced: u64,
-    /// Agents with messages not yet covered by a successful wake.
-    pub waiting: i64,
-    /// Milliseconds from a message being stored to the wake that covered it
-    /// being answered, over the most recent wakes.
-    pub latency_ms: Option<Percentiles>,
-}
+impl WakeOutcome {
+    const ALL: [WakeOutcome; 4] = [Self::Queued, Self::Coalesced, Self::Retryable, Self::Rejected];
 
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        let sends = Family::<Labels, Counter>::default();
-        let wakes = Family::<Labels, Counter>::default();
-        let wake_failures = Family::<Labels, Counter>::default();
-        let folded = Counter::default();
-        let wake_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
-        let (nats_connected, agents_waiting) = (Gauge::default(), Gauge::default());
-        let mut registry = Registry::with_prefix("clawbus");
-        registry.register("sends", "Sends by outcome", sends.clone());
-        registry.register("wakes", "Gateway calls answered 200, by gateway outcome", wakes.clone());
-        registry.register("wake_failures", "Failed gateway calls (all retried)", wake_failures.clone());
-        registry.register("wake_coalesced_messages", "Messages folded into another's wake", folded.clone());
-        registry.register(
-            "wake_latency_seconds",
-            "From message stored to covering wake answered",
-            wake_latency.clone(),
-        );
-        registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
-        registry.register("agents_waiting", "Local agents with un-woken messages", agents_waiting.clone());
-        Metrics {
-            registry,
-            sends,
-            wakes,
-            wake_failures,
-            folded,
-            wake_latency,
-            recent_latency: Mutex::new(VecDeque::with_capacity(RECENT)),
-            nats_connected,
-            agents_waiting,
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Coalesced => "coalesced",
+            Self::Retryable => "retryable",
+            Self::Rejected => "rejected",
         }
     }
+
+    pub fn succeeded(self) -> bool {
+        matches!(self, Self::Queued | Self::Coalesced)
+    }
+}
+
+fn outcome(label: &str) -> Labels {
+    vec![("outcome", label.to_owned())]
+}
+
+fn agent(name: &str) -> Labels {
+    vec![("agent", name.to_owned())]
 }
 
 impl Metrics {
-    pub fn send(&self, outcome: SendOutcome) {
-        let label = match outcome {
-            SendOutcome::Stored => "stored",
-            SendOutcome::Duplicate => "duplicate",
-            SendOutcome::Rejected => "rejected",
-            SendOutcome::Unavailable => "unavailable",
+    /// The metrics of an adapter hosting `agents`.
+    pub fn new(agents: &[String]) -> Self {
+        let mut registry = Registry::with_prefix("clawbus");
+        let build = Family::<Labels, Gauge>::default();
+        build.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+        registry.register("build_info", "The running version", build);
+        let metrics = Metrics {
+            sends: Family::default(),
+            send_latency: Buckets.new_metric(),
+            wakes: Family::default(),
+            agent_wake_failures: Family::default(),
+            agent_unread: Family::default(),
+            folded: Counter::default(),
+            wake_latency: Buckets.new_metric(),
+            requests: Family::default(),
+            request_latency: Family::new_with_constructor(Buckets),
+            nats_connected: Gauge::default(),
+            nats_reconnects: Counter::default(),
+            agents_waiting: Gauge::default(),
+            registry,
         };
-        self.sends.get_or_create(&vec![("outcome", label)]).inc();
+        for send in SendOutcome::ALL {
+            let _ = metrics.sends.get_or_create(&outcome(send.label()));
+        }
+        for wake in WakeOutcome::ALL {
+            let _ = metrics.wakes.get_or_create(&outcome(wake.label()));
+        }
+        for name in agents {
+            let _ = metrics.agent_wake_failures.get_or_create(&agent(name));
+            let _ = metrics.agent_unread.get_or_create(&agent(name));
+        }
+        metrics.register()
     }
 
-    pub fn wake(&self, outcome: WakeOutcome) {
-        let (family, label) = match outcome {
-            WakeOutcome::Queued => (&self.wakes, "queued"),
-            WakeOutcome::Coalesced => (&self.wakes, "coalesced"),
-            WakeOutcome::Retryable => (&self.wake_failures, "retryable"),
-            WakeOutcome::Rejected => (&self.wake_failures, "rejected"),
-        };
-        family.get_or_create(&vec![("outcome", label)]).inc();
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("sends", "Sends by outcome", self.sends.clone());
+        r.register(
+            "send_latency_seconds",
+            "From a send's request to its answer, for sends stored",
+            self.send_latency.clone(),
+        );
+        r.register("wakes", "Gateway calls by outcome (queued and coalesced were answered 200)", self.wakes.clone());
+        r.register(
+            "agent_wake_failures",
+            "Failed gateway calls per local agent (all retried)",
+            self.agent_wake_failures.clone(),
+        );
+        r.register(
+            "agent_unread",
+            "Unread messages per agent, as of the last fleet listing",
+            self.agent_unread.clone(),
+        );
+        r.register("wake_coalesced_messages", "Messages folded into another's wake", self.folded.clone());
+        r.register("wake_latency_seconds", "From message stored to covering wake answered", self.wake_latency.clone());
+        r.register("http_requests", "HTTP requests by route and status", self.requests.clone());
+        r.register("http_request_duration_seconds", "HTTP request latency by route", self.request_latency.clone());
+        r.register("nats_connected", "1 while connected to NATS", self.nats_connected.clone());
+        r.register("nats_reconnects", "Times the NATS connection was established again", self.nats_reconnects.clone());
+        r.register("agents_waiting", "Local agents with un-woken messages", self.agents_waiting.clone());
+        self
+    }
+
+    pub fn send(&self, outcome: SendOutcome, took: Duration) {
+        self.sends.get_or_create(&self::outcome(outcome.label())).inc();
+        if matches!(outcome, SendOutcome::Stored | SendOutcome::Duplicate) {
+            self.send_latency.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn wake(&self, name: &str, outcome: WakeOutcome) {
+        self.wakes.get_or_create(&self::outcome(outcome.label())).inc();
+        if !outcome.succeeded() {
+            self.agent_wake_failures.get_or_create(&agent(name)).inc();
+        }
     }
 
     /// A successful wake covered `messages`, the oldest stored `latency` ago.
     pub fn woke(&self, messages: u64, latency: Duration) {
         self.folded.inc_by(messages.saturating_sub(1));
         self.wake_latency.observe(latency.as_secs_f64());
-        let mut recent = self.recent_latency.lock().expect("metrics lock");
-        if recent.len() == RECENT {
-            recent.pop_front();
-        }
-        recent.push_back(latency);
     }
 
-    fn count(family: &Family<Labels, Counter>, label: &'static str) -> u64 {
-        family.get_or_create(&vec![("outcome", label)]).get()
+    pub fn unread(&self, name: &str, unread: u64) {
+        self.agent_unread.get_or_create(&agent(name)).set(unread.try_into().unwrap_or(i64::MAX));
     }
 
-    pub fn wake_stats(&self) -> WakeStats {
-        let queued = Self::count(&self.wakes, "queued");
-        let gateway_coalesced = Self::count(&self.wakes, "coalesced");
-        let mut recent: Vec<Duration> = self.recent_latency.lock().expect("metrics lock").iter().copied().collect();
-        recent.sort_unstable();
-        let ms = |q: f64| recent[((recent.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
-        WakeStats {
-            sent: queued + gateway_coalesced,
-            gateway_coalesced,
-            failed: Self::count(&self.wake_failures, "retryable") + Self::count(&self.wake_failures, "rejected"),
-            coalesced: self.folded.get(),
-            waiting: self.agents_waiting.get(),
-            latency_ms: (!recent.is_empty()).then(|| Percentiles {
-                p50: ms(0.5),
-                p90: ms(0.9),
-                p99: ms(0.99),
-                max: ms(1.0),
-            }),
-        }
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        self.requests.get_or_create(&vec![("route", route.to_owned()), ("status", status.to_string())]).inc();
+        self.request_latency.get_or_create(&vec![("route", route.to_owned())]).observe(took.as_secs_f64());
     }
 
     pub fn encode(&self) -> String {

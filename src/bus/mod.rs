@@ -127,6 +127,11 @@ impl Bus {
         if self.is_connected() { Ok(()) } else { Err(Unavailable::new("not connected")) }
     }
 
+    /// Times the connection to NATS was established again after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.connects.borrow().saturating_sub(1)
+    }
+
     /// The highest message id known to exist (see [`Bus::last_sequence`]
     /// for the authoritative one).
     pub fn seen(&self) -> u64 {

@@ -116,6 +116,7 @@ impl From<MailError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_agent", err.to_string())
             }
             MailError::Elsewhere { .. } => ApiError::forbidden(err.to_string()),
+            MailError::NoMessage(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
             MailError::TooLarge => ApiError::too_large(err.to_string()),
             MailError::Contended(_) | MailError::KeyExhausted => ApiError::unavailable(err.to_string()),
             MailError::Unavailable(err) => err.into(),

@@ -1,8 +1,7 @@
 //! The endpoints of API.md.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -30,6 +29,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
     let result = async {
         let (identity, JsonBody(body)) = (identity?, body?);
         let key = headers.get("idempotency-key").map(|v| v.as_bytes());
@@ -38,12 +38,13 @@ pub async fn send(
         Ok::<_, ApiError>(state.mailbox()?.send(message).await?)
     }
     .await;
-    state.metrics().send(match &result {
+    let outcome = match &result {
         Ok(sent) if sent.duplicate => SendOutcome::Duplicate,
         Ok(_) => SendOutcome::Stored,
         Err(err) if err.status() == StatusCode::SERVICE_UNAVAILABLE => SendOutcome::Unavailable,
         Err(_) => SendOutcome::Rejected,
-    });
+    };
+    state.metrics().send(outcome, started.elapsed());
     let sent = result?;
     let mut answer = json!({"ok": true, "id": sent.id, "timestamp": sent.timestamp});
     if sent.duplicate {
@@ -80,41 +81,6 @@ pub async fn history(
     let query = params.history_query()?;
     let messages = state.mailbox()?.history(&agent, &query).await?;
     Ok(Json(json!({"agent": agent, "with": query.with, "messages": messages})))
-}
-
-pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
-    let rows = state.mailbox()?.agents().await?;
-    let agents: Vec<Value> = rows
-        .into_iter()
-        .map(|row| {
-            json!({
-                "name": row.status.inbox.agent,
-                "host": row.status.host,
-                "online": row.status.online,
-                "last_seen": row.status.last_seen,
-                "unread": row.unread,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"agents": agents})))
-}
-
-pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
-    let mailbox = state.mailbox()?;
-    let (rows, messages, placement) =
-        tokio::try_join!(mailbox.agents(), mailbox.message_count(), mailbox.bus().placement())?;
-    let online = rows.iter().filter(|row| row.status.online).count();
-    let unread: BTreeMap<String, u64> =
-        rows.iter().map(|row| (row.status.inbox.agent.to_string(), row.unread)).collect();
-    Ok(Json(json!({
-        "messages": messages,
-        "agents": rows.len(),
-        "online": online,
-        "unread": unread,
-        "host": state.host(),
-        "wakes": state.metrics().wake_stats(),
-        "nats": {"connected": mailbox.bus().is_connected(), "stream": placement},
-    })))
 }
 
 /// `GET /api/stream`: Server-Sent Events, replaying from `Last-Event-ID`
@@ -165,8 +131,19 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
-    let bus = state.mailbox().ok().map(|m| m.bus().clone());
-    metrics.nats_connected.set(bus.as_ref().is_some_and(|b| b.is_connected()).into());
+    let mailbox = state.mailbox().ok();
+    metrics.nats_connected.set(mailbox.is_some_and(|m| m.bus().is_connected()).into());
+    if let Some(mailbox) = mailbox {
+        let reconnects = mailbox.bus().reconnects();
+        metrics.nats_reconnects.inc_by(reconnects.saturating_sub(metrics.nats_reconnects.get()));
+        // The unread backlog per agent, as of the last listing (kept fresh
+        // by scrapes themselves: a listing is cached, and made in the background).
+        if let Ok(fleet) = mailbox.fleet().await {
+            for row in &fleet.agents {
+                metrics.unread(row.status.inbox.agent.as_str(), row.unread);
+            }
+        }
+    }
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()).into_response()
 }
 

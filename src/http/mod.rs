@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod fleet;
 mod handlers;
 mod input;
 mod origin;
@@ -11,9 +12,12 @@ mod streams;
 
 use std::sync::{Arc, OnceLock};
 
+use std::time::Instant;
+
 use axum::Router;
-use axum::middleware;
-use axum::response::IntoResponse;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -101,14 +105,27 @@ impl AppState {
     }
 }
 
+/// Counts every routed request by route (the same with and without `/api`)
+/// and status, with its latency (for a stream: until it started).
+async fn measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map(|path| path.as_str().trim_start_matches("/api").to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = route.unwrap_or_else(|| "other".into());
+    state.metrics().request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/send", post(handlers::send))
         .route("/inbox", get(handlers::inbox))
         .route("/ack", post(handlers::ack))
         .route("/history", get(handlers::history))
-        .route("/agents", get(handlers::agents))
-        .route("/stats", get(handlers::stats))
+        .route("/agents", get(fleet::agents))
+        .route("/stats", get(fleet::stats))
+        .route("/messages/{id}", get(fleet::message))
         .route("/stream", get(handlers::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), origin::check));
     Router::new()
@@ -119,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         // A bug in a handler is answered 500, never a cut connection.
         .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
         .with_state(state)

@@ -10,6 +10,7 @@ mod fleet;
 mod history;
 mod inbox;
 mod live;
+mod path;
 mod send;
 
 use std::collections::HashSet;
@@ -24,6 +25,7 @@ use crate::registry::Registry;
 pub use ack::Ack;
 pub use history::HistoryQuery;
 pub use inbox::InboxQuery;
+pub use path::MessagePath;
 pub use send::NewMessage;
 
 /// A failed mailbox operation, mapped to an HTTP status by the API layer.
@@ -31,6 +33,8 @@ pub use send::NewMessage;
 pub enum MailError {
     #[error("no adapter has ever registered agent {0}")]
     UnknownAgent(AgentName),
+    #[error("no message {0}: never stored, or expired")]
+    NoMessage(u64),
     #[error("{0} is not a registered agent, nor listed in http.senders: it may not send")]
     UnknownSender(AgentName),
     /// This host's NATS user may write only for its own agents.
@@ -67,11 +71,12 @@ pub struct Mailbox {
     bus: Bus,
     registry: Arc<Registry>,
     rules: Arc<Rules>,
+    fleet: Arc<fleet::FleetCache>,
 }
 
 impl Mailbox {
     pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
-        Self { bus, registry, rules: Arc::new(rules) }
+        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default() }
     }
 
     fn may_write_for(&self, agent: &AgentName) -> bool {

@@ -12,6 +12,7 @@ mod gateway;
 mod marks;
 mod notice;
 mod pending;
+mod record;
 mod waker;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::names::AgentName;
 
 use marks::WakeMarks;
+pub use record::WakeRecord;
 use waker::{Slot, Waker};
 
 /// Start-up probes ("first message not yet woken for") in flight at once.
@@ -49,6 +51,8 @@ pub struct WakeContext {
     pub metrics: Arc<Metrics>,
     /// Base URL of this adapter's API, as the agents reach it.
     pub base_url: String,
+    /// This adapter's host, recorded with each agent's wakes.
+    pub host: String,
 }
 
 impl Wakes {
@@ -57,7 +61,7 @@ impl Wakes {
     /// was down.
     pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Inbox)>) -> Result<Wakes, Unavailable> {
         let bus = context.bus.clone();
-        let marks = Arc::new(WakeMarks::new(bus.clone()));
+        let marks = Arc::new(WakeMarks::new(bus.clone(), context.host.clone()));
         let stop = CancellationToken::new();
         let mut wakes =
             Wakes { tasks: JoinSet::new(), marks: marks.clone(), slots: HashMap::new(), stop: stop.clone() };
@@ -65,13 +69,15 @@ impl Wakes {
         if waking.is_empty() {
             return Ok(wakes);
         }
-        let stored = marks.load().await?;
+        let local: Vec<AgentName> = waking.iter().map(|(_, inbox)| inbox.agent.clone()).collect();
+        let stored = marks.load(&local).await?;
         // Anything stored after this is delivered by the consumer below.
         let last = bus.last_sequence().await?;
         let slots: Vec<Arc<Slot>> = waking
             .iter()
             .map(|(_, inbox)| {
-                let woken = stored.get(inbox.agent.as_str()).copied().unwrap_or(inbox.since);
+                let woken =
+                    stored.get(inbox.agent.as_str()).map_or(inbox.since, |record| record.up_to.max(inbox.since));
                 Arc::new(Slot::new(inbox.clone(), woken))
             })
             .collect();

@@ -180,28 +180,34 @@ impl Waker {
     }
 
     fn delivered(&self, delivered: Delivered, batch: &Pending, up_to: u64) {
-        self.metrics.wake(match delivered {
+        let agent = &self.slot.inbox.agent;
+        let outcome = match delivered {
             Delivered::Queued => WakeOutcome::Queued,
             Delivered::Coalesced => WakeOutcome::Coalesced,
-        });
+        };
+        self.metrics.wake(agent.as_str(), outcome);
         let latency = batch
             .oldest
             .map_or(Duration::ZERO, |oldest| (OffsetDateTime::now_utc() - oldest).try_into().unwrap_or_default());
+        // Sliced agent-mode calls count the batch once, with its last slice.
+        let messages = if up_to >= batch.up_to { batch.messages } else { 1 };
         if up_to >= batch.up_to {
             self.metrics.woke(batch.messages, latency);
         }
         self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
-        self.marks.set(&self.slot.inbox.agent, up_to);
-        tracing::debug!(up_to, ?delivered, "woke");
+        self.marks.record(agent, outcome, Some((up_to, messages, latency)));
+        tracing::info!(target: "clawbus::lifecycle", up_to, outcome = outcome.label(), latency_ms = latency.as_millis() as u64, "woke");
     }
 
     /// Counts and logs a failure; returns how long to wait before retrying.
     fn failed(&self, failure: Failed, failures: u32) -> Duration {
         // A `Retry-After` of 0 or in the past is no reason to hammer.
         let backoff = backoff(failures, self.max_backoff);
+        let agent = &self.slot.inbox.agent;
         match failure {
             Failed::Transient { retry_after, cause } => {
-                self.metrics.wake(WakeOutcome::Retryable);
+                self.metrics.wake(agent.as_str(), WakeOutcome::Retryable);
+                self.marks.record(agent, WakeOutcome::Retryable, None);
                 let delay = retry_after.map_or(backoff, |asked| asked.max(backoff));
                 tracing::warn!(
                     attempt = failures,
@@ -212,7 +218,8 @@ impl Waker {
                 delay
             }
             Failed::Refused { cause } => {
-                self.metrics.wake(WakeOutcome::Rejected);
+                self.metrics.wake(agent.as_str(), WakeOutcome::Rejected);
+                self.marks.record(agent, WakeOutcome::Rejected, None);
                 tracing::error!(
                     gateway = %self.gateway.url,
                     error = &cause as &dyn std::error::Error,

@@ -1,0 +1,40 @@
+//! `GET /api/messages/{id}`: one message and how far it got.
+
+use serde_json::{Value, json};
+
+use super::{MailError, Mailbox, view};
+use crate::bus::OrUnavailable;
+use crate::message::MessageView;
+use crate::names::AgentName;
+use crate::readstate;
+use crate::wake::WakeRecord;
+
+/// A message, and what happened to it after it was stored.
+pub struct MessagePath {
+    pub message: MessageView,
+    /// Whether a wake of its recipient covers it: by which host, and when
+    /// that host last woke the recipient (at or after this message's wake).
+    pub woken: Option<Value>,
+    /// Whether its recipient acknowledged it, and when the recipient's read
+    /// mark last changed (at or after the acknowledgement).
+    pub acknowledged: Option<Value>,
+}
+
+impl Mailbox {
+    pub async fn path(&self, id: u64) -> Result<MessagePath, MailError> {
+        let raw = self.bus.message(id).await?.ok_or(MailError::NoMessage(id))?;
+        let message = view(&raw, false).ok_or(MailError::NoMessage(id))?;
+        let Ok(recipient) = AgentName::parse(&message.envelope.to) else {
+            // A broadcast: read and woken per recipient, not shown here.
+            return Ok(MessagePath { message, woken: None, acknowledged: None });
+        };
+        let record = self.bus.kv().get(format!("woken.{recipient}")).await.unavailable("cannot read a wake record")?;
+        let record = record.and_then(|value| serde_json::from_slice::<WakeRecord>(&value).ok());
+        let woken =
+            record.filter(|r| r.up_to >= id).map(|r| json!({"by": r.host, "last_wake_at": r.last.map(|last| last.at)}));
+        let mark = readstate::load(&self.bus, &recipient).await?;
+        let acknowledged =
+            mark.mark.is_read(id).then(|| json!({"mark_written_at": mark.written.map(crate::message::format_time)}));
+        Ok(MessagePath { message, woken, acknowledged })
+    }
+}
