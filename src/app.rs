@@ -132,11 +132,19 @@ impl Startup<'_> {
     /// Retries until NATS is reachable and everything is set up.
     async fn run(&self) -> Running {
         let mut pause = Duration::from_millis(100);
+        let mut last_reason = String::new();
         loop {
             match self.attempt().await {
                 Ok(running) => return running,
                 Err(err) => {
-                    tracing::warn!(error = &err as &dyn std::error::Error, "not ready, retrying in {pause:?}");
+                    // Each reason once; repeats of it only at debug level.
+                    let reason = err.to_string();
+                    if reason != last_reason {
+                        tracing::warn!(error = &err as &dyn std::error::Error, "not ready, retrying");
+                    } else {
+                        tracing::debug!(error = &err as &dyn std::error::Error, "not ready, retrying in {pause:?}");
+                    }
+                    last_reason = reason;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_START_PAUSE);
                 }

@@ -1,5 +1,6 @@
 //! The NATS connection: made once, kept alive through outages.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -20,6 +21,19 @@ pub struct Nats {
 /// the adapter can serve `/healthz` (and answer 503) while NATS is away.
 pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
     let (bump, connects) = watch::channel(0u64);
+    // The client, once made, names the server in the connection's log lines.
+    let made: Arc<OnceLock<async_nats::Client>> = Arc::default();
+    let server = {
+        let made = made.clone();
+        let urls = config.nats.url.clone();
+        move || match made.get() {
+            Some(client) => {
+                let info = client.server_info();
+                format!("{}:{} ({})", info.host, info.port, info.server_name)
+            }
+            None => urls.clone(),
+        }
+    };
     let nats = &config.nats;
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("clawbus@{}", config.host))
@@ -32,15 +46,19 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
             Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
         })
         .event_callback(move |event| {
-            let bump = bump.clone();
+            let (bump, server) = (bump.clone(), server.clone());
+            // One line per change of the connection's state.
             async move {
                 match event {
                     async_nats::Event::Connected => {
-                        tracing::info!("connected to NATS");
+                        tracing::info!(server = %server(), "connected to NATS");
                         bump.send_modify(|count| *count += 1);
                     }
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                    other => tracing::info!("NATS: {other}"),
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(server = %server(), "lost the connection to NATS; reconnecting")
+                    }
+                    async_nats::Event::ServerError(err) => tracing::warn!(server = %server(), "NATS: {err}"),
+                    other => tracing::info!(server = %server(), "NATS: {other}"),
                 }
             }
         });
@@ -65,6 +83,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     let client = options.connect(nats.urls()).await?;
+    let _ = made.set(client.clone());
     Ok(Nats { client, connects })
 }
 

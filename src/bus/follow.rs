@@ -38,6 +38,7 @@ impl Follower {
     /// The next message; waits for one, retrying through outages.
     pub async fn next(&mut self) -> RawMessage {
         let mut pause = Duration::from_millis(100);
+        let mut failures = 0u32;
         loop {
             match self.try_next().await {
                 Ok(message) => {
@@ -45,11 +46,21 @@ impl Follower {
                     return message;
                 }
                 Err(err) => {
-                    tracing::warn!(
-                        from = self.next,
-                        error = &err as &dyn std::error::Error,
-                        "stream follower restarting"
-                    );
+                    // Once per outage: the connection's own lines say the rest.
+                    if failures == 0 {
+                        tracing::warn!(
+                            from = self.next,
+                            error = &err as &dyn std::error::Error,
+                            "stream follower restarting"
+                        );
+                    } else {
+                        tracing::debug!(
+                            from = self.next,
+                            error = &err as &dyn std::error::Error,
+                            "stream follower restarting"
+                        );
+                    }
+                    failures += 1;
                     self.messages = None;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));

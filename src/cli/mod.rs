@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use crate::accounts::{self, Admin, Settings as AccountSettings};
 use crate::app::{self, App};
-use crate::config::{Config, WakeMode};
+use crate::config::{Config, LogFormat, WakeMode};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +39,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the adapter: serve the HTTP API and wake this host's agents.
-    Serve,
+    Serve {
+        /// `json` for one object a line [default: log.format, else text].
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
     /// Check the configuration (every problem at once, and risky settings)
     /// and show what this adapter would host.
     CheckConfig,
@@ -88,7 +92,7 @@ pub fn main() -> ExitCode {
     }
     let config = configs.first().map(PathBuf::as_path);
     match command {
-        Command::Serve => with_config(config, serve),
+        Command::Serve { log_format } => with_config(config, |config| serve(config, log_format)),
         Command::CheckConfig => with_config(config, |config| {
             print_summary(&config);
             for warning in config.warnings() {
@@ -142,14 +146,14 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("tokio runtime")
 }
 
-fn serve(config: Config) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+fn serve(config: Config, log_format: Option<LogFormat>) -> ExitCode {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log_format.unwrap_or(config.log.format) {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let result = runtime().block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -6,12 +6,12 @@ use std::time::Duration;
 use figment::providers::Env;
 use serde::{Deserialize, Deserializer};
 
-/// `CLAWBUS_HOST` and `CLAWBUS_{HTTP,NATS,WAKE}__*` variables; other
+/// `CLAWBUS_HOST` and `CLAWBUS_{HTTP,NATS,WAKE,LOG}__*` variables; other
 /// `CLAWBUS_*` names (`CLAWBUS_CONFIG`, a tool's own) are not configuration.
 /// Keys are lower-cased except agent names under `http.tokens`, which are
 /// case-sensitive.
 pub(super) fn env_provider() -> Env {
-    const SECTIONS: [&str; 4] = ["host", "http", "nats", "wake"];
+    const SECTIONS: [&str; 5] = ["host", "http", "nats", "wake", "log"];
     Env::prefixed("CLAWBUS_")
         .filter(|key| {
             let section = key.as_str().split("__").next().unwrap_or_default();

@@ -99,7 +99,7 @@ impl ApiError {
 
 impl From<Unavailable> for ApiError {
     fn from(err: Unavailable) -> Self {
-        tracing::warn!(error = &err as &dyn std::error::Error, "answered 503");
+        tracing::debug!(error = &err as &dyn std::error::Error, "answered 503");
         // The first cause says what NATS answered; deeper ones are for the log.
         let message = match std::error::Error::source(&err) {
             Some(cause) => format!("{err}: {cause}"),

@@ -2,6 +2,7 @@
 //! without the prefix.
 
 mod auth;
+mod console;
 mod error;
 mod fleet;
 mod handlers;
@@ -131,6 +132,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api.clone())
         .merge(api)
+        .route("/console", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

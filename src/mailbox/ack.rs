@@ -76,6 +76,9 @@ impl Mailbox {
             mark.acked.extend(&newly);
             self.compact(inbox, &mut mark).await?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
+                for id in &newly {
+                    tracing::info!(target: "clawbus::lifecycle", id, agent = %inbox.agent, "acknowledged");
+                }
                 return Ok(Acked { acked: newly.len() as u64, ignored });
             }
         }
@@ -93,6 +96,7 @@ impl Mailbox {
             self.compact(inbox, &mut mark).await?;
             let (before, after) = tokio::try_join!(self.unread(inbox, &current.mark), self.unread(inbox, &mark))?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
+                tracing::info!(target: "clawbus::lifecycle", up_to = seq, agent = %inbox.agent, "acknowledged");
                 return Ok(Acked { acked: before.saturating_sub(after), ignored: vec![] });
             }
         }

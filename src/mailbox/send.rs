@@ -106,7 +106,7 @@ impl Mailbox {
 
 fn stored(id: u64, timestamp: String) -> Sent {
     tracing::Span::current().record("id", id);
-    tracing::debug!("stored");
+    tracing::info!(target: "clawbus::lifecycle", id, "stored");
     Sent { id, timestamp, duplicate: false }
 }
 

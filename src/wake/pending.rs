@@ -13,7 +13,8 @@ use crate::message::Priority;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pending {
-    /// Newest message id covered.
+    /// Oldest and newest message id covered.
+    pub first: u64,
     pub up_to: u64,
     pub senders: BTreeSet<String>,
     pub urgent: bool,
@@ -29,6 +30,7 @@ impl Pending {
     }
 
     pub fn add(&mut self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
+        self.first = if self.is_empty() { seq } else { self.first.min(seq) };
         self.up_to = self.up_to.max(seq);
         if !self.senders.contains(from) {
             self.senders.insert(from.to_owned());
@@ -40,6 +42,11 @@ impl Pending {
 
     /// Folds `other` in: the result covers both.
     pub fn merge(&mut self, other: Pending) {
+        self.first = match (self.is_empty(), other.is_empty()) {
+            (true, _) => other.first,
+            (false, true) => self.first,
+            (false, false) => self.first.min(other.first),
+        };
         self.up_to = self.up_to.max(other.up_to);
         self.senders.extend(other.senders);
         self.urgent |= other.urgent;
@@ -65,7 +72,7 @@ mod tests {
         let mut b = Pending::default();
         b.add(1001, "carol", Priority::Urgent, t0);
         a.merge(b);
-        assert_eq!(a.up_to, 1001);
+        assert_eq!((a.first, a.up_to), (1, 1001));
         assert_eq!(a.senders.len(), 2);
         assert!(a.urgent);
         assert_eq!(a.messages, 1001);

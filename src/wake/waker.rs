@@ -196,7 +196,14 @@ impl Waker {
         }
         self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
         self.marks.record(agent, outcome, Some((up_to, messages, latency)));
-        tracing::info!(target: "clawbus::lifecycle", up_to, outcome = outcome.label(), latency_ms = latency.as_millis() as u64, "woke");
+        tracing::info!(
+            target: "clawbus::lifecycle",
+            id = up_to,
+            from_id = batch.first,
+            outcome = outcome.label(),
+            latency_ms = latency.as_millis() as u64,
+            "woke for messages from_id..=id"
+        );
     }
 
     /// Counts and logs a failure; returns how long to wait before retrying.

@@ -60,10 +60,11 @@ pub struct AdapterConfig {
     pub host: String,
     pub nats_url: String,
     pub agents: Vec<AgentSpec>,
-    /// Extra lines for the `[http]`, `[nats]` and `[wake]` tables.
+    /// Extra lines for the `[http]`, `[nats]`, `[wake]` and `[log]` tables.
     pub http: Vec<String>,
     pub nats: Vec<String>,
     pub wake: Vec<String>,
+    pub log: Vec<String>,
 }
 
 impl AdapterConfig {
@@ -74,6 +75,7 @@ impl AdapterConfig {
             agents: Vec::new(),
             http: Vec::new(),
             nats: Vec::new(),
+            log: Vec::new(),
             // Quick retries keep failure tests short.
             wake: vec!["max_backoff = \"2s\"".into()],
         }
@@ -99,6 +101,11 @@ impl AdapterConfig {
         self
     }
 
+    pub fn log(mut self, line: &str) -> Self {
+        self.log.push(line.into());
+        self
+    }
+
     /// The config file, listening on `port` (0: any free port).
     pub fn toml(&self, port: u16) -> String {
         let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
@@ -107,6 +114,8 @@ impl AdapterConfig {
         self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         toml.push_str("\n[wake]\n");
         self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        toml.push_str("\n[log]\n");
+        self.log.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         for agent in &self.agents {
             writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
             let optional = [
