@@ -56,6 +56,12 @@ async fn metrics_exist_from_start_up_and_move_with_traffic_and_failures() {
     assert_eq!(series(&after, r#"clawbus_agent_unread{agent="bob"}"#), Some(2.0), "{after}");
     assert!(series(&after, r#"clawbus_http_requests_total{route="/send",status="200"}"#) >= Some(2.0), "{after}");
     assert!(after.contains("clawbus_http_request_duration_seconds_bucket{"), "{after}");
+
+    // Every series the shipped dashboard charts exists.
+    let dashboard = include_str!("../deploy/grafana-dashboard.json");
+    for name in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("clawbus_")) {
+        assert!(after.lines().any(|l| l.starts_with(name)), "the dashboard charts {name}, which /metrics lacks");
+    }
 }
 
 #[tokio::test]
