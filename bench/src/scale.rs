@@ -26,8 +26,13 @@ pub struct ScaleStep {
     pub rss_mb_after: f64,
     /// Send-to-wake latency of messages sent one at a time to random agents.
     pub wake: Option<Summary>,
-    /// Time to answer `GET /api/agents` (every agent with its unread count).
+    /// Time to answer `GET /api/agents` (every agent with its unread count):
+    /// the first call, and the median of the next few.
+    pub list_agents_first_ms: f64,
     pub list_agents_ms: f64,
+    /// The same for `GET /api/stats`.
+    pub stats_first_ms: f64,
+    pub stats_ms: f64,
     pub cpu_s: f64,
 }
 
@@ -65,10 +70,10 @@ pub async fn measure(agents: usize, messages: usize) -> ScaleStep {
         .await;
         latencies.push(wake.arrived.saturating_duration_since(sent));
     }
-    let listed = Instant::now();
     let rows = api.ok("/api/agents").await["agents"].as_array().map_or(0, Vec::len);
-    let list_agents = listed.elapsed();
     assert_eq!(rows, agents + 1, "every agent is listed");
+    let (list_first, list_agents) = answer_times(&api, "/api/agents").await;
+    let (stats_first, stats) = answer_times(&api, "/api/stats").await;
     let after = adapter.resources();
     ScaleStep {
         agents,
@@ -77,20 +82,43 @@ pub async fn measure(agents: usize, messages: usize) -> ScaleStep {
         rss_mb_started: rss_started as f64 / 1e6,
         rss_mb_after: after.map_or(0.0, |r| r.rss as f64 / 1e6),
         wake: Summary::of(latencies),
+        list_agents_first_ms: ms(list_first),
         list_agents_ms: ms(list_agents),
+        stats_first_ms: ms(stats_first),
+        stats_ms: ms(stats),
         cpu_s: after.map_or(0.0, |r| r.cpu.as_secs_f64()),
     }
+}
+
+/// How long `path` takes to answer: a first call after a pause longer than
+/// a listing is kept, and the median of the five calls after it.
+async fn answer_times(api: &clawbus_testkit::Api, path: &str) -> (Duration, Duration) {
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let timed = || async {
+        let asked = Instant::now();
+        api.ok(path).await;
+        asked.elapsed()
+    };
+    let first = timed().await;
+    let mut next = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        next.push(timed().await);
+    }
+    next.sort();
+    (first, next[2])
 }
 
 /// The table `clawbus-scale` prints.
 pub fn table(steps: &[ScaleStep]) -> String {
     let mut out = String::from(
-        "agents  first start ms  restart ms  RSS MB (started / after)  wake p50 ms  p99 ms  max ms  /api/agents ms  CPU s\n",
+        "agents  first start ms  restart ms  RSS MB (started / after)  wake p50 ms  p99 ms  max ms  \
+         /api/agents ms (first / then)  /api/stats ms (first / then)  CPU s\n",
     );
     for step in steps {
         let [p50, _, p99, _, max] = step.wake.as_ref().map_or([f64::NAN; 5], Summary::shown);
         out.push_str(&format!(
-            "{:>6}  {:>14.0}  {:>10.0}  {:>12.1} / {:<10.1}  {:>11.2}  {:>6.2}  {:>6.2}  {:>14.1}  {:>5.2}\n",
+            "{:>6}  {:>14.0}  {:>10.0}  {:>12.1} / {:<10.1}  {:>11.2}  {:>6.2}  {:>6.2}  {:>13.1} / {:<9.1}  {:>12.1} / {:<9.1}  {:>5.2}\n",
             step.agents,
             step.first_start_ms,
             step.restart_ms,
@@ -99,7 +127,10 @@ pub fn table(steps: &[ScaleStep]) -> String {
             p50,
             p99,
             max,
+            step.list_agents_first_ms,
             step.list_agents_ms,
+            step.stats_first_ms,
+            step.stats_ms,
             step.cpu_s
         ));
     }
