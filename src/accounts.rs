@@ -115,6 +115,8 @@ fn publish_rights(config: &Config, prefix: &str, stream: &str, bucket: &str) -> 
         }
     }
     rights.push(format!("$KV.{bucket}.host.{}", config.host));
+    // Stopped threads are recorded by whichever adapter refuses the reply.
+    rights.push(format!("$KV.{bucket}.thread.>"));
     rights.push("$JS.API.INFO".into());
     for target in [stream.to_owned(), format!("KV_{bucket}")] {
         rights.push(format!("$JS.API.STREAM.INFO.{target}"));

@@ -22,6 +22,7 @@ use crate::http::{self, AppState};
 use crate::mailbox::{Mailbox, Rules};
 use crate::metrics::Metrics;
 use crate::names::AgentName;
+use crate::policy::Policy;
 use crate::registry::{HEARTBEAT_INTERVAL, Registry};
 use crate::wake::{WakeContext, Wakes};
 
@@ -155,7 +156,11 @@ impl Startup<'_> {
     fn rules(&self) -> Rules {
         let senders: HashSet<AgentName> = self.config.http.senders.iter().cloned().collect();
         let own = || self.agents.iter().map(|agent| agent.name.clone()).chain(senders.iter().cloned()).collect();
-        Rules { writes_only_for: self.config.nats.least_privilege.then(own), senders: senders.clone() }
+        Rules {
+            writes_only_for: self.config.nats.least_privilege.then(own),
+            senders: senders.clone(),
+            limits: self.config.limits,
+        }
     }
 
     /// Provisions, registers, starts waking; every step is idempotent.
@@ -163,7 +168,7 @@ impl Startup<'_> {
         let bus = Bus::open(self.nats.clone(), self.config).await?;
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
-        let inboxes = registry.register(&names).await?;
+        let inboxes = registry.register(&policies(self.config)).await?;
         registry.heartbeat(true).await?;
         let context = WakeContext {
             bus: bus.clone(),
@@ -229,13 +234,18 @@ async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result
         }
         tracing::error!("the {missing} was deleted behind the adapter's back; re-creating it");
         bus.recreate(config, missing).await?;
-        registry.register(names).await?;
+        registry.register(&policies(config)).await?;
     }
     registry.heartbeat(true).await?;
     for (name, serving) in names.iter().zip(registry.serving(names).await?) {
         wakes.set_serving(name, serving).await?;
     }
     Ok(())
+}
+
+/// This host's agents with their own conversation safety settings.
+fn policies(config: &Config) -> Vec<(AgentName, Policy)> {
+    config.agents.iter().map(|agent| (agent.name.clone(), agent.policy())).collect()
 }
 
 /// The adapter's URL as local agents reach it (a wildcard listen address

@@ -25,6 +25,7 @@ mod mailbox;
 mod message;
 mod metrics;
 mod names;
+mod policy;
 mod readstate;
 mod registry;
 mod wake;

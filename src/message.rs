@@ -48,7 +48,18 @@ pub struct Envelope {
     pub content: String,
     pub priority: Priority,
     pub reply_to: Option<u64>,
+    /// The first message of the `reply_to` chain; `None` for a first
+    /// message, whose thread is its own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
+    /// Replies deep: 0 for a first message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
     pub timestamp: String,
+}
+
+fn is_zero(hops: &u32) -> bool {
+    *hops == 0
 }
 
 impl Envelope {
@@ -58,12 +69,50 @@ impl Envelope {
 }
 
 /// The message object of the HTTP API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct MessageView {
     pub id: u64,
-    #[serde(flatten)]
     pub envelope: Envelope,
     pub read: bool,
+}
+
+impl MessageView {
+    /// The thread: the first message of its reply chain.
+    pub fn thread(&self) -> u64 {
+        self.envelope.thread.unwrap_or(self.id)
+    }
+}
+
+impl Serialize for MessageView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            id: u64,
+            from: &'a str,
+            to: &'a str,
+            content: &'a str,
+            priority: Priority,
+            reply_to: Option<u64>,
+            thread: u64,
+            hops: u32,
+            timestamp: &'a str,
+            read: bool,
+        }
+        let e = &self.envelope;
+        Wire {
+            id: self.id,
+            from: &e.from,
+            to: &e.to,
+            content: &e.content,
+            priority: e.priority,
+            reply_to: e.reply_to,
+            thread: self.thread(),
+            hops: e.hops,
+            timestamp: &e.timestamp,
+            read: self.read,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// `2026-11-25T10:00:00.123Z`: UTC with milliseconds, as the old bus wrote.

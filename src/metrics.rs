@@ -31,6 +31,9 @@ pub struct Metrics {
     wakes: Family<Labels, Counter>,
     agent_wake_failures: Family<Labels, Counter>,
     agent_unread: Family<Labels, Gauge>,
+    refusals: Family<Labels, Counter>,
+    /// The same, summed per reason (in the order of `REFUSALS`).
+    refusals_by_reason: [Counter; 4],
     folded: Counter,
     wake_latency: Histogram,
     requests: Family<Labels, Counter>,
@@ -94,6 +97,13 @@ fn outcome(label: &str) -> Labels {
     vec![("outcome", label.to_owned())]
 }
 
+/// The reasons a send is refused (see `mailbox::limits`).
+const REFUSALS: [&str; 4] = ["max_hops", "pair_per_minute", "sends_per_minute", "accept_from"];
+
+fn refusal(reason: &str, sender: &str) -> Labels {
+    vec![("reason", reason.to_owned()), ("agent", sender.to_owned())]
+}
+
 fn agent(name: &str) -> Labels {
     vec![("agent", name.to_owned())]
 }
@@ -111,6 +121,8 @@ impl Metrics {
             wakes: Family::default(),
             agent_wake_failures: Family::default(),
             agent_unread: Family::default(),
+            refusals: Family::default(),
+            refusals_by_reason: Default::default(),
             folded: Counter::default(),
             wake_latency: Buckets.new_metric(),
             requests: Family::default(),
@@ -129,6 +141,9 @@ impl Metrics {
         for name in agents {
             let _ = metrics.agent_wake_failures.get_or_create(&agent(name));
             let _ = metrics.agent_unread.get_or_create(&agent(name));
+            for reason in REFUSALS {
+                let _ = metrics.refusals.get_or_create(&refusal(reason, name));
+            }
         }
         metrics.register()
     }
@@ -151,6 +166,11 @@ impl Metrics {
             "agent_unread",
             "Unread messages per agent, as of the last fleet listing",
             self.agent_unread.clone(),
+        );
+        r.register(
+            "refusals",
+            "Sends refused by conversation safety limits, by reason and sender",
+            self.refusals.clone(),
         );
         r.register("wake_coalesced_messages", "Messages folded into another's wake", self.folded.clone());
         r.register("wake_latency_seconds", "From message stored to covering wake answered", self.wake_latency.clone());
@@ -180,6 +200,18 @@ impl Metrics {
     pub fn woke(&self, messages: u64, latency: Duration) {
         self.folded.inc_by(messages.saturating_sub(1));
         self.wake_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn refused(&self, reason: &'static str, sender: &str) {
+        self.refusals.get_or_create(&refusal(reason, sender)).inc();
+        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+            self.refusals_by_reason[i].inc();
+        }
+    }
+
+    /// This adapter's refusals by reason, for `/api/stats`.
+    pub fn refusal_counts(&self) -> Vec<(&'static str, u64)> {
+        REFUSALS.iter().zip(&self.refusals_by_reason).map(|(reason, count)| (*reason, count.get())).collect()
     }
 
     pub fn unread(&self, name: &str, unread: u64) {

@@ -16,8 +16,8 @@
 //! new host dies instead, the other reclaims the agent once it is silent.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
+use crate::policy::Policy;
 
 /// How often an adapter reports that it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -44,6 +45,9 @@ struct AgentRecord {
     /// agent goes back to it when this host shuts down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     previous: Option<String>,
+    /// The agent's own conversation safety settings, for every adapter.
+    #[serde(default, skip_serializing_if = "Policy::is_empty")]
+    policy: Policy,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,7 +71,14 @@ pub struct Registry {
     host: String,
     /// Agent → `since`, for agents known to be registered.
     known: RwLock<HashMap<AgentName, u64>>,
+    /// This host's agents and their settings.
+    local: RwLock<HashMap<AgentName, Policy>>,
+    /// Other agents' settings, as last read.
+    policies: Mutex<HashMap<AgentName, (Policy, Instant)>>,
 }
+
+/// How long another host's agent's settings are used before being read again.
+const POLICY_TTL: Duration = Duration::from_secs(30);
 
 fn agent_key(name: &AgentName) -> String {
     format!("agent.{name}")
@@ -88,21 +99,41 @@ impl Hosts {
 
 impl Registry {
     pub fn new(bus: Bus, host: String) -> Self {
-        Self { bus, host, known: RwLock::default() }
+        Self { bus, host, known: RwLock::default(), local: RwLock::default(), policies: Mutex::default() }
+    }
+
+    /// `agent`'s own settings: this host's from its config, others' from
+    /// their records (read again every [`POLICY_TTL`]).
+    pub async fn policy(&self, agent: &AgentName) -> Result<Policy, Unavailable> {
+        if let Some(policy) = self.local.read().expect("registry lock").get(agent) {
+            return Ok(policy.clone());
+        }
+        if let Some((policy, read)) = self.policies.lock().expect("registry lock").get(agent)
+            && read.elapsed() < POLICY_TTL
+        {
+            return Ok(policy.clone());
+        }
+        self.bus.ensure_connected()?;
+        let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
+        let policy =
+            value.and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok()).map(|r| r.policy).unwrap_or_default();
+        self.policies.lock().expect("registry lock").insert(agent.clone(), (policy.clone(), Instant::now()));
+        Ok(policy)
     }
 
     /// Registers this host's agents, taking over any that another host
     /// lists (the newest claim wins), and returns their inboxes. Existing
     /// records are read in one bulk scan; only new agents and agents that
     /// change hosts cost a write.
-    pub async fn register(&self, agents: &[AgentName]) -> Result<Vec<Inbox>, Unavailable> {
+    pub async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Inbox>, Unavailable> {
+        self.local.write().expect("registry lock").extend(agents.iter().cloned());
         let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records(), self.hosts())?;
         let now = OffsetDateTime::now_utc();
         // Futures collected first: a stream mapping borrowed closures would
         // not be `Send` for every lifetime, as `tokio::spawn` needs.
         let claims: Vec<_> = agents
             .iter()
-            .map(|agent| {
+            .map(|(agent, _)| {
                 let existing = records.get(agent.as_str()).map(|r| (r.value.clone(), r.revision));
                 let previous = existing.as_ref().map(|(r, _)| r.host.clone()).filter(|h| hosts.alive(h, now));
                 async move {
@@ -126,9 +157,14 @@ impl Registry {
     ) -> Result<u64, Unavailable> {
         let kv = self.bus.kv();
         let key = agent_key(agent);
+        let policy = self.local.read().expect("registry lock").get(agent).cloned().unwrap_or_default();
         loop {
             let written = match &existing {
-                Some((record, _)) if record.host == self.host => return Ok(record.since),
+                Some((record, _)) if record.host == self.host && record.policy == policy => return Ok(record.since),
+                Some((record, revision)) if record.host == self.host => {
+                    let updated = AgentRecord { policy: policy.clone(), ..record.clone() };
+                    kv.update(&key, encode(&updated), *revision).await.map(|_| updated.since).map_err(|e| e.to_string())
+                }
                 Some((record, revision)) => {
                     match &previous {
                         Some(other) => tracing::warn!(
@@ -138,7 +174,12 @@ impl Registry {
                         ),
                         None => tracing::info!(%agent, from = %record.host, "agent moved to this host"),
                     }
-                    let moved = AgentRecord { host: self.host.clone(), previous: previous.clone(), ..record.clone() };
+                    let moved = AgentRecord {
+                        host: self.host.clone(),
+                        previous: previous.clone(),
+                        policy: policy.clone(),
+                        ..record.clone()
+                    };
                     kv.update(&key, encode(&moved), *revision).await.map(|_| moved.since).map_err(|e| e.to_string())
                 }
                 None => {
@@ -147,6 +188,7 @@ impl Registry {
                         since: last,
                         registered_at: format_time(OffsetDateTime::now_utc()),
                         previous: None,
+                        policy: policy.clone(),
                     };
                     kv.create(&key, encode(&record)).await.map(|_| last).map_err(|e| e.to_string())
                 }
@@ -181,6 +223,7 @@ impl Registry {
                     since: last,
                     registered_at: format_time(OffsetDateTime::now_utc()),
                     previous: None,
+                    policy: Policy::default(),
                 };
                 let revision = kv
                     .update(agent_key(agent), encode(&record), entry.revision)

@@ -59,7 +59,9 @@ async fn metrics_exist_from_start_up_and_move_with_traffic_and_failures() {
 
     // Every series the shipped dashboard charts exists.
     let dashboard = include_str!("../deploy/grafana-dashboard.json");
-    for name in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("clawbus_")) {
+    for name in
+        dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("clawbus_"))
+    {
         assert!(after.lines().any(|l| l.starts_with(name)), "the dashboard charts {name}, which /metrics lacks");
     }
 }
@@ -133,7 +135,8 @@ async fn json_logs_follow_one_message_by_id_and_an_outage_takes_one_line_each_wa
         (about.len() >= 3).then_some(about)
     })
     .await;
-    assert_eq!(events[0], "stored", "{events:?}");
+    // The wake may be logged before the send's own line: no order assumed.
+    assert!(events.iter().any(|e| e == "stored"), "{events:?}");
     assert!(events.iter().any(|e| e.starts_with("woke")), "{events:?}");
     assert!(events.iter().any(|e| e == "acknowledged"), "{events:?}");
 

@@ -179,9 +179,28 @@ impl Bus {
     /// Number of messages matching `filter` with a sequence of at least
     /// `from`, and the first of them.
     pub async fn count(&self, filter: &str, from: u64) -> Result<Count, Unavailable> {
-        let batch = self.direct_batch(&self.stream, filter, Start::Seq(from), 1).await?;
-        let first = batch.messages.first().map(|m| m.seq);
-        Ok(Count { total: batch.messages.len() as u64 + batch.pending, first })
+        self.count_from(&self.stream, filter, Start::Seq(from)).await
+    }
+
+    /// Number of messages matching `filter` stored at or after `since`.
+    pub async fn count_since(&self, filter: &str, since: time::OffsetDateTime) -> Result<Count, Unavailable> {
+        self.count_from(&self.stream, filter, Start::Time(since)).await
+    }
+
+    /// Number of state bucket keys under `prefix` (e.g. `agent.`).
+    pub async fn count_keys(&self, prefix: &str) -> Result<u64, Unavailable> {
+        let filter = format!("$KV.{}.{prefix}>", self.kv_bucket);
+        Ok(self.count_from(&format!("KV_{}", self.kv_bucket), &filter, Start::Seq(1)).await?.total)
+    }
+
+    async fn count_from(&self, stream: &str, filter: &str, start: Start) -> Result<Count, Unavailable> {
+        let batch = self.direct_batch(stream, filter, start, 1).await?;
+        let first = batch.messages.first();
+        Ok(Count {
+            total: batch.messages.len() as u64 + batch.pending,
+            first: first.map(|m| m.seq),
+            first_stored: first.map(|m| m.stored),
+        })
     }
 
     /// One message by id, if it still exists, as any caught-up replica has it.
@@ -234,6 +253,7 @@ impl Bus {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Count {
     pub total: u64,
-    /// Id of the first counted message.
+    /// Id of the first counted message, and when it was stored.
     pub first: Option<u64>,
+    pub first_stored: Option<time::OffsetDateTime>,
 }

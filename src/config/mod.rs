@@ -15,6 +15,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::names::AgentName;
+use crate::policy::{Limits, Policy};
 
 mod secret;
 mod sources;
@@ -67,6 +68,8 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// How the adapter logs (the level follows `RUST_LOG`).
@@ -268,6 +271,23 @@ pub struct AgentConfig {
     /// `agentId` sent to the gateway; default: the agent's name.
     pub openclaw_agent: Option<String>,
     pub wake: Option<WakeMode>,
+    /// This agent's own conversation safety settings (see `policy`).
+    pub accept_from: Option<Vec<String>>,
+    pub sends_per_minute: Option<u32>,
+    pub max_hops: Option<u32>,
+    pub pair_per_minute: Option<u32>,
+}
+
+impl AgentConfig {
+    /// The settings this agent's adapter publishes for every adapter.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            accept_from: self.accept_from.clone(),
+            sends_per_minute: self.sends_per_minute,
+            max_hops: self.max_hops,
+            pair_per_minute: self.pair_per_minute,
+        }
+    }
 }
 
 /// An agent hosted by this adapter, with every default resolved.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 /// Keys are lower-cased except agent names under `http.tokens`, which are
 /// case-sensitive.
 pub(super) fn env_provider() -> Env {
-    const SECTIONS: [&str; 5] = ["host", "http", "nats", "wake", "log"];
+    const SECTIONS: [&str; 6] = ["host", "http", "nats", "wake", "log", "limits"];
     Env::prefixed("CLAWBUS_")
         .filter(|key| {
             let section = key.as_str().split("__").next().unwrap_or_default();

@@ -91,14 +91,19 @@ impl Config {
             "must be at least 100ms".into()
         });
         check(!self.wake.timeout.is_zero(), "wake.timeout", &|| "must be positive".into());
+        check(self.limits.max_hops > 0, "limits.max_hops", &|| "must be at least 1".into());
         let mut seen = HashSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let key = |field: &str| format!("agents[{i}].{field}");
-            if !seen.insert(agent.name.clone()) {
-                found.push(Problem { key: key("name"), message: format!("agent {} is listed twice", agent.name) });
+            for pattern in agent.accept_from.iter().flatten() {
+                check(crate::policy::valid_pattern(pattern), &key("accept_from"), &|| {
+                    format!("{pattern:?} is neither an agent name nor a prefix ending in *")
+                });
             }
+            check(agent.max_hops != Some(0), &key("max_hops"), &|| "must be at least 1".into());
+            check(seen.insert(agent.name.clone()), &key("name"), &|| format!("agent {} is listed twice", agent.name));
             if let Err(ConfigError::Invalid { key, message }) = self.local_agent(agent, &key) {
-                found.push(Problem { key, message });
+                check(false, &key, &|| message.clone());
             }
         }
         found

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::bus::Unavailable;
-use crate::mailbox::MailError;
+use crate::mailbox::{MailError, Refusal};
 
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -16,11 +16,13 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After`, when the refusal says how long to wait.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
@@ -117,6 +119,16 @@ impl From<MailError> for ApiError {
             }
             MailError::Elsewhere { .. } => ApiError::forbidden(err.to_string()),
             MailError::NoMessage(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            MailError::Refused(refusal) => {
+                let (status, code) = match refusal {
+                    Refusal::Hops { .. } | Refusal::Pair { .. } => (StatusCode::CONFLICT, "loop_detected"),
+                    Refusal::Budget { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                    Refusal::Contact { .. } => (StatusCode::FORBIDDEN, "not_allowed"),
+                };
+                let mut error = ApiError::new(status, code, refusal.to_string());
+                error.retry_after = refusal.retry_after();
+                error
+            }
             MailError::TooLarge => ApiError::too_large(err.to_string()),
             MailError::Contended(_) | MailError::KeyExhausted => ApiError::unavailable(err.to_string()),
             MailError::Unavailable(err) => err.into(),
@@ -131,6 +143,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self.status {
+            _ if self.retry_after.is_some() => {
+                let seconds = self.retry_after.unwrap_or_default().as_secs_f64().ceil() as u64;
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }

@@ -46,7 +46,13 @@ fn wakes(record: &WakeRecord) -> Value {
 
 pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
     let mailbox = state.mailbox()?;
-    let (fleet, placement) = tokio::try_join!(mailbox.fleet(), mailbox.bus().placement())?;
+    let (fleet, placement, stopped) =
+        tokio::try_join!(mailbox.fleet(), mailbox.bus().placement(), mailbox.stopped_threads())?;
+    let stopped: Vec<Value> = stopped
+        .into_iter()
+        .map(|(thread, record)| json!({"thread": thread, "hops": record.hops, "between": record.between, "stopped_at": record.stopped_at, "releases": record.releases}))
+        .collect();
+    let refusals: BTreeMap<&str, u64> = state.metrics().refusal_counts().into_iter().collect();
     let rows = &fleet.agents;
     let online = rows.iter().filter(|row| row.status.online).count();
     let unread: BTreeMap<&str, u64> = rows.iter().map(|row| (row.status.inbox.agent.as_str(), row.unread)).collect();
@@ -83,6 +89,8 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
             "failing": failing,
             "latency_ms": (!latencies.is_empty()).then(|| json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})),
         },
+        "threads": {"stopped": stopped},
+        "refusals": refusals,
         "age_ms": fleet.age().as_millis() as u64,
         "host": state.host(),
         "nats": {"connected": mailbox.bus().is_connected(), "stream": placement},

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::Identity;
 use super::error::ApiError;
 use super::input::{self, JsonBody, Params};
+use crate::mailbox::MailError;
 use crate::metrics::SendOutcome;
 
 /// Comment lines on an idle event stream keep proxies from closing it.
@@ -35,7 +36,12 @@ pub async fn send(
         let key = headers.get("idempotency-key").map(|v| v.as_bytes());
         let message = input::new_message(&body, key, state.max_message_bytes())?;
         identity.may_act_as(&message.from)?;
-        Ok::<_, ApiError>(state.mailbox()?.send(message).await?)
+        let from = message.from.clone();
+        let sent = state.mailbox()?.send(message).await;
+        if let Err(MailError::Refused(refusal)) = &sent {
+            state.metrics().refused(refusal.reason(), from.as_str());
+        }
+        Ok::<_, ApiError>(sent?)
     }
     .await;
     let outcome = match &result {
@@ -114,6 +120,21 @@ pub async fn stream(
     let shutdown = state.shutdown().clone();
     Ok(Sse::new(events.take_until(async move { shutdown.cancelled().await }))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// `POST /api/threads/{id}/release` (operator): a stopped thread may go on
+/// for another `max_hops` replies.
+pub async fn release_thread(
+    State(state): State<AppState>,
+    identity: Identity,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    identity.may_see_fleet().map_err(|_| ApiError::forbidden("only the operator token may release a thread"))?;
+    let thread: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::invalid_request(format!("a thread id is a message id, a whole number from 1 to {}", u64::MAX))
+    })?;
+    let record = state.mailbox()?.release_thread(thread).await?;
+    Ok(Json(json!({"ok": true, "thread": thread, "releases": record.releases})))
 }
 
 pub async fn healthz() -> Json<Value> {

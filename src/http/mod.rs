@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/agents", get(fleet::agents))
         .route("/stats", get(fleet::stats))
         .route("/messages/{id}", get(fleet::message))
+        .route("/threads/{id}/release", post(handlers::release_thread))
         .route("/stream", get(handlers::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), origin::check));
     Router::new()

@@ -9,6 +9,8 @@ use crate::names::AgentName;
 
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
+    /// Only this thread (the id of its first message).
+    pub thread: Option<u64>,
     pub with: Option<AgentName>,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
@@ -38,11 +40,13 @@ impl Mailbox {
             ],
         };
         filters.dedup();
+        // A thread starts with its first message: nothing before it is in it.
+        let after = query.after.max(query.thread.map_or(0, |thread| thread - 1));
         let start = match query.since.and_then(|since| since.checked_sub(CLOCK_SKEW)) {
             // Messages carry no time before the stream existed: an early
             // `since` reads from the start.
-            Some(seek) if query.after == 0 && seek > OffsetDateTime::UNIX_EPOCH => Start::Time(seek),
-            _ => Start::Seq(query.after.saturating_add(1)),
+            Some(seek) if after == 0 && seek > OffsetDateTime::UNIX_EPOCH => Start::Time(seek),
+            _ => Start::Seq(after.saturating_add(1)),
         };
         // Past the last representable time nothing is stored, so no stop.
         let stop = query.until.and_then(|until| until.checked_add(CLOCK_SKEW));
@@ -66,7 +70,8 @@ impl Mailbox {
             };
             let at = view.envelope.time();
             let in_window = query.since.is_none_or(|since| at.is_some_and(|t| t >= since))
-                && query.until.is_none_or(|until| at.is_some_and(|t| t <= until));
+                && query.until.is_none_or(|until| at.is_some_and(|t| t <= until))
+                && query.thread.is_none_or(|thread| view.thread() == thread);
             if in_window {
                 messages.push(view);
             }

@@ -9,6 +9,7 @@ mod ack;
 mod fleet;
 mod history;
 mod inbox;
+mod limits;
 mod live;
 mod path;
 mod send;
@@ -25,6 +26,7 @@ use crate::registry::Registry;
 pub use ack::Ack;
 pub use history::HistoryQuery;
 pub use inbox::InboxQuery;
+pub use limits::Refusal;
 pub use path::MessagePath;
 pub use send::NewMessage;
 
@@ -46,6 +48,9 @@ pub enum MailError {
     /// to: nothing was changed, and a retry will most likely land.
     #[error("the read mark of {0} is being changed by other requests at the same time; try again")]
     Contended(AgentName),
+    /// A conversation safety limit refused the send.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The same Idempotency-Key was settled as "not stored" too many times.
     #[error("this Idempotency-Key failed too often; send with a new one")]
     KeyExhausted,
@@ -64,6 +69,8 @@ pub struct Rules {
     /// With least privilege: the names this host's NATS user may write for
     /// (its agents and senders). `None`: any.
     pub writes_only_for: Option<HashSet<AgentName>>,
+    /// The fleet's conversation safety limits.
+    pub limits: crate::policy::Limits,
 }
 
 #[derive(Clone)]

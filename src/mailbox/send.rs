@@ -62,11 +62,14 @@ impl Mailbox {
             return Err(MailError::UnknownSender(from.clone()));
         }
         self.check_writable(from).await?;
+        if let Some(to) = &message.to {
+            self.inbox_of(to).await?;
+        }
+        let threading = self.admit(&message).await?;
         let subjects = self.bus.subjects();
         let subject = match &message.to {
             Some(to) => {
                 tracing::Span::current().record("to", to.as_str());
-                self.inbox_of(to).await?;
                 subjects.direct(to, &message.from)
             }
             None => subjects.broadcast(&message.from),
@@ -78,6 +81,8 @@ impl Mailbox {
             content: message.content,
             priority: message.priority,
             reply_to: message.reply_to,
+            thread: threading.thread,
+            hops: threading.hops,
             timestamp: timestamp.clone(),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("an envelope serializes"));

@@ -148,6 +148,8 @@ mod tests {
                 content: content.into(),
                 priority: Priority::High,
                 reply_to: Some(1),
+                thread: Some(1),
+                hops: 1,
                 timestamp: "2026-11-25T10:00:00.000Z".into(),
             },
             read: false,

@@ -13,6 +13,8 @@ pub struct AgentSpec {
     pub openclaw_agent: Option<String>,
     /// `wake`, `agent` or `none`; default: the adapter's `wake.mode`.
     pub wake: Option<String>,
+    /// Extra lines for the agent's table (its own limits).
+    pub extra: Vec<String>,
 }
 
 impl AgentSpec {
@@ -24,6 +26,7 @@ impl AgentSpec {
             hook_token: Some(gateway.token().into()),
             openclaw_agent: None,
             wake: None,
+            extra: Vec::new(),
         }
     }
 
@@ -35,6 +38,7 @@ impl AgentSpec {
             hook_token: None,
             openclaw_agent: None,
             wake: Some("none".into()),
+            extra: Vec::new(),
         }
     }
 
@@ -52,6 +56,18 @@ impl AgentSpec {
         self.hook_token = Some(token.into());
         self
     }
+
+    /// Messages the agent may send per minute.
+    pub fn budget(mut self, per_minute: u32) -> AgentSpec {
+        self.extra.push(format!("sends_per_minute = {per_minute}"));
+        self
+    }
+
+    /// Who may send to the agent.
+    pub fn accept_from(mut self, patterns: &[&str]) -> AgentSpec {
+        self.extra.push(format!("accept_from = {patterns:?}"));
+        self
+    }
 }
 
 /// What goes into an adapter's `clawbus.toml`.
@@ -65,6 +81,7 @@ pub struct AdapterConfig {
     pub nats: Vec<String>,
     pub wake: Vec<String>,
     pub log: Vec<String>,
+    pub limits: Vec<String>,
 }
 
 impl AdapterConfig {
@@ -76,6 +93,7 @@ impl AdapterConfig {
             http: Vec::new(),
             nats: Vec::new(),
             log: Vec::new(),
+            limits: Vec::new(),
             // Quick retries keep failure tests short.
             wake: vec!["max_backoff = \"2s\"".into()],
         }
@@ -106,6 +124,11 @@ impl AdapterConfig {
         self
     }
 
+    pub fn limits(mut self, line: &str) -> Self {
+        self.limits.push(line.into());
+        self
+    }
+
     /// The config file, listening on `port` (0: any free port).
     pub fn toml(&self, port: u16) -> String {
         let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
@@ -116,6 +139,13 @@ impl AdapterConfig {
         self.wake.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         toml.push_str("\n[log]\n");
         self.log.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        toml.push_str("\n[limits]\n");
+        self.limits.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
+        // Tests send bursts between two agents; those that test the pair
+        // limit set it.
+        if !self.limits.iter().any(|line| line.starts_with("pair_per_minute")) {
+            toml.push_str("pair_per_minute = 0\n");
+        }
         for agent in &self.agents {
             writeln!(toml, "\n[[agents]]\nname = {:?}", agent.name).unwrap();
             let optional = [
@@ -129,6 +159,7 @@ impl AdapterConfig {
                     writeln!(toml, "{key} = {value:?}").unwrap();
                 }
             }
+            agent.extra.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         }
         toml
     }

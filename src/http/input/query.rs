@@ -18,7 +18,7 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 const INBOX: &[&str] = &["agent", "unread", "limit", "after", "priority"];
-const HISTORY: &[&str] = &["agent", "with", "since", "until", "limit", "after"];
+const HISTORY: &[&str] = &["agent", "with", "since", "until", "limit", "after", "thread"];
 const STREAM: &[&str] = &["agent", "after"];
 
 /// Query string parameters; later repeats of a name win.
@@ -100,7 +100,16 @@ impl Params {
 
     pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
         self.only(HISTORY)?;
+        let thread = self
+            .get("thread")
+            .map(|raw| {
+                raw.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
+                    ApiError::invalid_request(format!("thread must be a message id, from 1 to {}", u64::MAX))
+                })
+            })
+            .transpose()?;
         Ok(HistoryQuery {
+            thread,
             with: self.optional_agent("with")?,
             since: self.time("since")?,
             until: self.time("until")?,
