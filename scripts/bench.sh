@@ -4,7 +4,9 @@
 # matplotlib (into virtualenvs under .tools/) if needed, builds the adapter
 # and the benchmark in release mode, runs it with the arguments given
 # (e.g. --quick, --default-sync, --duration 5; --help lists them), and plots
-# the JSON next to it.
+# the JSON next to it. Then clawbus-limits measures sends with the
+# conversation-safety limits on and off (fsync always; its JSON, limits.json,
+# goes beside the other).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,13 +15,15 @@ PLOT_VENV=".tools/matplotlib-$MATPLOTLIB"
 
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
-cargo build --release --locked -p clawbus -p clawbus-bench --bin clawbus --bin clawbus-bench
+cargo build --release --locked -p clawbus -p clawbus-bench --bin clawbus --bin clawbus-bench --bin clawbus-limits
 
 # The JSON goes where --out says (the benchmark's default otherwise); the plot beside it.
 out="target/bench/results.json"
+limits_args=()
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
+        --quick) limits_args=(--messages 100 --duration 2) ;;
         --out) out="${args[i + 1]:-$out}" ;;
         --out=*) out="${args[i]#--out=}" ;;
         -h | --help) exec target/release/clawbus-bench --help ;;
@@ -41,3 +45,5 @@ if ! plot --check 2>/dev/null; then
     scripts/pip-install.sh "$PLOT_VENV" "matplotlib==$MATPLOTLIB"
 fi
 plot "$out" "$(dirname "$out")/latency.png"
+
+target/release/clawbus-limits "${limits_args[@]}" --out "$(dirname "$out")/limits.json"

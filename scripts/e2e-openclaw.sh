@@ -128,8 +128,8 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'printf "e2e-openclaw: FAIL: interrupted\n" >&2; exit 130' INT
+trap 'printf "e2e-openclaw: FAIL: terminated\n" >&2; exit 143' TERM
 
 # The gateway keeps lock files for its SQLite databases in
 # /tmp/openclaw-state-locks-<uid>/<family>.<sha256(db path)[:8]>.lock.sqlite,
@@ -249,8 +249,14 @@ start_model() {
 }
 
 # The OpenClaw gateway: loopback, hooks on, one agent "bob" whose model is the
-# stand-in, the clawbus skill in bob's workspace, channels off, and no calls
-# home (update check, hosted model catalog).
+# stand-in, the clawbus skill in bob's workspace (the highest-precedence skill
+# root), channels off. Also:
+# - gateway.auth: a token of its own (OpenClaw warns when it equals hooks.token);
+# - skills.entries.clawbus.env: the skill requires CLAWBUS_AGENT and is left
+#   out of <available_skills> without it; CLAWBUS_URL points it at host B;
+# - update.checkOnStart and models.catalogRefresh off: no calls home;
+# - logging.file: the gateway's own log in the temporary directory, instead of
+#   the shared /tmp/openclaw/openclaw-<date>.log.
 start_gateway() {
     local oc="$WORK/openclaw"
     mkdir -p "$oc/home" "$WORK/state" "$oc/workspace-bob/skills"
@@ -299,8 +305,11 @@ start_gateway() {
 }
 EOF
     chmod 600 "$oc/openclaw.json"
-    # setsid: the gateway and its helpers in a group of their own, so that a
+    # setsid: the gateway and its helpers in a session of their own, so that a
     # Ctrl-C reaches only this script, whose trap stops them in order.
+    # NODE_COMPILE_CACHE keeps Node's compile cache under .tools/ (else it goes
+    # to /tmp/node-compile-cache); openclaw.mjs then runs the gateway as a child
+    # of itself, under that cache, and forwards signals to it.
     env HOME="$oc/home" \
         OPENCLAW_CONFIG_PATH="$oc/openclaw.json" \
         OPENCLAW_STATE_DIR="$WORK/state" \
@@ -333,46 +342,23 @@ EOF
 
 # ---------------------------------------------------------------- the check
 
-# Polls host B's /api/stats until it counts a wake answered by the gateway;
-# prints the moment it saw it.
-wait_wake_answered() {
-    local deadline sent
-    deadline=$(($(date +%s) + TIMEOUT))
-    while :; do
-        sent=$(curl -s --max-time 2 "http://127.0.0.1:$B_PORT/api/stats" |
-            python3 -c 'import json, sys; print(json.load(sys.stdin)["wakes"]["sent"])' 2>/dev/null || echo 0)
-        if ((sent >= 1)); then
-            now
-            return 0
-        fi
-        check_alive
-        (($(date +%s) < deadline)) || fail "host B counted no wake answered by the gateway within ${TIMEOUT}s"
-        sleep 0.02
-    done
+# Field NAME of a JSON object.
+field() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+try:
+    v = json.loads(sys.argv[1]).get(sys.argv[2])
+except ValueError:
+    v = None
+print(v if isinstance(v, str) else json.dumps(v))
+EOF
 }
-
-# Polls the recorded prompts until one holds the wake line; prints the
-# checker's JSON.
-wait_wake_in_prompt() {
-    local since="$1" deadline out rc
-    deadline=$(($(date +%s) + TIMEOUT))
-    while :; do
-        rc=0
-        out=$(python3 "$ROOT/scripts/e2e/check_prompts.py" "$WORK/prompts.jsonl" bob alice \
-            "http://127.0.0.1:$B_PORT/api/inbox?agent=bob" "$SECRET" "$since") || rc=$?
-        case "$rc" in
-            0) echo "$out"; return 0 ;;
-            2) fail "the message content ($SECRET) reached the model's prompt: $out" ;;
-        esac
-        check_alive
-        (($(date +%s) < deadline)) || fail "no prompt held the wake line within ${TIMEOUT}s (checker: $out)"
-        sleep 0.1
-    done
-}
-
-field() { python3 -c 'import json, sys; v = json.loads(sys.argv[1]).get(sys.argv[2]); print(json.dumps(v) if not isinstance(v, str) else v)' "$1" "$2"; }
 
 main() {
+    local tool
+    for tool in python3 curl npm pgrep sha256sum; do
+        command -v "$tool" >/dev/null || fail "$tool is needed"
+    done
     step "installing what is missing under .tools/"
     ensure_node
     ensure_openclaw
@@ -380,7 +366,8 @@ main() {
     ensure_clawbus
     step "node $("$NODE_BIN_DIR/node" --version), $(PATH="$NODE_BIN_DIR:$PATH" node "$OPENCLAW_MJS" --version),"\
 " $("$NATS_SERVER_BIN" --version), $("$CLAWBUS_BIN" --version) ($CLAWBUS_BIN)"
-    local t_ready=$(now)
+    local t_ready t0
+    t_ready=$(now)
 
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/e2e-openclaw.XXXXXX")
     mkdir -p "$WORK/logs"
@@ -395,7 +382,7 @@ main() {
     step "starting the stand-in model"
     start_model
     step "starting the OpenClaw gateway $OPENCLAW_VERSION (agent bob, hooks on, skill clawbus)"
-    local t0=$(now)
+    t0=$(now)
     start_gateway
     step "gateway ready in $(ms_between "$t0" "$(now)") ms"
 
@@ -412,42 +399,58 @@ gateway = \"http://127.0.0.1:$GATEWAY_PORT\"
 hook_token = \"$HOOK_TOKEN\"
 openclaw_agent = \"bob\""
 
+    # The poller (scripts/e2e/await_wake.py) starts first and polls every 10 ms
+    # for both events: host B counting a wake answered by the gateway, and the
+    # wake line in a prompt the model received. It times them itself, so they
+    # are not delayed by this script starting processes.
+    local t_since t_send t_wake t_prompt answer found rc=0 poller
+    t_since=$(now)
+    python3 "$ROOT/scripts/e2e/await_wake.py" "$WORK/await.ready" "http://127.0.0.1:$B_PORT/api/stats" \
+        "$WORK/prompts.jsonl" bob alice "http://127.0.0.1:$B_PORT/api/inbox?agent=bob" "$SECRET" \
+        "$t_since" "$TIMEOUT" "${PIDS[@]}" "$GATEWAY_PID" >"$WORK/await.json" 2>"$WORK/logs/await.log" &
+    poller=$!
+    PIDS+=("$poller")
+    PID_NAMES+=(await_wake)
+    until [[ -e "$WORK/await.ready" ]]; do
+        kill -0 "$poller" 2>/dev/null || fail "the poller stopped: $(cat "$WORK/await.json")"
+        sleep 0.02
+    done
+
     step "alice sends to bob through host A: \"$SECRET please run the smoke tests\""
-    local t_send answer
     t_send=$(now)
     answer=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$A_PORT/api/send" \
         -H 'Content-Type: application/json' \
         -d "{\"from\":\"alice\",\"to\":\"bob\",\"content\":\"$SECRET please run the smoke tests\"}") ||
         fail "POST /api/send to host A failed"
     [[ "$answer" == *'"ok":true'* ]] || fail "send refused: $answer"
-    step "stored: $answer"
+    step "stored, answered in $(ms_between "$t_send" "$(now)") ms: $answer"
 
-    local t_wake found t_prompt
-    t_wake=$(wait_wake_answered)
-    step "host B: wake answered by the gateway $(ms_between "$t_send" "$t_wake") ms after the send"
-    found=$(wait_wake_in_prompt "$t_send")
-    t_prompt=$(field "$found" t)
+    wait "$poller" || rc=$?
+    found=$(cat "$WORK/await.json")
+    ((rc == 0)) || fail "$(field "$found" error) (seen: $found)"
+    t_wake=$(field "$found" wake_t)
+    t_prompt=$(field "$found" prompt_t)
+    step "host B: wake answered 200 by the gateway $(ms_between "$t_send" "$t_wake") ms after the send"
     step "the model's prompt holds the wake line $(ms_between "$t_send" "$t_prompt") ms after the send"
-    step "  wake line (in a $(field "$found" role) message, $(field "$found" form) quotes): $(field "$found" wake_line)"
-    step "  as the model sees it: $(field "$found" context | tr '\n' ' ')"
+    step "  in a $(field "$found" role) message, $(field "$found" form): $(field "$found" wake_line)"
+    step "  preceded by: $(field "$found" before | tr '\n' ' ')"
 
     [[ "$(field "$found" skill_listed)" == true ]] || fail "the clawbus skill is not under <available_skills> in that prompt"
-    step "  skill clawbus listed under <available_skills> at $(field "$found" skill_location)"
+    step "  skill clawbus listed under <available_skills>, at $(field "$found" skill_location)"
     [[ "$(field "$found" names_inbox_url)" == true ]] ||
         fail "the wake line does not name host B's inbox URL http://127.0.0.1:$B_PORT/api/inbox?agent=bob"
-    # the content travels through the bus, not the wake: it is in bob's inbox
+    # the content travels through the bus, not the wake: it waits in bob's inbox
     curl -s --max-time 5 "http://127.0.0.1:$B_PORT/api/inbox?agent=bob" | grep -q "$SECRET" ||
         fail "the message is not in bob's inbox on host B"
-    step "  message content absent from every prompt ($(field "$found" requests) model calls since the send); it waits in bob's inbox on host B"
+    step "  the content ($SECRET) is in no prompt ($(field "$found" model_calls) model call(s) since the send); it waits in bob's inbox on host B"
+    step "host B wake counters: $(field "$found" wakes)"
 
-    local wakes
-    wakes=$(curl -s --max-time 2 "http://127.0.0.1:$B_PORT/api/stats" |
-        python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["wakes"]))')
-    step "host B wake counters: $wakes"
-
+    local own
+    own=$(python3 -c 'import json, sys; print(round(json.loads(sys.argv[1])["wakes"]["latency_ms"]["max"]))' "$found" 2>/dev/null || echo '?')
     FAILED=0
-    printf 'e2e-openclaw: PASS: send -> wake answered by the gateway %s ms; send -> wake line in the model prompt %s ms' \
-        "$(ms_between "$t_send" "$t_wake")" "$(ms_between "$t_send" "$t_prompt")"
+    printf 'e2e-openclaw: PASS: send -> wake answered by the gateway %s ms (host B measured stored -> answered %s ms);' \
+        "$(ms_between "$t_send" "$t_wake")" "$own"
+    printf ' send -> wake line in the model prompt %s ms' "$(ms_between "$t_send" "$t_prompt")"
     printf ' (run %s s, of which installs and build %s s)\n' \
         "$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$T_START" "$(now)")" \
         "$(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1]), 1))" "$T_START" "$t_ready")"

@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
+# Headless Chromium and chromedriver, for the console's browser test.
+scripts/ensure-chromium.sh
 echo "using $("$NATS_SERVER_BIN" --version)"
 
 # Build everything once (the adapter binary the tests spawn included).

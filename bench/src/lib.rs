@@ -24,6 +24,7 @@
 //! sustained with p99 under the limit.
 
 mod fleet;
+pub mod limits;
 mod load;
 mod machine;
 mod meter;

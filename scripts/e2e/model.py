@@ -4,13 +4,16 @@
 Serves the OpenAI-compatible chat completions endpoint that OpenClaw calls
 for a provider declared with `api: "openai-completions"`:
 
-    POST /v1/chat/completions   (plain JSON, or SSE chunks with "stream": true)
+    POST /v1/chat/completions   (plain JSON, or SSE chunks with "stream": true,
+                                 which is what OpenClaw 2026.9 sends, with
+                                 stream_options.include_usage)
     GET  /v1/models             (in case the gateway lists models)
 
 Every request is appended to PROMPTS (one JSON object a line: the time, the
 path and the whole request body, so every message, system prompt included,
-is kept), and answered with a fixed short assistant reply. Nothing else: no
-tool calls, so the agent's turn ends after one model call.
+is kept), and answered with a fixed short assistant reply, NO_REPLY (what
+OpenClaw's heartbeat prompt asks for when nothing needs attention). Nothing
+else: no tool calls, so the agent's turn ends after one model call.
 
 Usage: model.py PORT PROMPTS_FILE   (listens on 127.0.0.1 only)
 """

@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod browser;
 mod config;
 pub mod gateway;
 mod logs;
