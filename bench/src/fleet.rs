@@ -84,17 +84,7 @@ impl Target for Fleet {
             .header("Idempotency-Key", key)
             .body(json!({"from": self.agents[from], "to": self.agents[to], "content": CONTENT}).to_string());
         let started = Instant::now();
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                match response.json::<Value>().await {
-                    Ok(body) if status.is_success() => body["id"].as_u64().ok_or_else(|| format!("{status} {body}")),
-                    Ok(body) => Err(format!("{status} {body}")),
-                    Err(err) => Err(format!("{status}, unreadable answer: {}", reasons(&err))),
-                }
-            }
-            Err(err) => Err(reasons(&err)),
-        };
+        let outcome = stored_id(request).await;
         Attempt { to, scheduled: None, started, answered: Instant::now(), outcome }
     }
 
@@ -149,6 +139,17 @@ impl Coverage {
 
     fn first_covering(&self, id: u64) -> Option<Instant> {
         self.earliest.get(self.up_to.partition_point(|&up_to| up_to < id)).copied()
+    }
+}
+
+/// Sends a `POST /api/send`; the stored message's id, or why not.
+pub(crate) async fn stored_id(request: reqwest::RequestBuilder) -> Result<u64, String> {
+    let response = request.send().await.map_err(|err| reasons(&err))?;
+    let status = response.status();
+    match response.json::<Value>().await {
+        Ok(body) if status.is_success() => body["id"].as_u64().ok_or_else(|| format!("{status} {body}")),
+        Ok(body) => Err(format!("{status} {body}")),
+        Err(err) => Err(format!("{status}, unreadable answer: {}", reasons(&err))),
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer};
@@ -378,17 +378,7 @@ impl Side {
             .header("Idempotency-Key", key)
             .body(body.to_string());
         let started = Instant::now();
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                match response.json::<Value>().await {
-                    Ok(body) if status.is_success() => body["id"].as_u64().ok_or_else(|| format!("{status} {body}")),
-                    Ok(body) => Err(format!("{status} {body}")),
-                    Err(err) => Err(format!("{status}, unreadable answer: {}", reasons(&err))),
-                }
-            }
-            Err(err) => Err(reasons(&err)),
-        };
+        let outcome = super::fleet::stored_id(request).await;
         Sent { to, started, answered: Instant::now(), outcome }
     }
 
@@ -504,9 +494,4 @@ impl Tally {
             adapter_cpu_us_per_msg: cpu.filter(|_| stored > 0).map(|cpu| ms(cpu) * 1e3 / stored as f64),
         }
     }
-}
-
-/// An error and its causes: reqwest's own text rarely says what happened.
-fn reasons(err: &dyn std::error::Error) -> String {
-    std::iter::successors(Some(err), |err| err.source()).map(ToString::to_string).collect::<Vec<_>>().join(": ")
 }
