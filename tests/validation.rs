@@ -57,7 +57,7 @@ async fn bad_sends_are_refused_and_store_nothing() {
 
     let big = json!({"from": "alice", "to": "bob", "content": "x".repeat(1025)});
     expect(&api.post("/api/send", &big).await, 413, "too_large", "content over max_message_bytes");
-    let huge = format!("{{\"from\": \"alice\", \"to\": \"bob\", \"content\": \"{}\"}}", "x".repeat(200_000));
+    let huge = format!("{{\"from\": \"alice\", \"to\": \"bob\", \"content\": \"{}\"}}", "x".repeat(900_000));
     expect(&api.post_raw("/api/send", json_type, raw(&huge), &[]).await, 413, "too_large", "body over the limit");
 
     let body = json!({"from": "alice", "to": "bob", "content": "x"}).to_string();
@@ -155,5 +155,32 @@ async fn clients_that_do_not_finish_their_request_in_10s_are_cut_off() {
     let (answer, ()) = tokio::join!(slow_body, slow_head);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert_eq!(stored(&host.api()).await, 0);
+}
+
+/// A body over the limit is answered 413 even while the client is still
+/// sending it: the adapter reads the rest before answering, so the answer
+/// is not lost to a reset connection.
+#[tokio::test]
+async fn a_client_still_sending_a_too_large_body_hears_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = OneHost::start_with(&["alice", "bob"], |c, _| c.http("max_message_bytes = 1024")).await;
+    let address = host.adapter.base().trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let length = 12 * chunk.len();
+    let head = format!(
+        "POST /api/send HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..12 {
+        // Pauses give an adapter that answered early time to close first.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        socket.write_all(&chunk).await.expect("the adapter reads the whole body");
+    }
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.expect("the answer arrives");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
     assert_eq!(stored(&host.api()).await, 0);
 }

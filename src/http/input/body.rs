@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use super::{agent_name, bad_priority, only_known};
@@ -18,6 +19,8 @@ use crate::names::AgentName;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Room for the JSON around the content (field names, escapes).
 const JSON_OVERHEAD: usize = 64 * 1024;
+/// Bytes of a too-large body read and dropped so its 413 can be heard.
+const DRAIN_BYTES: usize = 1024 * 1024;
 /// Longest `Idempotency-Key`.
 const MAX_KEY: usize = 128;
 /// Most ids one ack may name.
@@ -45,25 +48,48 @@ impl FromRequest<AppState> for JsonBody {
         }
         let limit = state.max_message_bytes() + JSON_OVERHEAD;
         let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|length| length > limit) {
+        if declared.is_some_and(|length| length > drain_limit(limit)) {
             return Err(too_large_body(limit));
         }
-        let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(request.into_body(), limit).collect())
+        let collected = tokio::time::timeout(BODY_TIMEOUT, read_limited(request.into_body(), limit))
             .await
-            .map_err(|_| ApiError::request_timeout())?
-            .map_err(|err| {
-                if err.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large_body(limit)
-                } else {
-                    ApiError::invalid_request(format!("could not read the body: {err}"))
-                }
-            })?;
-        match serde_json::from_slice(&collected.to_bytes()) {
+            .map_err(|_| ApiError::request_timeout())??;
+        match serde_json::from_slice(&collected) {
             Ok(Value::Object(map)) => Ok(JsonBody(map)),
             Ok(_) => Err(ApiError::invalid_request("the body must be a JSON object")),
             Err(err) => Err(ApiError::invalid_json(format!("the body is not valid JSON: {err}"))),
         }
     }
+}
+
+/// The body when it is at most `limit` bytes. A longer one is still read
+/// and dropped, up to [`drain_limit`], before the 413: a client that is
+/// still sending would otherwise see its connection reset instead of the
+/// answer.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ApiError::invalid_request(format!("could not read the body: {err}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > drain_limit(limit) {
+            break;
+        }
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(too_large_body(limit));
+    }
+    Ok(kept)
+}
+
+/// Most bytes of a refused body read before answering; beyond it the
+/// connection is cut.
+fn drain_limit(limit: usize) -> usize {
+    limit.saturating_add(DRAIN_BYTES)
 }
 
 fn too_large_body(limit: usize) -> ApiError {
