@@ -127,7 +127,8 @@ impl Registry {
     /// change hosts cost a write.
     pub async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Inbox>, Unavailable> {
         self.local.write().expect("registry lock").extend(agents.iter().cloned());
-        let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records(), self.hosts())?;
+        let names: Vec<AgentName> = agents.iter().map(|(agent, _)| agent.clone()).collect();
+        let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records_of(&names), self.hosts())?;
         let now = OffsetDateTime::now_utc();
         // Futures collected first: a stream mapping borrowed closures would
         // not be `Send` for every lifetime, as `tokio::spawn` needs.
@@ -234,8 +235,10 @@ impl Registry {
         }
     }
 
-    async fn records(&self) -> Result<HashMap<String, KvValue<AgentRecord>>, Unavailable> {
-        self.bus.kv_values("agent.").await
+    /// The records of `agents`, keyed by name.
+    async fn records_of(&self, agents: &[AgentName]) -> Result<HashMap<String, KvValue<AgentRecord>>, Unavailable> {
+        let records = self.bus.kv_get_many(agents.iter().map(agent_key).collect()).await?;
+        Ok(records.into_iter().map(|(key, record)| (key.trim_start_matches("agent.").to_owned(), record)).collect())
     }
 
     async fn hosts(&self) -> Result<Hosts, Unavailable> {
@@ -246,7 +249,7 @@ impl Registry {
     /// over is left to it while that host is alive, and reclaimed once it is
     /// not.
     pub async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
-        let (records, hosts) = tokio::try_join!(self.records(), self.hosts())?;
+        let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
         let now = OffsetDateTime::now_utc();
         let checks: Vec<_> = agents
             .iter()
@@ -268,7 +271,7 @@ impl Registry {
     /// At a clean shutdown: hands agents taken over from a host that is
     /// still alive back to it, so they stay online.
     pub async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
-        let (records, hosts) = tokio::try_join!(self.records(), self.hosts())?;
+        let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
         let now = OffsetDateTime::now_utc();
         for agent in agents {
             let Some(entry) = records.get(agent.as_str()) else { continue };
@@ -325,7 +328,7 @@ impl Registry {
 
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
-        let (agents, hosts) = tokio::try_join!(self.records(), self.hosts())?;
+        let (agents, hosts) = tokio::try_join!(self.bus.kv_values::<AgentRecord>("agent."), self.hosts())?;
         let now = OffsetDateTime::now_utc();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()

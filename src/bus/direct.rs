@@ -18,6 +18,9 @@ use super::{Bus, OrUnavailable, READ_TIMEOUT, Unavailable};
 /// crosses it.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
+/// Most subjects one "newest of each" request names.
+pub const MAX_LAST_SUBJECTS: usize = 256;
+
 /// Where a scan starts.
 #[derive(Clone, Copy, Debug)]
 pub enum Start {
@@ -51,13 +54,17 @@ pub struct Batch {
     pub pending: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct Request<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     start_time: Option<OffsetDateTime>,
-    next_by_subj: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_by_subj: Option<&'a str>,
+    /// The newest message of each of these subjects.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    multi_last: &'a [String],
     batch: usize,
     max_bytes: usize,
 }
@@ -70,14 +77,37 @@ impl Bus {
         start: Start,
         batch: usize,
     ) -> Result<Batch, Unavailable> {
-        self.ensure_connected()?;
         let (seq, start_time) = match start {
             Start::Seq(seq) => (Some(seq.max(1)), None),
             Start::Time(at) => (None, Some(at)),
         };
-        let request =
-            Request { seq, start_time, next_by_subj: filter, batch: batch.max(1), max_bytes: MAX_BATCH_BYTES };
-        let body = serde_json::to_vec(&request).expect("request serializes");
+        let request = Request {
+            seq,
+            start_time,
+            next_by_subj: Some(filter),
+            batch: batch.max(1),
+            max_bytes: MAX_BATCH_BYTES,
+            ..Request::default()
+        };
+        self.direct_request(stream, &request).await
+    }
+
+    /// The newest message of each of `subjects` that has one (at most
+    /// [`MAX_LAST_SUBJECTS`] of them), in one request.
+    pub(crate) async fn direct_last(&self, stream: &str, subjects: &[String]) -> Result<Vec<RawMessage>, Unavailable> {
+        assert!(subjects.len() <= MAX_LAST_SUBJECTS, "one request reads at most {MAX_LAST_SUBJECTS} subjects");
+        let request = Request {
+            multi_last: subjects,
+            batch: subjects.len().max(1),
+            max_bytes: MAX_BATCH_BYTES,
+            ..Request::default()
+        };
+        Ok(self.direct_request(stream, &request).await?.messages)
+    }
+
+    async fn direct_request(&self, stream: &str, request: &Request<'_>) -> Result<Batch, Unavailable> {
+        self.ensure_connected()?;
+        let body = serde_json::to_vec(request).expect("request serializes");
         let inbox = self.client.new_inbox();
         let mut replies = self.client.subscribe(inbox.clone()).await.unavailable("cannot subscribe for a read")?;
         self.client

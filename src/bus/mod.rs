@@ -249,6 +249,32 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Current values of the given state bucket keys that exist, read in
+    /// requests of a few hundred keys rather than one per key. Values that
+    /// are not JSON of type `T` are left out.
+    pub async fn kv_get_many<T: DeserializeOwned>(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, KvValue<T>>, Unavailable> {
+        let subject_prefix = format!("$KV.{}.", self.kv_bucket);
+        let subjects: Vec<String> = keys.iter().map(|key| format!("{subject_prefix}{key}")).collect();
+        let stream = format!("KV_{}", self.kv_bucket);
+        let reads = subjects.chunks(direct::MAX_LAST_SUBJECTS).map(|chunk| self.direct_last(&stream, chunk));
+        let mut values = HashMap::new();
+        for message in futures_util::future::try_join_all(reads).await?.into_iter().flatten() {
+            let Some(key) = message.subject.strip_prefix(&subject_prefix) else { continue };
+            if !message.is_kv_value() {
+                continue;
+            }
+            if let Ok(value) = serde_json::from_slice(&message.payload) {
+                values.insert(key.to_owned(), KvValue { value, revision: message.seq, stored: message.stored });
+            }
+        }
+        Ok(values)
+    }
+}
+
 /// An unread count and where the counted messages start.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Count {
