@@ -110,11 +110,16 @@ fn publish_rights(config: &Config, prefix: &str, stream: &str, bucket: &str) -> 
     }
     rights.push(format!("{prefix}.void"));
     for name in &agents {
-        for record in ["agent", "read", "woken"] {
+        for record in ["agent", "read"] {
             rights.push(format!("$KV.{bucket}.{record}.{name}"));
         }
     }
     rights.push(format!("$KV.{bucket}.host.{}", config.host));
+    // The wake marks and counts of all the host's agents.
+    rights.push(format!("$KV.{bucket}.wakes.{}", config.host));
+    for record in ["members", "stats"] {
+        rights.push(format!("$KV.{bucket}.{record}.{}.>", config.host));
+    }
     // Stopped threads are recorded by whichever adapter refuses the reply.
     rights.push(format!("$KV.{bucket}.thread.>"));
     rights.push("$JS.API.INFO".into());

@@ -168,7 +168,7 @@ impl Startup<'_> {
         let bus = Bus::open(self.nats.clone(), self.config).await?;
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
-        let inboxes = registry.register(&policies(self.config)).await?;
+        let registered = registry.register(&policies(self.config)).await?;
         registry.heartbeat(true).await?;
         let context = WakeContext {
             bus: bus.clone(),
@@ -177,7 +177,7 @@ impl Startup<'_> {
             base_url: self.base_url.clone(),
             host: self.config.host.clone(),
         };
-        let wakes = Wakes::start(context, self.agents.iter().cloned().zip(inboxes).collect()).await?;
+        let wakes = Wakes::start(context, self.agents.iter().cloned().zip(registered).collect()).await?;
         self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone(), self.rules()));
         tracing::info!(agents = names.len(), "ready");
         Ok(Running { bus, registry, wakes })

@@ -185,11 +185,6 @@ impl Subjects {
         format!("{}.msg.*.{agent}", self.prefix)
     }
 
-    /// Every direct message.
-    pub fn every_direct(&self) -> String {
-        format!("{}.msg.*.*", self.prefix)
-    }
-
     /// Every broadcast.
     pub fn broadcasts(&self) -> String {
         format!("{}.all.*", self.prefix)

@@ -66,6 +66,13 @@ pub struct AgentStatus {
     pub last_seen: Option<String>,
 }
 
+/// A local agent as registered at start-up.
+pub struct Registered {
+    pub inbox: Inbox,
+    /// The host its record named before (`None`: it is registered just now).
+    pub was: Option<String>,
+}
+
 pub struct Registry {
     bus: Bus,
     host: String,
@@ -125,7 +132,7 @@ impl Registry {
     /// lists (the newest claim wins), and returns their inboxes. Existing
     /// records are read in one bulk scan; only new agents and agents that
     /// change hosts cost a write.
-    pub async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Inbox>, Unavailable> {
+    pub async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Registered>, Unavailable> {
         self.local.write().expect("registry lock").extend(agents.iter().cloned());
         let names: Vec<AgentName> = agents.iter().map(|(agent, _)| agent.clone()).collect();
         let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records_of(&names), self.hosts())?;
@@ -136,10 +143,11 @@ impl Registry {
             .iter()
             .map(|(agent, _)| {
                 let existing = records.get(agent.as_str()).map(|r| (r.value.clone(), r.revision));
-                let previous = existing.as_ref().map(|(r, _)| r.host.clone()).filter(|h| hosts.alive(h, now));
+                let was = existing.as_ref().map(|(r, _)| r.host.clone());
+                let previous = was.clone().filter(|h| hosts.alive(h, now));
                 async move {
                     let since = self.claim(agent, existing, previous, last).await?;
-                    Ok::<_, Unavailable>(self.remember(agent.clone(), since))
+                    Ok::<_, Unavailable>(Registered { inbox: self.remember(agent.clone(), since), was })
                 }
             })
             .collect();

@@ -79,6 +79,11 @@ async fn a_hosts_credentials_cannot_forge_rewrite_or_destroy_another_hosts_mail(
     let (via_a, via_b) = (a.api(), b.api());
     let before = via_a.send("alice", "bob", "before the attack").await;
     assert_eq!(via_a.post("/api/ack", &json!({"agent": "alice", "all": true})).await.status, 200);
+    let admin_kv = client(&nats, "admin", "admin-pw", "_INBOX").await.get_key_value("CLAWBUS_STATE").await.unwrap();
+    eventually("host A's wake marks saved", WAIT, || async {
+        admin_kv.get("wakes.hostA").await.ok().flatten().filter(|marks| marks.len() > 2).map(|_| ())
+    })
+    .await;
 
     // Host B's user, used directly.
     let js = client(&nats, "host-b", "pw-b", "_INBOX_hostB").await;
@@ -93,7 +98,7 @@ async fn a_hosts_credentials_cannot_forge_rewrite_or_destroy_another_hosts_mail(
     };
     assert!(!forged.await, "B published as alice");
     let kv = js.get_key_value("CLAWBUS_STATE").await.expect("B may read the bucket");
-    for key in ["read.alice", "woken.bob", "agent.alice", "host.hostA"] {
+    for key in ["read.alice", "wakes.hostA", "members.hostA.1", "agent.alice", "host.hostA"] {
         assert!(kv.put(key, "999999".into()).await.is_err(), "B wrote {key}");
     }
     let stream = js.get_stream("CLAWBUS").await.expect("B may read the stream's info");
@@ -116,7 +121,7 @@ async fn a_hosts_credentials_cannot_forge_rewrite_or_destroy_another_hosts_mail(
     let info = check.get_stream("CLAWBUS").await.unwrap().info().await.unwrap().clone();
     assert_eq!(info.config.max_age, Duration::from_secs(7 * 24 * 3600));
     let state = check.get_key_value("CLAWBUS_STATE").await.unwrap();
-    for key in ["read.alice", "woken.bob", "agent.alice", "host.hostA"] {
+    for key in ["read.alice", "wakes.hostA", "members.hostA.1", "agent.alice", "host.hostA"] {
         let value = state.get(key).await.unwrap().expect("still there");
         assert_ne!(&value[..], b"999999", "{key} was overwritten");
     }

@@ -1,49 +1,152 @@
-//! One adapter hosting 1,000 agents (the most one consumer filters by
-//! name) and one hosting 1,001 (which follows every direct subject and
-//! keeps its own): both start, and a message wakes exactly the agent it is
-//! for. (Start-up time, memory and wake latency are measured by
-//! `clawbus-scale`, see BENCHMARKS.md.)
+//! Costs that must follow the work, not the fleet: a host with more agents
+//! than one consumer filters follows only its own agents' mail, and a
+//! broadcast costs a bounded number of state writes, however many agents it
+//! wakes, without giving up "a crash repeats a wake, never loses one".
+//! (Start-up time, memory and wake latency are measured by `clawbus-scale`,
+//! see BENCHMARKS.md.)
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer, eventually};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, eventually};
 use futures_util::TryStreamExt;
 
-#[tokio::test]
-async fn an_adapter_with_1000_agents_wakes_the_right_one() {
-    wakes_the_right_one(1000, "clawbus.msg.agent-0999.*").await;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i:04}")).collect()
 }
 
-#[tokio::test]
-async fn an_adapter_with_1001_agents_follows_every_direct_subject_and_wakes_the_right_one() {
-    wakes_the_right_one(1001, "clawbus.msg.*.*").await;
+fn host(name: &str, nats: &NatsServer, agents: &[String], gateway: &Gateway) -> AdapterConfig {
+    agents
+        .iter()
+        .fold(AdapterConfig::new(name, nats.url()), |config, agent| config.agent(AgentSpec::new(agent, gateway)))
 }
 
-/// An adapter with `agents` agents; its wake consumer has `filter` among
-/// its filter subjects.
-async fn wakes_the_right_one(agents: usize, filter: &str) {
-    let nats = NatsServer::start();
-    let gateway = Gateway::start("hook").await;
-    let config = (0..agents)
-        .fold(AdapterConfig::new("big", nats.url()).agent(AgentSpec::silent("sender")), |config, i| {
-            config.agent(AgentSpec::new(&format!("agent-{i:04}"), &gateway))
-        });
-    let adapter = Adapter::start(config).await;
-    let api = adapter.api();
-    for target in ["agent-0777", "agent-0001", "agent-0999"] {
-        let id = api.send("sender", target, "for you").await;
-        let wake = eventually("the wake", Duration::from_secs(30), || async {
-            gateway.wakes().into_iter().find(|w| w.up_to == Some(id))
-        })
-        .await;
-        assert_eq!(wake.agent_id.as_deref(), Some(target));
-    }
-    assert_eq!(gateway.calls().len(), 3, "nobody else was woken");
-    assert_eq!(api.ok("/api/agents").await["agents"].as_array().unwrap().len(), agents + 1);
+/// Filter subjects and messages delivered of each consumer on the stream.
+async fn consumers(nats: &NatsServer) -> Vec<(Vec<String>, u64)> {
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let stream = js.get_stream("CLAWBUS").await.unwrap();
-    let filters: Vec<Vec<String>> =
-        stream.consumers().map_ok(|info| info.config.filter_subjects).try_collect().await.unwrap();
-    assert!(filters.iter().any(|f| f.iter().any(|s| s == filter)), "no consumer filters {filter}: {filters:?}");
+    stream
+        .consumers()
+        .map_ok(|info| {
+            let mut filters = info.config.filter_subjects;
+            if !info.config.filter_subject.is_empty() {
+                filters.push(info.config.filter_subject);
+            }
+            (filters, info.delivered.consumer_sequence)
+        })
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Calls answered 200 for `agent` that cover message `id`.
+fn wakes_covering(gateway: &Gateway, agent: &str, id: u64) -> usize {
+    gateway.wakes_for(agent).iter().filter(|call| call.up_to.is_some_and(|up_to| up_to >= id)).count()
+}
+
+/// Whether `/api/agents` shows each of `agents` woken for `id` (or not).
+async fn marked(api: &Api, agents: &[&String], id: u64, woken: bool) -> Option<()> {
+    let listing = api.ok("/api/agents").await;
+    let rows = listing["agents"].as_array().unwrap();
+    let marks: HashMap<&str, Option<u64>> =
+        rows.iter().map(|row| (row["name"].as_str().unwrap(), row["wakes"]["woken_up_to"].as_u64())).collect();
+    agents.iter().all(|agent| marks[agent.as_str()].is_some_and(|up_to| (up_to >= id) == woken)).then_some(())
+}
+
+#[tokio::test]
+async fn a_host_with_1500_agents_follows_only_its_own_agents_mail() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let big_agents = names("big", 1500);
+    let small_agents = names("small", 20);
+    let big = Adapter::start(host("big", &nats, &big_agents, &gateway)).await;
+    let small = Adapter::start(host("small", &nats, &small_agents, &gateway).agent(AgentSpec::silent("sender"))).await;
+    let api = small.api();
+
+    let mut ids = Vec::new();
+    for (i, agent) in small_agents.iter().cycle().take(60).enumerate() {
+        ids.push((agent.clone(), api.send("sender", agent, &format!("small talk {i}")).await));
+    }
+    for agent in ["big-0000", "big-0999", "big-1000", "big-1499"] {
+        ids.push((agent.into(), api.send("sender", agent, "for the big host").await));
+    }
+    for (agent, id) in &ids {
+        eventually("every message woke its recipient", WAIT, || async {
+            (wakes_covering(&gateway, agent, *id) > 0).then_some(())
+        })
+        .await;
+    }
+    let woken: BTreeSet<String> = gateway.wakes().into_iter().filter_map(|call| call.agent_id).collect();
+    let expected: BTreeSet<String> = ids.iter().map(|(agent, _)| agent.clone()).collect();
+    assert_eq!(woken, expected, "nobody else was woken");
+
+    // The big host's consumers: groups of at most 1,000 names that together
+    // name exactly its agents, and that were handed only their mail.
+    let big_consumers: Vec<(Vec<String>, u64)> = consumers(&nats)
+        .await
+        .into_iter()
+        .filter(|(filters, _)| filters.iter().any(|f| f.starts_with("clawbus.msg.big-")))
+        .collect();
+    assert_eq!(big_consumers.len(), 2, "{big_consumers:?}");
+    let mut followed = BTreeSet::new();
+    for (filters, _) in &big_consumers {
+        assert!(filters.len() <= 1001, "{} filters", filters.len());
+        followed.extend(filters.iter().cloned());
+    }
+    let mut expected: BTreeSet<String> = big_agents.iter().map(|agent| format!("clawbus.msg.{agent}.*")).collect();
+    expected.insert("clawbus.all.*".into());
+    assert_eq!(followed, expected, "the big host follows its own agents' subjects and broadcasts, nothing else");
+    let delivered: u64 = big_consumers.iter().map(|(_, delivered)| delivered).sum();
+    assert_eq!(delivered, 4, "the big host was handed its 4 messages and none of the 60 others");
+    drop(big);
+}
+
+#[tokio::test]
+async fn a_broadcast_to_1000_agents_on_two_hosts_costs_bounded_writes_and_a_crash_repeats_only_unmarked_wakes() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook").await;
+    let a_agents = names("a", 500);
+    let b_agents = names("b", 500);
+    // Half of host A's agents are refused by the gateway for now.
+    let (refused, accepted): (Vec<&String>, Vec<&String>) =
+        a_agents.iter().partition(|agent| agent.ends_with(['1', '3', '5', '7', '9']));
+    let allowed: Vec<&str> = accepted.iter().chain(&b_agents.iter().collect::<Vec<_>>()).map(|a| a.as_str()).collect();
+    gateway.only_agents(&allowed);
+    let mut a = Adapter::start(host("hostA", &nats, &a_agents, &gateway).agent(AgentSpec::silent("sender"))).await;
+    let b = Adapter::start(host("hostB", &nats, &b_agents, &gateway)).await;
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let writes =
+        || async { js.get_stream("KV_CLAWBUS_STATE").await.unwrap().info().await.unwrap().state.last_sequence };
+    let before = writes().await;
+
+    let id = a.api().send("sender", "*", "all hands").await;
+    let api = b.api();
+    let reached: Vec<&String> = accepted.iter().copied().chain(&b_agents).collect();
+    eventually("the accepted wakes marked", WAIT, || marked(&api, &reached, id, true)).await;
+    eventually("the refused ones not", WAIT, || marked(&api, &refused, id, false)).await;
+    let cost = writes().await - before;
+    println!("a broadcast woke {} agents on two hosts for {cost} state writes", reached.len());
+    assert!(cost <= 40, "{cost} state writes for one broadcast");
+    for agent in &reached {
+        assert_eq!(wakes_covering(&gateway, agent, id), 1, "{agent} woken once");
+    }
+
+    // Host A dies; when it is back, the gateway takes everyone.
+    a.kill();
+    gateway.only_agents(&a_agents.iter().chain(&b_agents).map(String::as_str).collect::<Vec<_>>());
+    a.restart().await;
+    for agent in &refused {
+        eventually("the unmarked wakes repeated", WAIT, || async {
+            (wakes_covering(&gateway, agent, id) > 0).then_some(())
+        })
+        .await;
+    }
+    let everyone: Vec<&String> = a_agents.iter().collect();
+    eventually("and marked", WAIT, || marked(&api, &everyone, id, true)).await;
+    for agent in a_agents.iter().chain(&b_agents) {
+        assert_eq!(wakes_covering(&gateway, agent, id), 1, "{agent} woken exactly once in all");
+    }
 }

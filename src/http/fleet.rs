@@ -37,10 +37,10 @@ fn wakes(record: &WakeRecord) -> Value {
     json!({
         "host": record.host,
         "woken_up_to": record.up_to,
-        "last": record.last,
-        "failing": record.failing,
-        "sent": record.sent,
-        "failed": record.failed,
+        "last": record.stats.last,
+        "failing": record.stats.failing,
+        "sent": record.stats.sent,
+        "failed": record.stats.failed,
     })
 }
 
@@ -69,11 +69,11 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
         rows.iter().filter_map(|row| Some((row.status.inbox.agent.as_str(), row.wakes.as_ref()?))).collect();
     let failing: Vec<Value> = records
         .iter()
-        .filter(|(_, record)| record.failing > 0)
-        .map(|(agent, record)| json!({"agent": agent, "host": record.host, "failing": record.failing, "last": record.last}))
+        .filter(|(_, record)| record.stats.failing > 0)
+        .map(|(agent, record)| json!({"agent": agent, "host": record.host, "failing": record.stats.failing, "last": record.stats.last}))
         .collect();
     let mut latencies: Vec<f64> =
-        records.iter().filter_map(|(_, r)| r.last.as_ref()?.latency_ms).filter(|ms| ms.is_finite()).collect();
+        records.iter().filter_map(|(_, r)| r.stats.last.as_ref()?.latency_ms).filter(|ms| ms.is_finite()).collect();
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     Ok(Json(json!({
@@ -83,9 +83,9 @@ pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Va
         "unread": unread,
         "hosts": hosts,
         "wakes": {
-            "sent": records.iter().map(|(_, r)| r.sent).sum::<u64>(),
-            "failed": records.iter().map(|(_, r)| r.failed).sum::<u64>(),
-            "coalesced": records.iter().map(|(_, r)| r.coalesced).sum::<u64>(),
+            "sent": records.iter().map(|(_, r)| r.stats.sent).sum::<u64>(),
+            "failed": records.iter().map(|(_, r)| r.stats.failed).sum::<u64>(),
+            "coalesced": records.iter().map(|(_, r)| r.stats.coalesced).sum::<u64>(),
             "failing": failing,
             "latency_ms": (!latencies.is_empty()).then(|| json!({"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": at(1.0)})),
         },

@@ -8,7 +8,6 @@
 //! made in the background (at most every [`FRESH`]), so readers wait for
 //! none; what they see is at most that old (`age_ms` says how old).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use super::Mailbox;
 use crate::bus::Unavailable;
 use crate::readstate;
 use crate::registry::AgentStatus;
-use crate::wake::WakeRecord;
+use crate::wake::{self, WakeRecord};
 
 /// Unread counts computed at once.
 const CONCURRENCY: usize = 32;
@@ -100,10 +99,10 @@ impl Mailbox {
         let (statuses, marks, wakes, last) = tokio::try_join!(
             self.registry.list(),
             readstate::load_all(&self.bus),
-            self.bus.kv_values::<WakeRecord>("woken."),
+            wake::fleet_records(&self.bus),
             self.bus.last_sequence(),
         )?;
-        let mut wakes: HashMap<String, WakeRecord> = wakes.into_iter().map(|(k, v)| (k, v.value)).collect();
+        let mut wakes = wakes;
         let counts: Vec<_> = statuses
             .iter()
             .map(|status| {
@@ -128,7 +127,7 @@ impl Mailbox {
             .into_iter()
             .zip(unread)
             .map(|(status, unread)| {
-                let wakes = wakes.remove(status.inbox.agent.as_str());
+                let wakes = wakes.remove(&(status.inbox.agent.to_string(), status.host.clone()));
                 AgentRow { status, unread, wakes }
             })
             .collect();

@@ -3,11 +3,10 @@
 use serde_json::{Value, json};
 
 use super::{MailError, Mailbox, view};
-use crate::bus::OrUnavailable;
 use crate::message::MessageView;
 use crate::names::AgentName;
 use crate::readstate;
-use crate::wake::WakeRecord;
+use crate::wake;
 
 /// A message, and what happened to it after it was stored.
 pub struct MessagePath {
@@ -28,10 +27,13 @@ impl Mailbox {
             // A broadcast: read and woken per recipient, not shown here.
             return Ok(MessagePath { message, woken: None, acknowledged: None });
         };
-        let record = self.bus.kv().get(format!("woken.{recipient}")).await.unavailable("cannot read a wake record")?;
-        let record = record.and_then(|value| serde_json::from_slice::<WakeRecord>(&value).ok());
-        let woken =
-            record.filter(|r| r.up_to >= id).map(|r| json!({"by": r.host, "last_wake_at": r.last.map(|last| last.at)}));
+        let record = match self.registry.host_of(&recipient).await? {
+            Some(host) => wake::record_of(&self.bus, &host, &recipient).await?,
+            None => None,
+        };
+        let woken = record
+            .filter(|r| r.up_to >= id)
+            .map(|r| json!({"by": r.host, "last_wake_at": r.stats.last.map(|last| last.at)}));
         let mark = readstate::load(&self.bus, &recipient).await?;
         let acknowledged =
             mark.mark.is_read(id).then(|| json!({"mark_written_at": mark.written.map(crate::message::format_time)}));

@@ -1,6 +1,6 @@
-//! Reading what an agent has not been woken for: at start-up, where its
-//! first such message is; in `agent` mode, the messages themselves, a
-//! bounded slice per call, so that a long gateway outage costs no memory.
+//! Reading what an agent has not been woken for, in `agent` mode: the
+//! messages themselves, a bounded slice per call, so that a long gateway
+//! outage costs no memory.
 
 use crate::bus::{Bus, Unavailable};
 use crate::mailbox::view;
@@ -11,17 +11,6 @@ pub const MAX_SLICE: usize = 20;
 /// Most content bytes in one call (the gateway takes 256 KiB bodies); a
 /// single larger message still goes alone, and is shortened by the notice.
 pub const MAX_SLICE_BYTES: usize = 192 * 1024;
-
-/// Id of the first message in `inbox` after `after`.
-pub async fn first_after(bus: &Bus, inbox: &Inbox, after: u64) -> Result<Option<u64>, Unavailable> {
-    let mut scan = bus.scan(inbox.cursors(bus.subjects(), after), 1);
-    while let Some(raw) = scan.next().await? {
-        if inbox.holds(bus.subjects(), &raw.subject, raw.seq) {
-            return Ok(Some(raw.seq));
-        }
-    }
-    Ok(None)
-}
 
 /// The oldest messages in `inbox` with ids in `(after, up_to]`, as unread:
 /// at most [`MAX_SLICE`], and no more content than [`MAX_SLICE_BYTES`]

@@ -1,13 +1,19 @@
 //! Routes stored messages to the wakers of this host's agents.
 //!
-//! One ordered consumer per adapter, filtered to its agents' direct subjects
-//! plus broadcasts, follows the stream from the oldest message any local
-//! agent has not been woken for. Ordered consumers keep no state on the
-//! server; what is durable is each agent's wake mark (see `marks`), so a
-//! restarted adapter picks up exactly where its wakes left off.
+//! The agents are split into groups of at most [`GROUP_SIZE`]; one ordered
+//! consumer per group, filtered to its agents' direct subjects plus
+//! broadcasts, follows the stream from the oldest message any member has
+//! not been woken for. So a host receives only its own agents' mail,
+//! however many it has, and no consumer has more filters than the server
+//! handles cheaply. Ordered consumers keep no state on the server; what is
+//! durable is the wake marks (see `marks`), so a restarted adapter picks up
+//! exactly where its wakes left off.
+//!
+//! [`GROUP_SIZE`]: super::record::GROUP_SIZE
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -24,40 +30,55 @@ struct Header {
     priority: Priority,
 }
 
-/// Past this many agents the consumer follows every direct message and the
-/// adapter keeps its own: the server checks a consumer's filter subjects
-/// against each other, at a cost that grows with their square (measured:
-/// creating the consumer takes about 50 ms for 1,000 filters, 1.8 s for
-/// 5,000, and it is created again after every reconnect).
-const MAX_FILTERS: usize = 1000;
+/// Agents followed by one consumer.
+pub struct Group {
+    pub slots: Vec<Arc<Slot>>,
+    /// Every message up to this id for the group's agents has been handed
+    /// to their slots.
+    routed: AtomicU64,
+}
 
-pub async fn run(bus: Bus, slots: Vec<Arc<Slot>>, from: u64, shutdown: CancellationToken) {
-    let subjects = bus.subjects().clone();
-    let mut filters: Vec<String> = if slots.len() <= MAX_FILTERS {
-        slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect()
-    } else {
-        vec![subjects.every_direct()]
-    };
-    filters.push(subjects.broadcasts());
-    let by_name: HashMap<String, Arc<Slot>> =
-        slots.iter().map(|slot| (slot.inbox.agent.to_string(), slot.clone())).collect();
-    let mut follower = bus.follow(filters, from);
-    loop {
-        let message = tokio::select! {
-            message = follower.next() => message,
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(route) = subjects.route(&message.subject) else { continue };
-        let recipients: Vec<&Arc<Slot>> = match route {
-            Route::Direct { to, .. } => by_name.get(to).into_iter().collect(),
-            Route::Broadcast { .. } => slots.iter().filter(|slot| slot.inbox.contains(message.seq, route)).collect(),
-        };
-        if recipients.is_empty() {
-            continue;
-        }
-        let priority = serde_json::from_slice::<Header>(&message.payload).map(|h| h.priority).unwrap_or_default();
-        for slot in recipients {
-            slot.offer(message.seq, route.from(), priority, message.stored);
+impl Group {
+    /// A group whose consumer starts at `from`.
+    pub fn new(slots: Vec<Arc<Slot>>, from: u64) -> Self {
+        Self { slots, routed: AtomicU64::new(from.saturating_sub(1)) }
+    }
+
+    pub fn routed(&self) -> u64 {
+        self.routed.load(Ordering::Acquire)
+    }
+
+    /// Follows the group's mail until `shutdown`.
+    pub async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
+        let subjects = bus.subjects().clone();
+        let mut filters: Vec<String> = self.slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect();
+        filters.push(subjects.broadcasts());
+        let by_name: HashMap<&str, &Arc<Slot>> =
+            self.slots.iter().map(|slot| (slot.inbox.agent.as_str(), slot)).collect();
+        let mut follower = bus.follow(filters, self.routed() + 1);
+        loop {
+            let message = tokio::select! {
+                message = follower.next() => message,
+                _ = shutdown.cancelled() => return,
+            };
+            if let Some(route) = subjects.route(&message.subject) {
+                let recipients: Vec<&Arc<Slot>> = match route {
+                    Route::Direct { to, .. } => by_name.get(to).copied().into_iter().collect(),
+                    Route::Broadcast { .. } => {
+                        self.slots.iter().filter(|slot| slot.inbox.contains(message.seq, route)).collect()
+                    }
+                };
+                if !recipients.is_empty() {
+                    let priority =
+                        serde_json::from_slice::<Header>(&message.payload).map(|h| h.priority).unwrap_or_default();
+                    for slot in recipients {
+                        slot.offer(message.seq, route.from(), priority, message.stored);
+                    }
+                }
+            }
+            // After the offers: a mark written from `routed` never covers a
+            // message its slot has not seen.
+            self.routed.store(message.seq, Ordering::Release);
         }
     }
 }

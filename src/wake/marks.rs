@@ -1,139 +1,263 @@
-//! Wake records (see `record`): per agent, the wake mark (the newest message
-//! id covered by a successful wake), the last call and counts.
+//! Saving what this host's wakes came to (see `record` for the keys).
 //!
-//! The mark is what makes wakes survive crashes: at start-up an adapter
-//! wakes each of its agents for anything stored after its mark. It advances
-//! only after the gateway answered 200, so a crash in between causes a
-//! second wake, never a missing one. Writes go through one flusher that
-//! keeps only the newest record per agent and flushes at most every
-//! `FLUSH_PACE`: a busy agent costs a few KV writes per second, not one per
-//! wake. (Every write is an fsync on the NATS side, the resource that caps a
-//! node's throughput; a crash within the pace only repeats those agents'
-//! last wake.)
+//! The marks are what make wakes survive crashes: at start-up an adapter
+//! wakes each of its agents for anything stored after its mark. A mark
+//! moves only after the gateway answered 200, so a crash in between causes
+//! a second wake, never a missing one. All of a host's marks are one record,
+//! written by one flusher at most every `FLUSH_PACE`: a broadcast that wakes
+//! 1,000 agents costs a few writes, not 1,000 (every write is an fsync on
+//! the NATS side, the resource that caps a node's throughput; a crash within
+//! the pace only repeats the last wakes). Counts and last calls change with
+//! every wake but matter only to people, so they are written every
+//! `STATS_PACE`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, stream};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{LastWake, WakeRecord};
+use super::dispatch::Group;
+use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
 use crate::bus::{Bus, OrUnavailable, Unavailable};
 use crate::message::format_time;
 use crate::metrics::WakeOutcome;
 use crate::names::AgentName;
 
-/// Least time between two flushes.
+/// Least time between two writes of the marks.
 const FLUSH_PACE: Duration = Duration::from_millis(100);
+/// Least time between two writes of an agent's counts.
+const STATS_PACE: Duration = Duration::from_secs(5);
 /// Pause after a flush that did not land (NATS away).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What this host recorded before: where each agent's wakes resume, and
+/// its counts.
+pub struct Stored {
+    /// Generation of the members record for the groups in use now.
+    pub generation: u64,
+    /// The generation the previous record referred to, if it is replaced.
+    retired: Option<u64>,
+    pub marks: HashMap<AgentName, u64>,
+    stats: HashMap<AgentName, WakeStats>,
+}
+
+/// Reads what this host, and the hosts `agents` come from, recorded for
+/// them, and saves `groups` as a new generation of members if they changed.
+/// `agents` pairs each local agent with the host its registration named
+/// before this start (`None`: registered just now, nothing to resume).
+pub async fn load(
+    bus: &Bus,
+    host: &str,
+    groups: &Groups,
+    agents: &[(AgentName, Option<String>)],
+) -> Result<Stored, Unavailable> {
+    let own = bus.kv_get_many::<HostMarks>(vec![record::marks_key(host)]).await?.into_values().next();
+    let previous = own.map(|own| own.value.members);
+    let before = match previous {
+        Some(generation) => {
+            let key = record::members_key(host, generation);
+            bus.kv_get_many::<Groups>(vec![key]).await?.into_values().next().map(|members| members.value)
+        }
+        None => None,
+    };
+    let (generation, retired) = match (previous, &before) {
+        (Some(generation), Some(before)) if before == groups => (generation, None),
+        (Some(generation), _) => (generation + 1, Some(generation)),
+        (None, _) => (1, None),
+    };
+    if previous != Some(generation) {
+        let members = serde_json::to_vec(groups).expect("groups serialize");
+        bus.kv().put(record::members_key(host, generation), members.into()).await.unavailable("cannot save members")?;
+    }
+    let stats_groups = before.map_or(0, |before| before.len());
+    let mut hosts: BTreeSet<String> = agents.iter().filter_map(|(_, was)| was.clone()).collect();
+    hosts.insert(host.to_owned());
+    let hosts: Vec<String> = hosts.into_iter().collect();
+    let known: Vec<AgentName> = agents.iter().filter(|(_, was)| was.is_some()).map(|(a, _)| a.clone()).collect();
+    let stats_keys = (0..stats_groups).map(|group| record::stats_key(host, group)).collect();
+    let (mut marks, chunks) = tokio::try_join!(
+        record::recorded_marks(bus, Some(&hosts), &known),
+        bus.kv_get_many::<BTreeMap<String, WakeStats>>(stats_keys),
+    )?;
+    let mut stats: HashMap<AgentName, WakeStats> = chunks
+        .into_values()
+        .flat_map(|chunk| chunk.value)
+        .filter_map(|(agent, stats)| Some((AgentName::parse(&agent).ok()?, stats)))
+        .collect();
+    // Agents last woken by an older version, which kept a record per agent.
+    let unmarked: Vec<&AgentName> = known.iter().filter(|agent| !marks.contains_key(*agent)).collect();
+    if !unmarked.is_empty() {
+        let mut legacy = bus.kv_get_many::<Legacy>(unmarked.iter().map(|agent| Legacy::key(agent)).collect()).await?;
+        for agent in unmarked {
+            if let Some(record) = legacy.remove(&Legacy::key(agent)) {
+                let (up_to, old_stats) = record.value.into_parts();
+                marks.insert(agent.clone(), up_to);
+                stats.entry(agent.clone()).or_insert(old_stats);
+            }
+        }
+    }
+    Ok(Stored { generation, retired, marks, stats })
+}
 
 pub struct WakeMarks {
     bus: Bus,
     host: String,
-    /// Each local agent's record as this adapter knows it.
-    records: Mutex<HashMap<AgentName, WakeRecord>>,
-    /// Agents whose record changed since the last flush.
-    dirty: Mutex<Vec<AgentName>>,
+    generation: u64,
+    groups: Vec<Arc<Group>>,
+    group_of: HashMap<AgentName, usize>,
+    stats: Mutex<HashMap<AgentName, WakeStats>>,
+    /// Groups whose counts changed since they were last written.
+    dirty: Mutex<BTreeSet<usize>>,
+    stats_written: Mutex<Option<Instant>>,
+    /// The marks as last written.
+    written: Mutex<Option<HostMarks>>,
+    /// A members generation no longer referred to once the marks are written.
+    retired: Mutex<Option<u64>>,
     changed: Notify,
 }
 
-fn key(agent: &AgentName) -> String {
-    format!("woken.{agent}")
-}
-
 impl WakeMarks {
-    pub fn new(bus: Bus, host: String) -> Self {
-        Self { bus, host, records: Mutex::default(), dirty: Mutex::default(), changed: Notify::new() }
-    }
-
-    /// Every agent's stored record; this adapter's agents' are kept, so
-    /// counts go on across restarts.
-    pub async fn load(&self, local: &[AgentName]) -> Result<HashMap<String, WakeRecord>, Unavailable> {
-        let stored: HashMap<String, WakeRecord> =
-            self.bus.kv_values("woken.").await?.into_iter().map(|(agent, record)| (agent, record.value)).collect();
-        let mut records = self.records.lock().expect("marks lock");
-        for agent in local {
-            records.insert(agent.clone(), stored.get(agent.as_str()).cloned().unwrap_or_default());
+    pub fn new(bus: Bus, host: String, groups: Vec<Arc<Group>>, stored: Stored) -> Self {
+        let group_of = groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, group)| group.slots.iter().map(move |slot| (slot.inbox.agent.clone(), i)))
+            .collect();
+        Self {
+            bus,
+            host,
+            generation: stored.generation,
+            groups,
+            group_of,
+            stats: Mutex::new(stored.stats),
+            dirty: Mutex::default(),
+            stats_written: Mutex::default(),
+            written: Mutex::default(),
+            retired: Mutex::new(stored.retired),
+            changed: Notify::new(),
         }
-        Ok(stored)
     }
 
-    /// One agent's stored mark (0: none), as another host may have left it.
+    /// `agent`'s highest mark any host recorded (0: none).
     pub async fn stored(&self, agent: &AgentName) -> Result<u64, Unavailable> {
-        let value = self.bus.kv().get(key(agent)).await.unavailable("cannot read a wake record")?;
-        Ok(value.and_then(|v| serde_json::from_slice::<WakeRecord>(&v).ok()).map_or(0, |r| r.up_to))
+        let marks = record::recorded_marks(&self.bus, None, std::slice::from_ref(agent)).await?;
+        Ok(marks.get(agent).copied().unwrap_or(0))
     }
 
-    /// A call for `agent` ended with `outcome`; a success covered messages
-    /// up to `up_to` (`messages` of them, the oldest stored `latency` ago).
-    pub fn record(&self, agent: &AgentName, outcome: WakeOutcome, covered: Option<(u64, u64, Duration)>) {
+    /// A call for `agent` ended with `outcome`; a success covered `messages`
+    /// messages, the oldest stored `latency` ago. (The mark itself is the
+    /// agent's slot's.)
+    pub fn record(&self, agent: &AgentName, outcome: WakeOutcome, covered: Option<(u64, Duration)>) {
         {
-            let mut records = self.records.lock().expect("marks lock");
-            let record = records.entry(agent.clone()).or_default();
-            record.host.clone_from(&self.host);
+            let mut all = self.stats.lock().expect("marks lock");
+            let stats = all.entry(agent.clone()).or_default();
             let mut last = LastWake {
                 at: format_time(OffsetDateTime::now_utc()),
                 outcome: outcome.label().into(),
                 latency_ms: None,
             };
             match covered {
-                Some((up_to, messages, latency)) => {
-                    record.up_to = record.up_to.max(up_to);
-                    record.sent += 1;
-                    record.coalesced += messages.saturating_sub(1);
-                    record.failing = 0;
+                Some((messages, latency)) => {
+                    stats.sent += 1;
+                    stats.coalesced += messages.saturating_sub(1);
+                    stats.failing = 0;
                     last.latency_ms = Some(latency.as_secs_f64() * 1e3);
                 }
                 None => {
-                    record.failed += 1;
-                    record.failing += 1;
+                    stats.failed += 1;
+                    stats.failing += 1;
                 }
             }
-            record.last = Some(last);
+            stats.last = Some(last);
         }
-        let mut dirty = self.dirty.lock().expect("marks lock");
-        if !dirty.contains(agent) {
-            dirty.push(agent.clone());
+        if let Some(group) = self.group_of.get(agent) {
+            self.dirty.lock().expect("marks lock").insert(*group);
         }
         self.changed.notify_one();
     }
 
-    /// Writes every changed record; what fails stays dirty. True if all landed.
-    pub async fn flush(&self) -> bool {
-        let agents = std::mem::take(&mut *self.dirty.lock().expect("marks lock"));
-        let batch: Vec<(AgentName, WakeRecord)> = {
-            let records = self.records.lock().expect("marks lock");
-            agents.into_iter().filter_map(|agent| Some((agent.clone(), records.get(&agent)?.clone()))).collect()
-        };
-        let failed: Vec<AgentName> = stream::iter(batch)
-            .map(|(agent, record)| async move {
-                let value = serde_json::to_vec(&record).expect("a record serializes");
-                let written = self.bus.kv().put(key(&agent), value.into()).await;
-                written.err().map(|err| {
-                    tracing::debug!(%agent, "wake record not written yet: {err}");
-                    agent
-                })
-            })
-            .buffer_unordered(16)
-            .filter_map(|failed| async move { failed })
-            .collect()
-            .await;
-        let all_written = failed.is_empty();
-        let mut dirty = self.dirty.lock().expect("marks lock");
-        for agent in failed {
-            if !dirty.contains(&agent) {
-                dirty.push(agent);
+    /// The marks as they stand: per group, what its consumer has routed
+    /// (read first), and the members whose wakes lag behind that.
+    fn snapshot(&self) -> HostMarks {
+        let mut marks = HostMarks { members: self.generation, ..HostMarks::default() };
+        for group in &self.groups {
+            marks.up_to.push(group.routed());
+            for slot in &group.slots {
+                if let Some(woken) = slot.behind() {
+                    marks.behind.insert(slot.inbox.agent.to_string(), woken);
+                }
             }
         }
-        all_written
+        marks
     }
 
-    /// Flushes whenever a record changes, until `shutdown`. The last flush
-    /// is the caller's, after the wakers have stopped.
+    /// Writes the marks if they changed, and the counts if `STATS_PACE` has
+    /// passed (`now`: whatever the pace). True if everything due landed.
+    pub async fn flush(&self, now: bool) -> bool {
+        let marks = self.snapshot();
+        let mut landed = true;
+        if self.written.lock().expect("marks lock").as_ref() != Some(&marks) {
+            let value = serde_json::to_vec(&marks).expect("marks serialize");
+            match self.bus.kv().put(record::marks_key(&self.host), value.into()).await {
+                Ok(_) => {
+                    *self.written.lock().expect("marks lock") = Some(marks);
+                    self.retire().await;
+                }
+                Err(err) => {
+                    tracing::debug!("wake marks not written yet: {err}");
+                    landed = false;
+                }
+            }
+        }
+        let due = now || self.stats_written.lock().expect("marks lock").is_none_or(|at| at.elapsed() >= STATS_PACE);
+        if due {
+            landed &= self.flush_stats().await;
+        }
+        landed
+    }
+
+    /// Writes the counts of every group that changed; what fails stays dirty.
+    async fn flush_stats(&self) -> bool {
+        let groups = std::mem::take(&mut *self.dirty.lock().expect("marks lock"));
+        if groups.is_empty() {
+            return true;
+        }
+        *self.stats_written.lock().expect("marks lock") = Some(Instant::now());
+        let mut landed = true;
+        for group in groups {
+            let chunk: BTreeMap<String, WakeStats> = {
+                let stats = self.stats.lock().expect("marks lock");
+                let members = self.groups[group].slots.iter().map(|slot| &slot.inbox.agent);
+                members.filter_map(|agent| Some((agent.to_string(), stats.get(agent)?.clone()))).collect()
+            };
+            let value = serde_json::to_vec(&chunk).expect("stats serialize");
+            if let Err(err) = self.bus.kv().put(record::stats_key(&self.host, group), value.into()).await {
+                tracing::debug!("wake counts not written yet: {err}");
+                self.dirty.lock().expect("marks lock").insert(group);
+                landed = false;
+            }
+        }
+        landed
+    }
+
+    /// Deletes the members generation the marks no longer refer to.
+    async fn retire(&self) {
+        let Some(generation) = *self.retired.lock().expect("marks lock") else { return };
+        match self.bus.kv().delete(record::members_key(&self.host, generation)).await {
+            Ok(()) => *self.retired.lock().expect("marks lock") = None,
+            Err(err) => tracing::debug!("old members record not deleted yet: {err}"),
+        }
+    }
+
+    fn stats_pending(&self) -> bool {
+        !self.dirty.lock().expect("marks lock").is_empty()
+    }
+
+    /// Flushes whenever a wake ends, until `shutdown`. The last flush is
+    /// the caller's, after the wakers have stopped.
     pub async fn run(&self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -141,12 +265,12 @@ impl WakeMarks {
                 _ = shutdown.cancelled() => break,
             }
             loop {
-                let landed = self.flush().await;
+                let landed = self.flush(false).await;
                 tokio::select! {
                     _ = tokio::time::sleep(if landed { FLUSH_PACE } else { RETRY_PAUSE }) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                if landed {
+                if landed && !self.stats_pending() {
                     break;
                 }
             }

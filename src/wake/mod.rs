@@ -19,27 +19,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, OrUnavailable, Unavailable};
 use crate::config::{LocalAgent, WakeConfig, WakeMode};
-use crate::message::Inbox;
 use crate::metrics::Metrics;
 use crate::names::AgentName;
+use crate::registry::Registered;
 
+use dispatch::Group;
 use marks::WakeMarks;
-pub use record::WakeRecord;
+use record::{GROUP_SIZE, Groups};
+pub use record::{WakeRecord, fleet as fleet_records, of as record_of};
 use waker::{Slot, Waker};
-
-/// Start-up probes ("first message not yet woken for") in flight at once.
-const CONCURRENCY: usize = 32;
 
 /// The running wake machinery of one adapter.
 pub struct Wakes {
     tasks: JoinSet<()>,
-    marks: Arc<WakeMarks>,
+    marks: Option<Arc<WakeMarks>>,
     slots: HashMap<AgentName, Arc<Slot>>,
     stop: CancellationToken,
 }
@@ -56,39 +54,46 @@ pub struct WakeContext {
 }
 
 impl Wakes {
-    /// Starts waking `agents` (paired with their inboxes) for every message
-    /// not yet covered by a wake, including those stored while this adapter
-    /// was down.
-    pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Inbox)>) -> Result<Wakes, Unavailable> {
+    /// Starts waking `agents` for every message not yet covered by a wake,
+    /// including those stored while this adapter was down.
+    pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Registered)>) -> Result<Wakes, Unavailable> {
         let bus = context.bus.clone();
-        let marks = Arc::new(WakeMarks::new(bus.clone(), context.host.clone()));
         let stop = CancellationToken::new();
-        let mut wakes =
-            Wakes { tasks: JoinSet::new(), marks: marks.clone(), slots: HashMap::new(), stop: stop.clone() };
-        let waking: Vec<(LocalAgent, Inbox)> = agents.into_iter().filter(|(a, _)| a.mode != WakeMode::None).collect();
+        let mut wakes = Wakes { tasks: JoinSet::new(), marks: None, slots: HashMap::new(), stop: stop.clone() };
+        let mut waking: Vec<(LocalAgent, Registered)> =
+            agents.into_iter().filter(|(agent, _)| agent.mode != WakeMode::None).collect();
         if waking.is_empty() {
             return Ok(wakes);
         }
-        let local: Vec<AgentName> = waking.iter().map(|(_, inbox)| inbox.agent.clone()).collect();
-        let stored = marks.load(&local).await?;
-        // Anything stored after this is delivered by the consumer below.
-        let last = bus.last_sequence().await?;
+        waking.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
+        let members: Groups =
+            waking.chunks(GROUP_SIZE).map(|chunk| chunk.iter().map(|(a, _)| a.name.to_string()).collect()).collect();
+        let previous: Vec<(AgentName, Option<String>)> =
+            waking.iter().map(|(agent, registered)| (agent.name.clone(), registered.was.clone())).collect();
+        let stored = marks::load(&bus, &context.host, &members, &previous).await?;
         let slots: Vec<Arc<Slot>> = waking
             .iter()
-            .map(|(_, inbox)| {
-                let woken =
-                    stored.get(inbox.agent.as_str()).map_or(inbox.since, |record| record.up_to.max(inbox.since));
-                Arc::new(Slot::new(inbox.clone(), woken))
+            .map(|(_, Registered { inbox, .. })| {
+                let mark = stored.marks.get(&inbox.agent).map_or(inbox.since, |mark| (*mark).max(inbox.since));
+                Arc::new(Slot::new(inbox.clone(), mark))
             })
             .collect();
-        let first_unwoken: Vec<Option<u64>> = stream::iter(&slots)
-            .map(|slot| backlog::first_after(&bus, &slot.inbox, slot.woken()))
-            .buffered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        let from = follow_from(first_unwoken, last);
-        let behind = slots.iter().filter(|s| s.woken() < last).count();
-        tracing::info!(agents = slots.len(), from, behind, "wakes starting");
+        // Each group's consumer starts just after its lowest mark: nothing a
+        // member has not been woken for is older.
+        let groups: Vec<Arc<Group>> = slots
+            .chunks(GROUP_SIZE)
+            .map(|chunk| {
+                let from = chunk.iter().map(|slot| slot.woken()).min().unwrap_or(0).saturating_add(1);
+                Arc::new(Group::new(chunk.to_vec(), from))
+            })
+            .collect();
+        tracing::info!(
+            agents = slots.len(),
+            groups = groups.len(),
+            from = groups.iter().map(|g| g.routed() + 1).min(),
+            "wakes starting"
+        );
+        let marks = Arc::new(WakeMarks::new(bus.clone(), context.host.clone(), groups.clone(), stored));
 
         let http = reqwest::Client::builder()
             .timeout(context.config.timeout)
@@ -112,9 +117,12 @@ impl Wakes {
             wakes.tasks.spawn(waker.run(stop.clone()));
             wakes.slots.insert(slot.inbox.agent.clone(), slot.clone());
         }
-        wakes.tasks.spawn(dispatch::run(bus, slots, from, stop.clone()));
+        for group in groups {
+            wakes.tasks.spawn(group.run(bus.clone(), stop.clone()));
+        }
         let flusher = marks.clone();
         wakes.tasks.spawn(async move { flusher.run(stop).await });
+        wakes.marks = Some(marks);
         Ok(wakes)
     }
 
@@ -122,11 +130,11 @@ impl Wakes {
     /// list (see `registry`). Taking an agent back picks up the wake mark
     /// the other host left.
     pub async fn set_serving(&self, agent: &AgentName, serving: bool) -> Result<(), Unavailable> {
-        let Some(slot) = self.slots.get(agent) else { return Ok(()) };
+        let (Some(slot), Some(marks)) = (self.slots.get(agent), &self.marks) else { return Ok(()) };
         if serving == slot.serving() {
             return Ok(());
         }
-        let woken = if serving { self.marks.stored(agent).await? } else { 0 };
+        let woken = if serving { marks.stored(agent).await? } else { 0 };
         slot.set_serving(serving, woken);
         Ok(())
     }
@@ -140,32 +148,9 @@ impl Wakes {
             tracing::warn!("wake calls still in flight at shutdown; they will be repeated after restart");
             self.tasks.shutdown().await;
         }
-        if !tokio::time::timeout(Duration::from_secs(2), self.marks.flush()).await.unwrap_or(false) {
+        let Some(marks) = self.marks else { return };
+        if !tokio::time::timeout(Duration::from_secs(2), marks.flush(true)).await.unwrap_or(false) {
             tracing::warn!("some wake marks were not saved; those agents will be woken again after restart");
         }
-    }
-}
-
-/// Where the dispatcher starts following: the oldest message some agent has
-/// not been woken for, and at the latest just after `last`, the newest id
-/// when the probes began. A message stored during the probes has a higher
-/// id than `last`, so none is skipped, whichever agent it is for.
-fn follow_from(first_unwoken: impl IntoIterator<Item = Option<u64>>, last: u64) -> u64 {
-    first_unwoken.into_iter().flatten().chain([last.saturating_add(1)]).min().unwrap_or(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn following_starts_no_later_than_just_after_the_newest_id_before_the_probes() {
-        // Agent b had nothing pending when probed; a later probe of agent c
-        // found a message stored after the probes began (id 15), while one
-        // for b stored meanwhile got id 12: start at 11, not 15.
-        assert_eq!(follow_from([None, Some(15)], 10), 11);
-        assert_eq!(follow_from([Some(4), Some(15)], 10), 4);
-        assert_eq!(follow_from([None, None], 10), 11);
-        assert_eq!(follow_from([], u64::MAX), u64::MAX);
     }
 }

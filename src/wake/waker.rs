@@ -36,6 +36,8 @@ pub struct Slot {
     pending: Mutex<Pending>,
     /// Messages up to this id are covered by a successful wake.
     woken: AtomicU64,
+    /// The newest message offered.
+    noted: AtomicU64,
     /// False while another host has claimed the agent (see `registry`):
     /// messages keep being noted, and are woken for once it is back.
     serving: AtomicBool,
@@ -48,6 +50,7 @@ impl Slot {
             inbox,
             pending: Mutex::default(),
             woken: AtomicU64::new(woken),
+            noted: AtomicU64::new(0),
             serving: AtomicBool::new(true),
             arrived: Notify::new(),
         }
@@ -57,11 +60,18 @@ impl Slot {
         self.woken.load(Ordering::Acquire)
     }
 
+    /// The wake mark, if messages offered since are not all covered by it.
+    pub fn behind(&self) -> Option<u64> {
+        let woken = self.woken();
+        (self.noted.load(Ordering::Acquire) > woken).then_some(woken)
+    }
+
     /// A message for this agent was stored.
     pub fn offer(&self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
         if seq <= self.woken() {
             return;
         }
+        self.noted.fetch_max(seq, Ordering::AcqRel);
         self.pending.lock().expect("slot lock").add(seq, from, priority, stored);
         self.arrived.notify_one();
     }
@@ -195,7 +205,7 @@ impl Waker {
             self.metrics.woke(batch.messages, latency);
         }
         self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
-        self.marks.record(agent, outcome, Some((up_to, messages, latency)));
+        self.marks.record(agent, outcome, Some((messages, latency)));
         tracing::info!(
             target: "clawbus::lifecycle",
             id = up_to,
