@@ -229,19 +229,20 @@ impl Inbox {
         subjects.route(subject).is_some_and(|route| self.contains(seq, route))
     }
 
-    /// The subject filters whose union is a superset of the inbox.
-    pub fn filters(&self, subjects: &Subjects) -> Vec<String> {
-        vec![subjects.to(&self.agent), subjects.broadcasts()]
+    /// The subject filters whose union is a superset of the inbox, each
+    /// with the first id to read it from to find the inbox's messages after
+    /// `after`: broadcasts before registration are skipped by the server,
+    /// not read and dropped.
+    pub fn starts(&self, subjects: &Subjects, after: u64) -> Vec<(String, u64)> {
+        vec![
+            (subjects.to(&self.agent), after.saturating_add(1)),
+            (subjects.broadcasts(), after.max(self.since).saturating_add(1)),
+        ]
     }
 
-    /// The same filters with where to read each from to find the inbox's
-    /// messages after `after`: broadcasts before registration are skipped
-    /// by the server, not read and dropped.
+    /// [`Inbox::starts`] as the starts of a scan.
     pub fn cursors(&self, subjects: &Subjects, after: u64) -> Vec<(String, Start)> {
-        vec![
-            (subjects.to(&self.agent), Start::Seq(after.saturating_add(1))),
-            (subjects.broadcasts(), Start::Seq(after.max(self.since).saturating_add(1))),
-        ]
+        self.starts(subjects, after).into_iter().map(|(filter, from)| (filter, Start::Seq(from))).collect()
     }
 }
 

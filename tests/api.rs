@@ -312,3 +312,166 @@ async fn tokens_restrict_agents_to_themselves() {
         assert_eq!(open.get(open_path).await.status, 200, "{open_path}");
     }
 }
+
+/// An SSE response read event by event, by id.
+struct Events {
+    response: reqwest::Response,
+    /// Received, not yet a whole event.
+    buffer: String,
+}
+
+impl Events {
+    async fn open(request: reqwest::RequestBuilder) -> Events {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Events { response, buffer: String::new() }
+    }
+
+    /// Ids of the events in what arrives next.
+    async fn more(&mut self) -> Vec<u64> {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk())
+            .await
+            .expect("an event in time")
+            .expect("stream readable")
+            .expect("stream open");
+        self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        let mut ids = Vec::new();
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            ids.extend(
+                block.lines().find_map(|line| line.strip_prefix("id:")).map(|id| id.trim().parse::<u64>().unwrap()),
+            );
+        }
+        ids
+    }
+
+    /// Ids of the events until one of at least `last`.
+    async fn until(&mut self, last: u64) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while ids.last().is_none_or(|&id| id < last) {
+            ids.extend(self.more().await);
+        }
+        ids
+    }
+}
+
+/// Consumers the server holds on the message stream.
+async fn consumers(nats: &clawbus_testkit::NatsServer) -> usize {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_stream("CLAWBUS").await.unwrap().info().await.unwrap().state.consumer_count
+}
+
+/// A sent message: id, sender, recipient (`*`: everyone).
+type Sent = (u64, &'static str, &'static str);
+
+/// What `agent`'s stream (`None`: the fleet's) shows after `after`.
+fn shown(sent: &[Sent], agent: Option<&str>, after: u64) -> Vec<u64> {
+    let mine = |&(_, from, to): &Sent| agent.is_none_or(|me| to == me || (to == "*" && from != me));
+    sent.iter().filter(|m| m.0 > after && mine(m)).map(|m| m.0).collect()
+}
+
+/// 200 streams on one adapter, per agent and fleet-wide, replaying or not,
+/// share one follower: the server's consumers do not grow with clients, and
+/// each client gets exactly its messages.
+#[tokio::test]
+async fn two_hundred_streams_share_one_consumer() {
+    const AGENTS: [&str; 10] = ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"];
+    let host = OneHost::start_with(&AGENTS, |config, _| {
+        config.http("operator_token = \"op-token\"").http("max_streams = 256").http("max_streams_per_agent = 64")
+    })
+    .await;
+    let api = host.api().with_token("op-token");
+    let mut sent: Vec<Sent> = Vec::new();
+    for (i, to) in AGENTS.iter().enumerate() {
+        let from = AGENTS[(i + 1) % AGENTS.len()];
+        sent.push((api.send(from, to, "before").await, from, to));
+    }
+    sent.push((api.send("a0", "*", "before, to all").await, "a0", "*"));
+    let newest = sent.last().unwrap().0;
+    let before = consumers(&host.nats).await;
+
+    let http = clawbus_testkit::http_client(Duration::from_secs(60));
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        // A quarter follow the fleet; a third replay from some history.
+        let agent = (i % 4 != 0).then(|| AGENTS[i % AGENTS.len()]);
+        let after = (i % 3 == 0).then(|| sent[i % sent.len()].0 - 1);
+        let query = agent.map(|agent| format!("?agent={agent}")).unwrap_or_default();
+        let mut request = http.get(format!("{}/api/stream{query}", api.base())).bearer_auth("op-token");
+        if let Some(after) = after {
+            request = request.header("Last-Event-ID", after.to_string());
+        }
+        let events = Events::open(request).await;
+        clients.push((agent, after.unwrap_or(newest), events));
+    }
+    let open = consumers(&host.nats).await;
+    println!("consumers: {before} before the streams, {open} with 200 open");
+    assert!(open <= before + 1, "{open} consumers with 200 streams open, {before} before");
+
+    for (i, to) in AGENTS.iter().enumerate() {
+        let from = AGENTS[(i + 3) % AGENTS.len()];
+        sent.push((api.send(from, to, "live").await, from, to));
+    }
+    sent.push((api.send("a1", "*", "live, to all").await, "a1", "*"));
+    let reads = clients.iter_mut().map(|(agent, after, events)| {
+        let expected = shown(&sent, *agent, *after);
+        async move {
+            let ids = events.until(*expected.last().unwrap()).await;
+            assert_eq!(ids, expected, "stream of {agent:?} after {after}");
+        }
+    });
+    futures_util::future::join_all(reads).await;
+    assert_eq!(consumers(&host.nats).await, open, "no consumer came with the traffic");
+}
+
+/// While messages keep coming, a client replaying from an old id and one
+/// too slow to keep up with the adapter each get every message exactly once.
+#[tokio::test]
+async fn replaying_and_slow_streams_miss_and_repeat_nothing_while_traffic_flows() {
+    use futures_util::StreamExt;
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let mut sent: Vec<Sent> = Vec::new();
+    for _ in 0..100 {
+        sent.push((api.send("alice", "bob", "old").await, "alice", "bob"));
+    }
+    let http = clawbus_testkit::http_client(Duration::from_secs(120));
+    let stream = |query: &str| http.get(format!("{}/api/stream{query}", api.base()));
+    // Not read until the traffic is over: it falls behind the adapter's
+    // channel, whose capacity is 1,024 messages.
+    let mut slow = Events::open(stream("")).await;
+    let slow_after = sent.last().unwrap().0;
+
+    // 2,000 messages of 16 KiB, to bob and to alice, 8 at a time.
+    let content = "x".repeat(16 * 1024);
+    let traffic = futures_util::stream::iter(0..2000)
+        .map(|i| {
+            let (api, content) = (api.clone(), content.clone());
+            async move {
+                let (from, to) = if i % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
+                (api.send(from, to, &content).await, from, to)
+            }
+        })
+        .buffer_unordered(8);
+    let (traffic, replay) = tokio::join!(traffic.collect::<Vec<Sent>>(), async {
+        // Opened once the traffic is under way, from the first message.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut replay = Events::open(stream("?agent=bob").header("Last-Event-ID", sent[0].0 - 1)).await;
+        let mut ids = Vec::new();
+        while ids.len() < 600 {
+            ids.extend(replay.more().await);
+        }
+        (replay, ids)
+    });
+    sent.extend(traffic);
+    sent.sort_unstable();
+    let end = api.send("alice", "bob", "end").await;
+    sent.push((end, "alice", "bob"));
+
+    let (mut replay, mut replayed) = replay;
+    replayed.extend(replay.until(end).await);
+    assert_eq!(replayed, shown(&sent, Some("bob"), sent[0].0 - 1), "the replaying stream");
+    let slowly = slow.until(end).await;
+    assert_eq!(slowly, shown(&sent, None, slow_after), "the slow stream");
+    assert!(host.adapter.log().contains("fell behind"), "the slow stream did not fall behind the channel");
+}

@@ -6,6 +6,7 @@
 //! from the server's subject index, with no consumer to create or delete.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -139,6 +140,33 @@ impl Bus {
         tokio::time::timeout(READ_TIMEOUT, collect)
             .await
             .map_err(|_| Unavailable::new(format!("no answer to a read within {}s", READ_TIMEOUT.as_secs())))?
+    }
+}
+
+impl Bus {
+    /// The first message matching `filter` with an id of at least `from`,
+    /// as the stream's leader has it. A direct get may be answered by a
+    /// replica a moment behind the leader; a reader that must not miss the
+    /// newest messages asks the leader once its direct gets found the end.
+    pub async fn first_on_leader(&self, filter: &str, from: u64) -> Result<Option<RawMessage>, Unavailable> {
+        self.ensure_connected()?;
+        let read = async {
+            let stream = self.js.get_stream_no_info(&self.stream).await.unavailable("cannot reach the stream")?;
+            match stream.get_first_raw_message_by_subject(filter, from.max(1)).await {
+                Ok(message) => Ok(Some(RawMessage {
+                    seq: message.sequence,
+                    subject: message.subject.to_string(),
+                    stored: message.time,
+                    headers: Some(message.headers),
+                    payload: message.payload,
+                })),
+                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(err) => Err(Unavailable::caused("cannot read from the stream's leader", err)),
+            }
+        };
+        tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .map_err(|_| Unavailable::new("the stream's leader did not answer in time"))?
     }
 }
 

@@ -1,8 +1,8 @@
 //! Following the stream live: an ordered consumer that survives outages.
 //!
 //! Ordered consumers are ephemeral and cost the server almost nothing (no
-//! acks, no replicated state), which matters with one per SSE client. The
-//! client library recreates one after two missed heartbeats; this wrapper
+//! acks, no replicated state); an adapter has two (the wake dispatcher's,
+//! and one shared by its live streams). The client library recreates one after two missed heartbeats; this wrapper
 //! shortens that to seconds (idle heartbeats every second), recreates the
 //! consumer at once after a reconnect (a restarted server has forgotten it)
 //! or any error, always from the sequence after the last one delivered, and

@@ -1,6 +1,7 @@
 //! Caps on open `/api/stream` connections, so that no client can hold every
-//! connection or every server-side consumer: in all per adapter, and per
-//! agent (the fleet-wide stream counts as the operator's).
+//! connection (streams share one server-side consumer, but each costs a
+//! connection and its read-backs): in all per adapter, and per agent (the
+//! fleet-wide stream counts as the operator's).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

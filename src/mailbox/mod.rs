@@ -79,11 +79,13 @@ pub struct Mailbox {
     registry: Arc<Registry>,
     rules: Arc<Rules>,
     fleet: Arc<fleet::FleetCache>,
+    hub: Arc<live::Hub>,
 }
 
 impl Mailbox {
     pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
-        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default() }
+        let hub = Arc::new(live::Hub::new(bus.clone()));
+        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default(), hub }
     }
 
     fn may_write_for(&self, agent: &AgentName) -> bool {
