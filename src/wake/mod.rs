@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,12 @@ use marks::WakeMarks;
 use record::{GROUP_SIZE, Groups};
 pub use record::{WakeRecord, fleet as fleet_records, of as record_of};
 use waker::{Slot, Waker};
+
+/// Calls in flight to one gateway at most, across the agents behind it: a
+/// broadcast to 10,000 local agents opens this many connections to their
+/// gateway, not 10,000. Each agent still has at most one, and agents behind
+/// another gateway do not wait for these.
+const MAX_CALLS_PER_GATEWAY: usize = 128;
 
 /// The running wake machinery of one adapter.
 pub struct Wakes {
@@ -101,12 +108,17 @@ impl Wakes {
             .tcp_nodelay(true)
             .build()
             .unavailable("cannot build the gateway client")?;
+        let mut calls: HashMap<String, Arc<Semaphore>> = HashMap::new();
         for ((agent, _), slot) in waking.into_iter().zip(&slots) {
+            let gateway = agent.gateway.expect("waking agents have a gateway");
+            let calls =
+                calls.entry(gateway.url.to_string()).or_insert_with(|| Arc::new(Semaphore::new(MAX_CALLS_PER_GATEWAY)));
             let waker = Waker {
                 slot: slot.clone(),
                 mode: agent.mode,
-                gateway: agent.gateway.expect("waking agents have a gateway"),
+                gateway,
                 http: http.clone(),
+                calls: calls.clone(),
                 bus: bus.clone(),
                 marks: marks.clone(),
                 metrics: context.metrics.clone(),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
@@ -106,6 +106,8 @@ pub struct Waker {
     pub mode: WakeMode,
     pub gateway: Gateway,
     pub http: reqwest::Client,
+    /// Calls that may be in flight to this agent's gateway, across agents.
+    pub calls: Arc<Semaphore>,
     pub bus: Bus,
     pub marks: Arc<WakeMarks>,
     pub metrics: Arc<Metrics>,
@@ -148,7 +150,10 @@ impl Waker {
                 return true;
             }
             let outcome = match self.call_for(&batch).await {
-                Ok(call) => gateway::call(&self.http, &self.gateway, &call).await.map(|d| (d, call.up_to)),
+                Ok(call) => {
+                    let _permit = self.calls.acquire().await.expect("the call limit is never closed");
+                    gateway::call(&self.http, &self.gateway, &call).await.map(|d| (d, call.up_to))
+                }
                 Err(cause) => Err(Failed::Transient { retry_after: None, cause }),
             };
             let delay = match outcome {

@@ -1,7 +1,7 @@
-//! `clawbus-scale`: one adapter hosting 10, 100 and 1,000 agents (or the
-//! counts given): start-up time, memory, wake latency and the cost of
-//! listing the fleet. Prints a table and writes JSON; BENCHMARKS.md has the
-//! results.
+//! `clawbus-scale`: a fleet of two adapters hosting 1,000 and then 10,000
+//! agents each (or the counts given): start-up time, memory, wake latency,
+//! a broadcast's time and writes, server consumers, and the cost of listing
+//! the fleet. Prints a table and writes JSON; BENCHMARKS.md has the results.
 
 use std::path::PathBuf;
 
@@ -9,10 +9,10 @@ use clap::Parser;
 use clawbus_bench::scale;
 
 #[derive(Parser)]
-#[command(about = "Start-up time, memory and wake latency of one adapter hosting many agents")]
+#[command(about = "Start-up time, memory, wake latency and broadcast cost of adapters hosting many agents")]
 struct Cli {
-    /// Agent counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    /// Agents per adapter to measure (two adapters each time).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     agents: Vec<usize>,
     /// Messages sent one at a time to random agents, per count.
     #[arg(long, default_value_t = 200)]
