@@ -73,6 +73,10 @@ pub async fn load(
         bus.kv().put(record::members_key(host, generation), members.into()).await.unavailable("cannot save members")?;
     }
     let stats_groups = before.map_or(0, |before| before.len());
+    // Counts of groups that no longer exist would show beside the new ones.
+    for group in groups.len()..stats_groups {
+        bus.kv().delete(record::stats_key(host, group)).await.unavailable("cannot delete old wake counts")?;
+    }
     let mut hosts: BTreeSet<String> = agents.iter().filter_map(|(_, was)| was.clone()).collect();
     hosts.insert(host.to_owned());
     let hosts: Vec<String> = hosts.into_iter().collect();
@@ -126,6 +130,7 @@ impl WakeMarks {
             .enumerate()
             .flat_map(|(i, group)| group.slots.iter().map(move |slot| (slot.inbox.agent.clone(), i)))
             .collect();
+        let every_group = (0..groups.len()).collect();
         Self {
             bus,
             host,
@@ -133,7 +138,8 @@ impl WakeMarks {
             groups,
             group_of,
             stats: Mutex::new(stored.stats),
-            dirty: Mutex::default(),
+            // Written once at start: the groups may have changed.
+            dirty: Mutex::new(every_group),
             stats_written: Mutex::default(),
             written: Mutex::default(),
             retired: Mutex::new(stored.retired),
