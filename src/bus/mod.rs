@@ -250,6 +250,12 @@ impl Bus {
 }
 
 impl Bus {
+    /// The current value of one state bucket key, if it exists and is JSON
+    /// of type `T`.
+    pub async fn kv_get<T: DeserializeOwned>(&self, key: String) -> Result<Option<KvValue<T>>, Unavailable> {
+        Ok(self.kv_get_many(vec![key]).await?.into_values().next())
+    }
+
     /// Current values of the given state bucket keys that exist, read in
     /// requests of a few hundred keys rather than one per key. Values that
     /// are not JSON of type `T` are left out.

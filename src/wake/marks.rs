@@ -54,13 +54,10 @@ pub async fn load(
     groups: &Groups,
     agents: &[(AgentName, Option<String>)],
 ) -> Result<Stored, Unavailable> {
-    let own = bus.kv_get_many::<HostMarks>(vec![record::marks_key(host)]).await?.into_values().next();
+    let own = bus.kv_get::<HostMarks>(record::marks_key(host)).await?;
     let previous = own.map(|own| own.value.members);
     let before = match previous {
-        Some(generation) => {
-            let key = record::members_key(host, generation);
-            bus.kv_get_many::<Groups>(vec![key]).await?.into_values().next().map(|members| members.value)
-        }
+        Some(generation) => bus.kv_get::<Groups>(record::members_key(host, generation)).await?.map(|m| m.value),
         None => None,
     };
     let (generation, retired) = match (previous, &before) {

@@ -46,11 +46,15 @@ pub struct HostMarks {
 /// The groups of a host's agents, each sorted (`members.<host>.<generation>`).
 pub type Groups = Vec<Vec<String>>;
 
+/// The group `agent` is a member of.
+fn group_of(groups: &Groups, agent: &str) -> Option<usize> {
+    groups.iter().position(|members| members.binary_search_by(|m| m.as_str().cmp(agent)).is_ok())
+}
+
 impl HostMarks {
     /// `agent`'s mark, if it was a member of `groups`.
     pub fn mark_of(&self, groups: &Groups, agent: &str) -> Option<u64> {
-        let group = groups.iter().position(|members| members.binary_search_by(|m| m.as_str().cmp(agent)).is_ok())?;
-        self.behind.get(agent).or(self.up_to.get(group)).copied()
+        self.behind.get(agent).or(self.up_to.get(group_of(groups, agent)?)).copied()
     }
 }
 
@@ -196,18 +200,17 @@ pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, U
     Ok(records)
 }
 
-/// `agent`'s wakes on `host`, if that host ever woke it.
+/// `agent`'s wakes on `host`, if that host wakes it.
 pub async fn of(bus: &Bus, host: &str, agent: &AgentName) -> Result<Option<WakeRecord>, Unavailable> {
-    let marks = bus.kv_get_many::<HostMarks>(vec![marks_key(host)]).await?;
-    let Some(marks) = marks.into_values().next().map(|m| m.value) else { return Ok(None) };
-    let per_host = [(host.to_owned(), marks)];
-    let groups = members_of(bus, &per_host).await?;
-    let [(_, marks)] = per_host;
-    let Some(groups) = groups.get(host) else { return Ok(None) };
-    let Some(up_to) = marks.mark_of(groups, agent.as_str()) else { return Ok(None) };
-    let group = groups.iter().position(|members| members.iter().any(|m| m == agent.as_str())).unwrap_or_default();
-    let chunk = bus.kv_get_many::<BTreeMap<String, WakeStats>>(vec![stats_key(host, group)]).await?;
-    let stats = chunk.into_values().next().and_then(|mut chunk| chunk.value.remove(agent.as_str())).unwrap_or_default();
+    let Some(marks) = bus.kv_get::<HostMarks>(marks_key(host)).await? else { return Ok(None) };
+    let Some(groups) = bus.kv_get::<Groups>(members_key(host, marks.value.members)).await? else { return Ok(None) };
+    let (Some(group), Some(up_to)) =
+        (group_of(&groups.value, agent.as_str()), marks.value.mark_of(&groups.value, agent.as_str()))
+    else {
+        return Ok(None);
+    };
+    let chunk = bus.kv_get::<BTreeMap<String, WakeStats>>(stats_key(host, group)).await?;
+    let stats = chunk.and_then(|mut chunk| chunk.value.remove(agent.as_str())).unwrap_or_default();
     Ok(Some(WakeRecord { up_to, host: host.to_owned(), stats }))
 }
 
