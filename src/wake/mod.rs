@@ -65,7 +65,8 @@ impl Wakes {
         let stop = CancellationToken::new();
         let mut wakes =
             Wakes { tasks: JoinSet::new(), marks: marks.clone(), slots: HashMap::new(), stop: stop.clone() };
-        let waking: Vec<(LocalAgent, Inbox)> = agents.into_iter().filter(|(a, _)| a.mode != WakeMode::None).collect();
+        let waking: Vec<(LocalAgent, Inbox)> =
+            agents.into_iter().filter(|(a, _)| matches!(a.mode, WakeMode::Wake | WakeMode::Agent)).collect();
         if waking.is_empty() {
             return Ok(wakes);
         }
