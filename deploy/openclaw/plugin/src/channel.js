@@ -14,10 +14,12 @@ import { resolveStateDir } from "openclaw/plugin-sdk/state-paths";
 import { BusClient } from "./client.js";
 import { CHANNEL_ID, channelSection, configProblems, listAccountIds, resolveAccount } from "./config.js";
 import { Follower } from "./follower.js";
-import { busId, headerLine, idempotencyKey, inboundFacts, parseTarget, targetOf } from "./mapping.js";
+import { busId, headerLine, idempotencyKey, inboundFacts, isHostNotice, parseTarget, targetOf } from "./mapping.js";
 import { HandedOver } from "./state.js";
 
 let pluginRuntime;
+/** Account id -> what its follower handed over (state.js), while it runs. */
+const states = new Map();
 
 /** Keeps the runtime OpenClaw hands the plugin at registration. */
 export function setClawbusRuntime(runtime) {
@@ -36,12 +38,16 @@ function requireAccount(cfg, accountId) {
   return account;
 }
 
-/** Sends `text` as the account's agent; answers the bus id. */
+/**
+ * Sends `text` as the account's agent; answers the bus id. Without a
+ * message it answers, it answers the newest unanswered message from `to`.
+ */
 async function sendAsAgent({ cfg, accountId, to, text, replyToId, key, signal }) {
   const account = requireAccount(cfg, accountId);
   const peer = parseTarget(to);
   if (!peer) throw new Error(`clawbus: ${JSON.stringify(to)} is not a clawbus agent (use its name, or clawbus:<name>)`);
-  const replyTo = busId(replyToId);
+  const state = states.get(account.accountId);
+  const replyTo = busId(replyToId) ?? state?.openFrom(peer);
   const sent = await clientFor(account).send({
     from: account.agent,
     to: peer,
@@ -50,7 +56,22 @@ async function sendAsAgent({ cfg, accountId, to, text, replyToId, key, signal })
     idempotencyKey: key ?? `openclaw-${randomUUID()}`,
     signal,
   });
+  if (replyTo !== undefined) await state?.answered(peer, replyTo);
   return { to: targetOf(peer), messageId: String(sent.id), duplicate: sent.duplicate === true };
+}
+
+/** A send OpenClaw asked for, unless it is a notice for humans (not sent). */
+async function outboundText(ctx) {
+  if (isHostNotice(ctx.text)) return undefined;
+  return await sendAsAgent({
+    cfg: ctx.cfg,
+    accountId: ctx.accountId,
+    to: ctx.to,
+    text: ctx.text,
+    replyToId: ctx.replyToId,
+    key: idempotencyKey(ctx),
+    signal: ctx.signal,
+  });
 }
 
 function receiptOf(messageId, { to, replyToId } = {}) {
@@ -66,7 +87,7 @@ function receiptOf(messageId, { to, replyToId } = {}) {
  * when the turn is over (its reply, if any, sent to the bus), or with
  * "refused" when OpenClaw's ingress policy blocks the sender.
  */
-async function handOver({ cfg, account, channelRuntime, message, log }) {
+async function handOver({ cfg, account, channelRuntime, state, message, log }) {
   const facts = inboundFacts(message, account.agent);
   const section = channelSection(cfg);
   const { route, buildEnvelope } = resolveChannelInboundRouteEnvelope({
@@ -94,9 +115,10 @@ async function handOver({ cfg, account, channelRuntime, message, log }) {
     allowFrom: account.allowFrom ?? ["*"],
   });
   if (ingress.ingress.admission !== "dispatch") {
-    log.warn?.(`clawbus: message ${facts.id} from ${JSON.stringify(facts.from)} blocked by OpenClaw's ingress policy (${ingress.ingress.admission})`);
+    log.warn?.(`message ${facts.id} from ${JSON.stringify(facts.from)} blocked by OpenClaw's ingress policy (${ingress.ingress.admission})`);
     return "refused";
   }
+  await state.opened(facts.from, facts.id);
   const text = `${headerLine(facts)}\n${facts.text}`;
   const body = buildEnvelope({ channel: "clawbus", from: facts.from, timestamp: facts.timestamp, body: text });
   const ctxPayload = channelRuntime.inbound.buildContext({
@@ -156,7 +178,7 @@ async function handOver({ cfg, account, channelRuntime, message, log }) {
           replyToId: facts.id,
           key: `openclaw-reply-${account.agent}-${facts.id}-${index}`,
         });
-        log.info?.(`clawbus: ${account.agent} answered message ${facts.id} with ${sent.messageId}`);
+        log.info?.(`${account.agent} answered message ${facts.id} with ${sent.messageId}`);
         return { visibleReplySent: true, messageIds: [sent.messageId], receipt: receiptOf(sent.messageId, { to: facts.target, replyToId: facts.id }) };
       },
       onError: (error) => {
@@ -166,9 +188,9 @@ async function handOver({ cfg, account, channelRuntime, message, log }) {
     replyOptions: { sourceReplyDeliveryMode: "automatic" },
     replyPipeline: {},
   });
-  if (failure) log.warn?.(`clawbus: the reply to message ${facts.id} failed: ${failure?.message ?? failure}`);
+  if (failure) log.warn?.(`the reply to message ${facts.id} failed: ${failure?.message ?? failure}`);
   if (dispatch?.admission?.kind && dispatch.admission.kind !== "dispatch") {
-    log.info?.(`clawbus: OpenClaw took message ${facts.id} without a turn (${dispatch.admission.kind})`);
+    log.info?.(`OpenClaw took message ${facts.id} without a turn (${dispatch.admission.kind})`);
   }
   return "handed";
 }
@@ -192,9 +214,10 @@ async function startAccount(ctx) {
     handOver: async (message) => {
       // The config as it stands for this message (policy may have changed).
       const cfg = pluginRuntime?.config?.loadConfig?.() ?? ctx.cfg;
-      return await handOver({ cfg, account, channelRuntime, message, log });
+      return await handOver({ cfg, account, channelRuntime, state, message, log });
     },
   });
+  states.set(account.accountId, state);
   const stop = () => follower.stop();
   ctx.abortSignal.addEventListener("abort", stop, { once: true });
   try {
@@ -202,6 +225,7 @@ async function startAccount(ctx) {
   } finally {
     ctx.abortSignal.removeEventListener("abort", stop);
     await follower.stop();
+    if (states.get(account.accountId) === state) states.delete(account.accountId);
     ctx.setStatus({ accountId: account.accountId, running: false });
   }
 }
@@ -211,15 +235,8 @@ const messageAdapter = defineChannelMessageAdapter({
   durableFinal: { capabilities: { text: true, replyTo: true } },
   send: {
     text: async (ctx) => {
-      const sent = await sendAsAgent({
-        cfg: ctx.cfg,
-        accountId: ctx.accountId,
-        to: ctx.to,
-        text: ctx.text,
-        replyToId: ctx.replyToId,
-        key: idempotencyKey(ctx),
-        signal: ctx.signal,
-      });
+      const sent = await outboundText(ctx);
+      if (!sent) return { outcome: "not_sent", receipt: createMessageReceiptFromOutboundResults({ results: [], kind: "text" }) };
       return { messageId: sent.messageId, receipt: receiptOf(sent.messageId, { to: sent.to, replyToId: ctx.replyToId }) };
     },
   },
@@ -286,16 +303,7 @@ export const clawbusChannelPlugin = createChatChannelPlugin({
     base: { deliveryMode: "direct" },
     attachedResults: {
       channel: CHANNEL_ID,
-      sendText: async (ctx) =>
-        await sendAsAgent({
-          cfg: ctx.cfg,
-          accountId: ctx.accountId,
-          to: ctx.to,
-          text: ctx.text,
-          replyToId: ctx.replyToId,
-          key: idempotencyKey(ctx),
-          signal: ctx.signal,
-        }),
+      sendText: async (ctx) => (await outboundText(ctx)) ?? { to: ctx.to, messageId: "" },
     },
   },
 });

@@ -47,7 +47,7 @@ export class Follower {
         const backlog = await this.client.unread(this.agent, { signal: this.signal });
         this.connected = true;
         backoff = BACKOFF_MIN_MS;
-        this.log.info?.(`clawbus: following ${this.agent} (${backlog.length} unread)`);
+        this.log.info?.(`following ${this.agent} (${backlog.length} unread)`);
         for (const message of backlog) this.enqueue(message);
         for await (const event of events) {
           if (event.event !== "message") continue;
@@ -55,15 +55,15 @@ export class Follower {
           try {
             message = JSON.parse(event.data);
           } catch {
-            this.log.warn?.(`clawbus: skipped a stream event of ${this.agent} that is not a message`);
+            this.log.warn?.(`skipped a stream event of ${this.agent} that is not a message`);
             continue;
           }
           if (message.read !== true) this.enqueue(message);
         }
-        if (!this.signal.aborted) this.log.warn?.(`clawbus: the live stream of ${this.agent} ended; reconnecting`);
+        if (!this.signal.aborted) this.log.warn?.(`the live stream of ${this.agent} ended; reconnecting`);
       } catch (error) {
         if (this.signal.aborted) break;
-        this.log.warn?.(`clawbus: ${this.agent}: ${error?.message ?? error}; reconnecting in ${backoff} ms`);
+        this.log.warn?.(`${this.agent}: ${error?.message ?? error}; reconnecting in ${backoff} ms`);
       }
       this.connected = false;
       await this.sleep(backoff, this.signal);
@@ -90,7 +90,7 @@ export class Follower {
     const lane = String(message.from);
     const previous = this.lanes.get(lane) ?? Promise.resolve();
     const next = previous.then(() => this.process(message)).catch((error) => {
-      this.log.error?.(`clawbus: message ${id} for ${this.agent}: ${error?.message ?? error}`);
+      this.log.error?.(`message ${id} for ${this.agent}: ${error?.message ?? error}`);
     });
     this.lanes.set(lane, next);
     next.then(() => {
@@ -110,7 +110,7 @@ export class Follower {
       if (!this.refused.has(id)) {
         this.refused.add(id);
         this.log.warn?.(
-          `clawbus: message ${id} from ${JSON.stringify(message.from)} to ${this.agent} is not handed over: ` +
+          `message ${id} from ${JSON.stringify(message.from)} to ${this.agent} is not handed over: ` +
             `the sender is not in channels.clawbus.allowFrom (it stays unread on the bus)`,
         );
       }
@@ -125,7 +125,7 @@ export class Follower {
         break;
       } catch (error) {
         if (this.signal.aborted) return this.forget(id);
-        this.log.warn?.(`clawbus: handing message ${id} to ${this.agent} failed: ${error?.message ?? error}; trying again in ${backoff} ms`);
+        this.log.warn?.(`handing message ${id} to ${this.agent} failed: ${error?.message ?? error}; trying again in ${backoff} ms`);
         await this.sleep(backoff, this.signal);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
@@ -144,7 +144,7 @@ export class Follower {
       } catch (error) {
         // Unheard acknowledgements are repeated after a restart (state.js).
         if (this.signal.aborted) return;
-        this.log.warn?.(`clawbus: acknowledging message ${id} of ${this.agent} failed: ${error?.message ?? error}; trying again in ${backoff} ms`);
+        this.log.warn?.(`acknowledging message ${id} of ${this.agent} failed: ${error?.message ?? error}; trying again in ${backoff} ms`);
         await this.sleep(backoff, this.signal);
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }

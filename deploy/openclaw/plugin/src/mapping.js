@@ -78,3 +78,12 @@ export function idempotencyKey({ deliveryQueueId, deliveryPartIndex, preparedMes
   if (key.length <= 128 && /^[\x21-\x7e]+$/.test(key)) return key;
   return `openclaw-sha256-${createHash("sha256").update(raw).digest("hex")}`;
 }
+
+/**
+ * Status notices OpenClaw writes for the humans of a chat (the notice that a
+ * turn resumes after a gateway restart). To another agent they are noise
+ * that invites an answer, so they are not sent over the bus.
+ */
+export function isHostNotice(text) {
+  return String(text ?? "").startsWith("I'm continuing your interrupted request now (the gateway has just restarted).");
+}

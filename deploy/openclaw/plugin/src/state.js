@@ -8,9 +8,14 @@
 // the acknowledgement. Such a message is still unread on the bus, but its
 // id is here, so it is acknowledged without being handed over again.
 //
-// File: <state dir>/clawbus/<agent>.json, {"version": 1, "handed": [ids]},
-// the newest ids (at most KEEP), written to a temporary file, synced and
-// renamed, so a crash leaves either the old or the new list.
+// It also keeps, per sender, the newest message handed over that the agent
+// has not answered yet ("open"): a reply OpenClaw sends without naming the
+// message it answers (a turn resumed after a restart does that) answers it.
+//
+// File: <state dir>/clawbus/<agent>.json, {"version": 1, "handed": [ids],
+// "open": {sender: id}}, the newest ids (at most KEEP), written to a
+// temporary file, synced and renamed, so a crash leaves either the old or
+// the new list.
 
 import { mkdir, open, readFile, rename } from "node:fs/promises";
 import path from "node:path";
@@ -22,7 +27,9 @@ export class HandedOver {
     this.file = file;
     this.ids = new Set();
     this.order = [];
+    this.open = {};
     this.writing = Promise.resolve();
+    this.pending = undefined;
   }
 
   static async open(dir, agent) {
@@ -42,6 +49,9 @@ export class HandedOver {
         throw new Error(`${state.file} is not the JSON this channel writes; move it away to start afresh`);
       }
       for (const id of Array.isArray(parsed?.handed) ? parsed.handed : []) state.remember(String(id));
+      if (parsed?.open && typeof parsed.open === "object") {
+        for (const [sender, id] of Object.entries(parsed.open)) state.open[sender] = String(id);
+      }
     }
     return state;
   }
@@ -60,10 +70,40 @@ export class HandedOver {
   /** Records `id` as handed over, durably, before resolving. */
   async add(id) {
     this.remember(String(id));
-    const snapshot = JSON.stringify({ version: 1, handed: this.order });
-    const write = this.writing.then(() => this.write(snapshot));
-    this.writing = write.catch(() => {});
-    await write;
+    await this.save();
+  }
+
+  /** The newest unanswered message from `sender`, if any. */
+  openFrom(sender) {
+    return this.open[sender];
+  }
+
+  /** `id` from `sender` is being handed over and awaits an answer. */
+  async opened(sender, id) {
+    this.open[sender] = String(id);
+    await this.save();
+  }
+
+  /** A message to `sender` answered `id`. */
+  async answered(sender, id) {
+    if (this.open[sender] !== String(id)) return;
+    delete this.open[sender];
+    await this.save();
+  }
+
+  /**
+   * Writes the state; resolves once a write that began after this call has
+   * finished. Calls while a write is waiting share it.
+   */
+  async save() {
+    if (!this.pending) {
+      this.pending = this.writing.then(() => {
+        this.pending = undefined;
+        return this.write(JSON.stringify({ version: 1, handed: this.order, open: this.open }));
+      });
+      this.writing = this.pending.catch(() => {});
+    }
+    await this.pending;
   }
 
   async write(text) {
