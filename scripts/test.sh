@@ -27,6 +27,6 @@ fi
 
 # The channel plugin (deploy/openclaw/plugin): unit tests, and its follower
 # and client against a real adapter (the debug build above) and nats-server.
-echo "channel plugin tests (node --test deploy/openclaw/plugin/test/)"
-CLAWBUS_BIN="$PWD/target/debug/clawbus" "$NODE_BIN" --test deploy/openclaw/plugin/test/ || rc=$?
+echo "channel plugin tests (node --test deploy/openclaw/plugin/test/*.test.js)"
+CLAWBUS_BIN="$PWD/target/debug/clawbus" "$NODE_BIN" --test deploy/openclaw/plugin/test/*.test.js || rc=$?
 exit "$rc"
