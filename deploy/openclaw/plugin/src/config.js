@@ -5,6 +5,7 @@
 //     clawbus: {
 //       url: "http://127.0.0.1:8091",   // the local clawbus adapter
 //       token: "…",                       // its API token, when it has tokens
+//       tokens: { bob: "…" },             // or one per agent (each agent's own)
 //       agents: { bob: "bob" },           // clawbus agent -> OpenClaw agent id
 //       allowFrom: ["alice", "ops-*"],    // optional: who may write (default: every agent of the bus)
 //     },
@@ -48,6 +49,18 @@ export function configProblems(section) {
   }
   if (section.token !== undefined && (typeof section.token !== "string" || !section.token.trim())) {
     problems.push(`${key("token")}: must be a non-empty string (the adapter's API token for the agent)`);
+  }
+  if (section.tokens !== undefined) {
+    const tokens = section.tokens;
+    if (!tokens || typeof tokens !== "object" || Array.isArray(tokens) || Object.values(tokens).some((t) => typeof t !== "string" || !t.trim())) {
+      problems.push(`${key("tokens")}: a map of clawbus agent name to its API token (non-empty strings)`);
+    } else {
+      for (const name of Object.keys(tokens)) {
+        if (!section.agents || typeof section.agents !== "object" || !Object.hasOwn(section.agents, name)) {
+          problems.push(`${key(`tokens.${name}`)}: ${JSON.stringify(name)} is not listed under channels.${CHANNEL_ID}.agents`);
+        }
+      }
+    }
   }
   const agents = section.agents;
   if (agents === undefined || agents === null || typeof agents !== "object" || Array.isArray(agents)) {
@@ -111,10 +124,17 @@ export function resolveAccount(cfg, accountId) {
     agent: name,
     openclawAgent: typeof openclawAgent === "string" ? openclawAgent.trim() : undefined,
     url: String(section.url ?? DEFAULT_URL).replace(/\/+$/, ""),
-    token: typeof section.token === "string" && section.token.trim() ? section.token.trim() : undefined,
+    token: tokenFor(section, name),
     allowFrom: Array.isArray(section.allowFrom) ? section.allowFrom : undefined,
     enabled: section.enabled !== false,
     configured: Boolean(name) && problems.length === 0,
     problems: name ? problems : [...problems, ...(wanted ? [`channels.${CHANNEL_ID}.agents: no agent for account ${JSON.stringify(wanted)}`] : [])],
   };
+}
+
+/** The API token to use for `agent`: its own under `tokens`, else `token`. */
+function tokenFor(section, agent) {
+  const own = agent !== undefined && section.tokens && typeof section.tokens === "object" ? section.tokens[agent] : undefined;
+  const token = typeof own === "string" && own.trim() ? own : section.token;
+  return typeof token === "string" && token.trim() ? token.trim() : undefined;
 }

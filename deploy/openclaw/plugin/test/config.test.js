@@ -45,3 +45,11 @@ test("allowFrom narrows who may write: names and prefixes", () => {
   assert.equal(allowed(["alice"], "Alice"), false, "names are case-sensitive, as on the bus");
   assert.equal(accountIdOf(" Bob "), "bob");
 });
+
+test("each agent may have its own API token; token is the fallback", () => {
+  const config = cfg({ token: "shared", tokens: { bob: "bobs" }, agents: { bob: "bob", carol: "carol" } });
+  assert.equal(resolveAccount(config, "bob").token, "bobs");
+  assert.equal(resolveAccount(config, "carol").token, "shared");
+  assert.match(configProblems({ tokens: { dave: "x" }, agents: { bob: "bob" } }).join(), /channels\.clawbus\.tokens\.dave/);
+  assert.match(configProblems({ tokens: { bob: "" }, agents: { bob: "bob" } }).join(), /channels\.clawbus\.tokens/);
+});
