@@ -213,7 +213,7 @@ async function startAccount(ctx) {
     log,
     handOver: async (message) => {
       // The config as it stands for this message (policy may have changed).
-      const cfg = pluginRuntime?.config?.loadConfig?.() ?? ctx.cfg;
+      const cfg = pluginRuntime?.config?.current?.() ?? ctx.cfg;
       return await handOver({ cfg, account, channelRuntime, state, message, log });
     },
   });
