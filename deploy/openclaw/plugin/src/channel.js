@@ -12,7 +12,7 @@ import { createMessageReceiptFromOutboundResults, defineChannelMessageAdapter } 
 import { isReplyPayloadTerminalContent } from "openclaw/plugin-sdk/reply-payload";
 import { resolveStateDir } from "openclaw/plugin-sdk/state-paths";
 import { BusClient } from "./client.js";
-import { CHANNEL_ID, channelSection, configProblems, listAccountIds, resolveAccount } from "./config.js";
+import { CHANNEL_ID, channelSection, listAccountIds, resolveAccount } from "./config.js";
 import { Follower } from "./follower.js";
 import { busId, headerLine, idempotencyKey, inboundFacts, isHostNotice, parseTarget, targetOf } from "./mapping.js";
 import { HandedOver } from "./state.js";
@@ -308,4 +308,3 @@ export const clawbusChannelPlugin = createChatChannelPlugin({
   },
 });
 
-export { configProblems };
