@@ -23,8 +23,9 @@
 #
 # alice's message must reach bob's prompt as an inbound message from alice
 # (not a wake line), bob's reply must reach alice's inbox on host A with
-# reply_to set, and the message must be acknowledged on the bus. Then a
-# message on which the model stalls: the gateway is killed after receipt and
+# reply_to set, and the message must be acknowledged on the bus. A message
+# the model answers with OpenClaw's message tool must reach alice the same
+# way. Then a message on which the model stalls: the gateway is killed after receipt and
 # before the reply, restarted, and the message must be handed over again
 # exactly once (and the first message not at all).
 #
@@ -504,7 +505,7 @@ start_channel_poller() {
     rm -f "$WORK/$name.ready"
     python3 "$ROOT/scripts/e2e/await_channel.py" "$WORK/$name.ready" "$WORK/prompts.jsonl" "$secret" "$since" \
         "http://127.0.0.1:$A_PORT/api/inbox?agent=alice" "http://127.0.0.1:$B_PORT/api/inbox?agent=bob&unread=false" \
-        "$REPLY" "$TIMEOUT" "$@" "${PIDS[@]}" ${GATEWAY_PID:+"$GATEWAY_PID"} >"$WORK/$name.json" 2>"$WORK/logs/$name.log" &
+        "${POLL_REPLY:-$REPLY}" "$TIMEOUT" "$@" "${PIDS[@]}" ${GATEWAY_PID:+"$GATEWAY_PID"} >"$WORK/$name.json" 2>"$WORK/logs/$name.log" &
     POLLER=$!
     until [[ -e "$WORK/$name.ready" ]]; do
         kill -0 "$POLLER" 2>/dev/null || fail "the poller stopped: $(cat "$WORK/$name.json")"
@@ -543,10 +544,12 @@ check_channel() {
     GATEWAY_TOKEN=$(random_hex 24)
     SECRET="E2E-$(random_hex 8)"
     STALL="E2E-STALL-$(random_hex 8)"
+    TOOL="E2E-TOOL-$(random_hex 8)"
     REPLY="Smoke tests passed, bob."
     step "channel plugin: work dir $WORK; ports: nats $NATS_PORT, model $MODEL_PORT, gateway $GATEWAY_PORT, host A $A_PORT, host B $B_PORT"
     start_nats
-    start model python3 "$ROOT/scripts/e2e/model.py" "$MODEL_PORT" "$WORK/prompts.jsonl" --reply "$REPLY" --stall "$STALL"
+    start model python3 "$ROOT/scripts/e2e/model.py" "$MODEL_PORT" "$WORK/prompts.jsonl" --reply "$REPLY" --stall "$STALL" \
+        --tool "$TOOL"
     wait_http_200 "stand-in model" "http://127.0.0.1:$MODEL_PORT/v1/models" 20
     step "starting clawbus host A (alice, wake = none) and host B (bob, wake = \"channel\")"
     start_adapter hostA "$A_PORT" '[[agents]]
@@ -593,13 +596,25 @@ wake = "channel"'
     T_CHANNEL_PROMPT=$(ms_between "$t_send" "$t_prompt")
     T_CHANNEL_REPLY=$(ms_between "$t_answered" "$t_inbox")
 
+    step "message tool: alice sends a message the model answers with OpenClaw's message tool ($TOOL)"
+    local tool_id
+    POLL_REPLY="Sent with the message tool: $TOOL" start_channel_poller tool "$TOOL"
+    tool_id=$(send_from_alice "$TOOL please answer with the message tool")
+    wait "$POLLER" || rc=$?
+    found=$(cat "$WORK/tool.json")
+    ((rc == 0)) || fail "message tool: $(field "$found" error) (seen: $found)"
+    reply_to=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["reply"]["reply_to"])' "$found")
+    reply_id=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["reply"]["id"])' "$found")
+    [[ "$reply_to" == "$tool_id" ]] || fail "the message tool's send $reply_id has reply_to $reply_to, not $tool_id"
+    step "  bob's message tool send (message $reply_id, reply_to $reply_to) in alice's inbox; message $tool_id acknowledged"
+
     step "restart check: alice sends a message on which the model stalls ($STALL)"
     start_channel_poller stall "$STALL" --no-reply
     t_send=$(now)
     stall_id=$(send_from_alice "$STALL please run the slow tests")
     wait "$POLLER" || fail "the stalling message never reached bob's prompt: $(cat "$WORK/stall.json")"
     T_CHANNEL_PROMPT_WARM=$(ms_between "$t_send" "$(field "$(cat "$WORK/stall.json")" prompt_t)")
-    step "message $stall_id is in bob's prompt $T_CHANNEL_PROMPT_WARM ms after the send (second message of the session) and the model stalls; killing the gateway (SIGKILL)"
+    step "message $stall_id is in bob's prompt $T_CHANNEL_PROMPT_WARM ms after the send (a later message of the session) and the model stalls; killing the gateway (SIGKILL)"
     kill_gateway
     grep -q "\"id\":$stall_id," <<<"$(curl -s "http://127.0.0.1:$B_PORT/api/inbox?agent=bob")" ||
         fail "message $stall_id was acknowledged although its turn never finished"
@@ -623,8 +638,8 @@ wake = "channel"'
     [[ "$n" == 0 ]] || fail "after the restart the already answered message $id was handed over again ($n times)"
     step "  after the restart: message $stall_id handed over exactly once, message $id not again; $(field "$found" in_prompt) copy(ies) of it in that prompt"
     n=$(curl -s "http://127.0.0.1:$A_PORT/api/inbox?agent=alice" | python3 -c 'import json,sys; print(sum(1 for m in json.load(sys.stdin)["messages"] if m["from"] == "bob"))')
-    [[ "$n" == 2 ]] || fail "alice has $n replies from bob, not 2"
-    step "  alice has exactly two replies from bob"
+    [[ "$n" == 3 ]] || fail "alice has $n messages from bob, not 3"
+    step "  alice has exactly three messages from bob: two replies and one message tool send"
 }
 
 main() {
@@ -738,7 +753,7 @@ main() {
     printf 'e2e-openclaw: PASS:'
     [[ -z "$wake_summary" ]] || printf ' wake: %s;' "$wake_summary"
     if [[ "${E2E_ONLY:-}" != wake ]]; then
-        printf ' channel plugin: send -> in bob'"'"'s prompt %s ms (second message %s ms), reply -> in alice'"'"'s inbox %s ms, restart hands the message over once' \
+        printf ' channel plugin: send -> in bob'"'"'s prompt %s ms (a later message %s ms), reply -> in alice'"'"'s inbox %s ms, restart hands the message over once' \
             "$T_CHANNEL_PROMPT" "$T_CHANNEL_PROMPT_WARM" "$T_CHANNEL_REPLY"
     fi
     printf ' (run %s s, of which installs and build %s s)\n' \

@@ -21,7 +21,12 @@ the time of its request go to PROMPTS.answers (one JSON object a line).
 recorded but never answered (the model "thinks" until the caller goes away);
 later requests holding it are answered as usual.
 
-Usage: model.py PORT PROMPTS_FILE [--reply TEXT] [--stall MARKER]
+--tool MARKER: a request whose current turn holds MARKER is answered with a
+call of OpenClaw's `message` tool (through its `tool_call` entry point),
+action send, text "Sent with the message tool: MARKER"; once the tool's
+result is in the request, with NO_REPLY (nothing more to say).
+
+Usage: model.py PORT PROMPTS_FILE [--reply TEXT] [--stall MARKER] [--tool MARKER]
 (listens on 127.0.0.1 only)
 """
 
@@ -36,6 +41,7 @@ REPLY = "NO_REPLY"
 
 PROMPTS = None
 STALL = None
+TOOL = None
 STALLED = set()
 LOCK = threading.Lock()
 
@@ -57,6 +63,28 @@ def turn_text(body):
             elif isinstance(c, list):
                 texts.extend(p.get("text", "") for p in c if isinstance(p, dict))
     return "\n".join(texts)
+
+
+def tool_state(body):
+    """For --tool: "call" when the newest inbound message (the last user
+    message that is not OpenClaw's internal context) holds the marker and no
+    tool result follows it, "done" when one does, else None."""
+    if not TOOL:
+        return None
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m.get("role") != "user":
+            continue
+        c = m.get("content")
+        text = c if isinstance(c, str) else "\n".join(
+            p.get("text", "") for p in c or [] if isinstance(p, dict))
+        if text.lstrip().startswith("<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT"):
+            continue
+        if TOOL not in text:
+            return None
+        return "done" if any(n.get("role") == "tool" for n in messages[i + 1:]) else "call"
+    return None
 
 
 def record_answer(request_t):
@@ -119,19 +147,32 @@ class Handler(BaseHTTPRequestHandler):
         cid = "chatcmpl-e2e-%d" % int(time.time() * 1e6)
         model = body.get("model", MODEL_ID)
         usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        reply, call = REPLY, None
+        state = tool_state(body)
+        if state == "done":
+            reply = "NO_REPLY"
+        elif state == "call":
+            reply = None
+            call = {"id": "call_e2e_%d" % int(time.time() * 1e6), "type": "function", "function": {
+                "name": "tool_call",
+                "arguments": json.dumps({"id": "message", "args": {
+                    "action": "send", "message": "Sent with the message tool: " + TOOL}})}}
         if body.get("stream"):
-            self.send_sse(cid, created, model, usage)
+            self.send_sse(cid, created, model, usage, reply, call)
             record_answer(request_t)
         else:
+            message = {"role": "assistant", "content": reply}
+            if call:
+                message["tool_calls"] = [call]
             self.send_json(200, {
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": REPLY}}],
+                "choices": [{"index": 0, "finish_reason": "tool_calls" if call else "stop",
+                             "message": message}],
                 "usage": usage,
             })
             record_answer(request_t)
 
-    def send_sse(self, cid, created, model, usage):
+    def send_sse(self, cid, created, model, usage, reply, call):
         def chunk(delta, finish=None, **extra):
             obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
                    "model": model,
@@ -139,10 +180,13 @@ class Handler(BaseHTTPRequestHandler):
             obj.update(extra)
             return "data: " + json.dumps(obj) + "\n\n"
 
-        events = [
-            chunk({"role": "assistant", "content": ""}),
-            chunk({"content": REPLY}),
-            chunk({}, "stop"),
+        if call:
+            body = [chunk({"role": "assistant", "content": None,
+                           "tool_calls": [dict(call, index=0)]}),
+                    chunk({}, "tool_calls")]
+        else:
+            body = [chunk({"role": "assistant", "content": ""}), chunk({"content": reply}), chunk({}, "stop")]
+        events = body + [
             # the usage chunk stream_options.include_usage asks for
             "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk",
                                    "created": created, "model": model,
@@ -159,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global PROMPTS, REPLY, STALL
+    global PROMPTS, REPLY, STALL, TOOL
     args = sys.argv[1:]
     port, PROMPTS = int(args[0]), args[1]
     rest = args[2:]
@@ -169,6 +213,8 @@ def main():
             REPLY = value
         elif flag == "--stall":
             STALL = value
+        elif flag == "--tool":
+            TOOL = value
         else:
             sys.exit("model.py: unknown option " + flag)
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
