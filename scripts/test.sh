@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and integration tests against real
-# nats-server processes on free loopback ports. Installs nats-server if needed.
+# nats-server processes on free loopback ports, and the OpenClaw channel
+# plugin's tests. Installs nats-server (and Node, when none is on PATH) if
+# needed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,10 +12,21 @@ export NATS_SERVER_BIN
 scripts/ensure-chromium.sh
 echo "using $("$NATS_SERVER_BIN" --version)"
 
+# Node 20 or newer, for the OpenClaw channel plugin's tests.
+NODE_BIN="$(scripts/ensure-node.sh)"
+echo "using node $("$NODE_BIN" --version)"
+
 # Build everything once (the adapter binary the tests spawn included).
 cargo build --workspace --all-targets --locked
+rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast || rc=$?
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast || rc=$?
 fi
+
+# The channel plugin (deploy/openclaw/plugin): unit tests, and its follower
+# and client against a real adapter (the debug build above) and nats-server.
+echo "channel plugin tests (node --test deploy/openclaw/plugin/test/*.test.js)"
+CLAWBUS_BIN="$PWD/target/debug/clawbus" "$NODE_BIN" --test deploy/openclaw/plugin/test/*.test.js || rc=$?
+exit "$rc"

@@ -243,9 +243,10 @@ async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result
     Ok(())
 }
 
-/// This host's agents with their own conversation safety settings.
+/// This host's agents with their own settings (conversation safety, and how
+/// they are reached).
 fn policies(config: &Config) -> Vec<(AgentName, Policy)> {
-    config.agents.iter().map(|agent| (agent.name.clone(), agent.policy())).collect()
+    config.agents.iter().map(|agent| (agent.name.clone(), agent.policy(config.wake.mode))).collect()
 }
 
 /// The adapter's URL as local agents reach it (a wildcard listen address

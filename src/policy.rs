@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::WakeMode;
 use crate::names::AgentName;
 
 /// The fleet's limits, from `[limits]`.
@@ -28,6 +29,10 @@ impl Default for Limits {
 /// One agent's own settings, where it has any.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    /// How the agent is reached: its adapter's wake mode (absent in records
+    /// written by older adapters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<WakeMode>,
     /// Who may send to it (names, or prefixes ending in `*`); `None`: anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept_from: Option<Vec<String>>,

@@ -281,6 +281,24 @@ async fn stream_replays_from_last_event_id_then_goes_live() {
     assert_eq!(clawbus_testkit::api::read_events(&mut fleet, 1).await[0]["id"].as_u64(), Some(newest));
 }
 
+/// What the OpenClaw channel plugin resumes by: a stream opened without an id
+/// starts, once the adapter has answered, at the next message stored, so
+/// opening it and then reading the unread inbox misses nothing.
+#[tokio::test]
+async fn a_stream_opened_before_reading_the_inbox_misses_nothing() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let api = host.api();
+    let before = api.send("alice", "bob", "stored before the stream").await;
+    let http = clawbus_testkit::http_client(Duration::from_secs(60));
+    let mut stream = http.get(format!("{}/api/stream?agent=bob", api.base())).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let after = api.send("alice", "bob", "stored after the stream answered").await;
+    let inbox = api.inbox("bob").await;
+    assert_eq!(Api::ids(&inbox), [before, after], "the unread inbox holds both");
+    let live = clawbus_testkit::api::read_events(&mut stream, 1).await;
+    assert_eq!(live[0]["id"].as_u64(), Some(after), "the stream starts after what was stored before it answered");
+}
+
 #[tokio::test]
 async fn tokens_restrict_agents_to_themselves() {
     let host = OneHost::start_with(&["alice", "bob"], |config, _| {

@@ -59,7 +59,7 @@ async fn each_command_speaks_to_the_adapter_in_tables_and_json() {
     let (code, out, _) = run(&as_op(&["agents"]));
     assert_eq!(code, 0);
     let bob = out.lines().find(|l| l.starts_with("bob")).unwrap_or_else(|| panic!("{out}"));
-    assert!(bob.contains("hostA") && bob.contains("online"), "{bob}");
+    assert!(bob.contains("hostA") && bob.contains("online") && bob.contains("wake"), "{bob}");
 
     // tail replays from an id, then follows; --count ends it.
     let (code, out, err) = run(&as_op(&["--json", "tail", "bob", "--after", &id.to_string(), "--count", "1"]));

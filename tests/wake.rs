@@ -250,3 +250,23 @@ async fn the_wake_line_says_how_to_read_and_acknowledge_and_stays_the_same() {
     assert!(text.contains("from \"alice\""), "{text}");
     assert_eq!(gateway.wakes().iter().filter(|w| w.outcome.as_deref() == Some("queued")).count(), 1, "coalesced");
 }
+
+#[tokio::test]
+async fn agents_delivered_by_the_channel_plugin_are_never_called_and_listed_as_such() {
+    let host =
+        OneHost::start_with(&["bob"], |config, _| config.agent(AgentSpec::silent("carol").wake("channel"))).await;
+    let api = host.api();
+    api.send("bob", "carol", "the channel plugin hands this over").await;
+    let barrier = api.send("carol", "bob", "barrier").await;
+    let gateway = &host.gateway;
+    eventually("bob's wake", WAIT, || async { gateway.wakes().iter().any(|w| w.up_to == Some(barrier)).then_some(()) })
+        .await;
+    assert!(gateway.calls().iter().all(|c| c.agent_id.as_deref() == Some("bob")), "{:?}", gateway.calls());
+    let agents = api.ok("/api/agents").await;
+    let mode = |name: &str| {
+        agents["agents"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap()["wake_mode"].clone()
+    };
+    assert_eq!((mode("bob"), mode("carol")), (json!("wake"), json!("channel")));
+    // Its mail waits in its inbox, unread, for the plugin to acknowledge.
+    assert_eq!(api.inbox("carol").await["unread"], json!(1));
+}

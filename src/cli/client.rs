@@ -360,11 +360,12 @@ impl Client {
                             text(&a["host"]),
                             if a["online"] == true { "online".into() } else { "offline".into() },
                             text(&a["unread"]),
+                            text(&a["wake_mode"]),
                             text(&a["last_seen"]),
                         ]
                     })
                     .collect();
-                table(&["AGENT", "HOST", "STATE", "UNREAD", "LAST SEEN"], &rows);
+                table(&["AGENT", "HOST", "STATE", "UNREAD", "REACHED BY", "LAST SEEN"], &rows);
             }
         }
     }

@@ -13,7 +13,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use serde_json::{Value, json};
 
-use crate::config::{Config, Gateway, LocalAgent};
+use crate::config::{Config, Gateway, LocalAgent, WakeMode};
 
 /// How long one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -275,9 +275,13 @@ async fn gateways(config: &Config, args: &Args, report: &mut Report) {
         Ok(http) => http,
         Err(err) => return report.line(Verdict::Fail, "gateways", format!("cannot build an HTTP client: {err}")),
     };
-    for LocalAgent { name, gateway, .. } in agents {
+    for LocalAgent { name, gateway, mode } in agents {
         let Some(gateway) = gateway else {
-            report.line(Verdict::Ok, &format!("agent {name}"), "not woken (wake = \"none\")");
+            let detail = match mode {
+                WakeMode::Channel => "not woken (wake = \"channel\": the OpenClaw channel plugin follows it)",
+                _ => "not woken (wake = \"none\")",
+            };
+            report.line(Verdict::Ok, &format!("agent {name}"), detail);
             continue;
         };
         report.progress(&format!("asking {}'s gateway at {}", name, gateway.url));

@@ -195,8 +195,11 @@ fn print_summary(config: &Config) {
     let agents = config.local_agents().unwrap_or_default();
     for agent in agents {
         match (&agent.gateway, agent.mode) {
-            (Some(gateway), mode) if mode != WakeMode::None => {
+            (Some(gateway), mode) if mode.wakes() => {
                 println!("  {} → {:?} via {} (agentId {})", agent.name, mode, gateway.url, gateway.openclaw_agent)
+            }
+            (_, WakeMode::Channel) => {
+                println!("  {} (no wake-ups: the OpenClaw channel plugin follows it)", agent.name)
             }
             _ => println!("  {} (no wake-ups)", agent.name),
         }

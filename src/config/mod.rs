@@ -12,7 +12,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::names::AgentName;
 use crate::policy::{Limits, Policy};
@@ -220,15 +220,25 @@ impl NatsConfig {
 }
 
 /// How an agent is told that messages are waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WakeMode {
     /// `POST /hooks/wake` with a short notice that carries no content.
     Wake,
     /// `POST /hooks/agent` with the messages themselves.
     Agent,
+    /// No wake-ups: the clawbus channel plugin of the agent's OpenClaw
+    /// gateway follows its live stream and hands each message over itself.
+    Channel,
     /// No wake-ups: the agent polls or streams.
     None,
+}
+
+impl WakeMode {
+    /// Whether the adapter calls a gateway hook for the agent.
+    pub fn wakes(self) -> bool {
+        matches!(self, WakeMode::Wake | WakeMode::Agent)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,9 +289,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The settings this agent's adapter publishes for every adapter.
-    pub fn policy(&self) -> Policy {
+    /// The settings this agent's adapter publishes for every adapter;
+    /// `default_mode` is `wake.mode`, for an agent without its own.
+    pub fn policy(&self, default_mode: WakeMode) -> Policy {
         Policy {
+            wake: Some(self.wake.unwrap_or(default_mode)),
             accept_from: self.accept_from.clone(),
             sends_per_minute: self.sends_per_minute,
             max_hops: self.max_hops,
@@ -295,7 +307,7 @@ impl AgentConfig {
 pub struct LocalAgent {
     pub name: AgentName,
     pub mode: WakeMode,
-    /// `None` only when `mode` is [`WakeMode::None`].
+    /// `None` unless the adapter wakes the agent ([`WakeMode::wakes`]).
     pub gateway: Option<Gateway>,
 }
 
@@ -444,6 +456,17 @@ mod tests {
             assert_eq!(config.http.tokens["Bob"].expose(), "t");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_channel_agent_needs_no_gateway_and_publishes_its_mode() {
+        let config = Config::from_toml("[[agents]]\nname = \"bob\"\nwake = \"channel\"").unwrap();
+        let agents = config.local_agents().unwrap();
+        assert_eq!((agents[0].mode, agents[0].gateway.is_none()), (WakeMode::Channel, true));
+        assert_eq!(config.agents[0].policy(config.wake.mode).wake, Some(WakeMode::Channel));
+        let inherited = Config::from_toml("[wake]\nmode = \"channel\"\n[[agents]]\nname = \"bob\"").unwrap();
+        assert_eq!(inherited.local_agents().unwrap()[0].mode, WakeMode::Channel);
+        assert!(!WakeMode::Channel.wakes() && !WakeMode::None.wakes() && WakeMode::Agent.wakes());
     }
 
     #[test]

@@ -148,18 +148,16 @@ impl Config {
     fn local_agent(&self, agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<LocalAgent, ConfigError> {
         let mode = agent.wake.unwrap_or(self.wake.mode);
         let gateway = match mode {
-            WakeMode::None => None,
+            WakeMode::None | WakeMode::Channel => None,
             WakeMode::Wake | WakeMode::Agent => Some(self.gateway_for(agent, key)?),
         };
         Ok(LocalAgent { name: agent.name.clone(), mode, gateway })
     }
 
     fn gateway_for(&self, agent: &AgentConfig, key: &dyn Fn(&str) -> String) -> Result<Gateway, ConfigError> {
-        let raw = agent
-            .gateway
-            .as_ref()
-            .or(self.wake.gateway.as_ref())
-            .ok_or_else(|| invalid(key("gateway"), "required (here or as wake.gateway) unless wake = \"none\""))?;
+        let raw = agent.gateway.as_ref().or(self.wake.gateway.as_ref()).ok_or_else(|| {
+            invalid(key("gateway"), "required (here or as wake.gateway) unless wake = \"none\" or \"channel\"")
+        })?;
         let url = Url::parse(raw)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -169,7 +167,12 @@ impl Config {
             .as_ref()
             .or(self.wake.hook_token.as_ref())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| invalid(key("hook_token"), "required (here or as wake.hook_token) unless wake = \"none\""))?
+            .ok_or_else(|| {
+                invalid(
+                    key("hook_token"),
+                    "required (here or as wake.hook_token) unless wake = \"none\" or \"channel\"",
+                )
+            })?
             .clone();
         let openclaw_agent = agent.openclaw_agent.clone().unwrap_or_else(|| agent.name.as_str().to_owned());
         if openclaw_agent.is_empty() {

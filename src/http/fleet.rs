@@ -25,6 +25,7 @@ pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<V
                 "online": row.status.online,
                 "last_seen": row.status.last_seen,
                 "unread": row.unread,
+                "wake_mode": row.wake_mode,
                 "wakes": row.wakes.as_ref().map(wakes),
             })
         })

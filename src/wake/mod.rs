@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, OrUnavailable, Unavailable};
-use crate::config::{LocalAgent, WakeConfig, WakeMode};
+use crate::config::{LocalAgent, WakeConfig};
 use crate::metrics::Metrics;
 use crate::names::AgentName;
 use crate::registry::Registered;
@@ -68,7 +68,7 @@ impl Wakes {
         let stop = CancellationToken::new();
         let mut wakes = Wakes { tasks: JoinSet::new(), marks: None, slots: HashMap::new(), stop: stop.clone() };
         let mut waking: Vec<(LocalAgent, Registered)> =
-            agents.into_iter().filter(|(agent, _)| agent.mode != WakeMode::None).collect();
+            agents.into_iter().filter(|(agent, _)| agent.mode.wakes()).collect();
         if waking.is_empty() {
             return Ok(wakes);
         }
