@@ -8,7 +8,6 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -109,15 +108,14 @@ impl Bus {
     async fn direct_request(&self, stream: &str, request: &Request<'_>) -> Result<Batch, Unavailable> {
         self.ensure_connected()?;
         let body = serde_json::to_vec(request).expect("request serializes");
-        let inbox = self.client.new_inbox();
-        let mut replies = self.client.subscribe(inbox.clone()).await.unavailable("cannot subscribe for a read")?;
+        let mut inbox = self.replies.inbox(&self.client).await?;
         self.client
-            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, body.into())
+            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox.subject.clone(), body.into())
             .await
             .unavailable("cannot request a read")?;
         let collect = async {
             let mut messages = Vec::new();
-            while let Some(reply) = replies.next().await {
+            while let Some(reply) = inbox.replies.recv().await {
                 match reply.status.map(|s| s.as_u16()) {
                     None | Some(200) => messages.push(parse(reply.headers, reply.payload)?),
                     // End of batch: how many more match.

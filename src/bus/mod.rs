@@ -10,6 +10,7 @@ mod direct;
 mod follow;
 mod provision;
 mod publish;
+mod replies;
 mod scan;
 
 use std::borrow::Cow;
@@ -107,6 +108,8 @@ pub struct Bus {
     /// below it is certainly not ahead of the stream; only a mark above it
     /// costs a look at the stream's last sequence.
     seen: Arc<AtomicU64>,
+    /// Where the replies to direct gets arrive (see `replies`).
+    replies: Arc<replies::Replies>,
 }
 
 impl Bus {
