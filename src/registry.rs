@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
+use crate::config::WakeMode;
 use crate::policy::Policy;
 
 /// How often an adapter reports that it is alive.
@@ -64,6 +65,9 @@ pub struct AgentStatus {
     pub host: String,
     pub online: bool,
     pub last_seen: Option<String>,
+    /// How the agent is reached, as its host published it (`None`: a
+    /// record of an older version).
+    pub wake_mode: Option<WakeMode>,
 }
 
 /// A local agent as registered at start-up.
@@ -346,7 +350,7 @@ impl Registry {
                 let online = hosts.alive(&record.host, now);
                 let last_seen = hosts.0.get(&record.host).map(|beat| format_time(beat.stored));
                 let inbox = self.remember(agent, record.since);
-                Some(AgentStatus { inbox, host: record.host, online, last_seen })
+                Some(AgentStatus { inbox, host: record.host, online, last_seen, wake_mode: record.policy.wake })
             })
             .collect();
         rows.sort_by(|a, b| a.inbox.agent.cmp(&b.inbox.agent));

@@ -25,7 +25,7 @@ pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<V
                 "online": row.status.online,
                 "last_seen": row.status.last_seen,
                 "unread": row.unread,
-                "wake_mode": row.wake_mode,
+                "wake_mode": row.status.wake_mode,
                 "wakes": row.wakes.as_ref().map(wakes),
             })
         })

@@ -15,8 +15,6 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::Mailbox;
 use crate::bus::Unavailable;
-use crate::config::WakeMode;
-use crate::policy::Policy;
 use crate::readstate;
 use crate::registry::AgentStatus;
 use crate::wake::{self, WakeRecord};
@@ -36,9 +34,6 @@ pub struct AgentRow {
     pub unread: u64,
     /// What its wakes came to, if it was ever woken.
     pub wakes: Option<WakeRecord>,
-    /// How it is reached, as its adapter published it (`None` for a record
-    /// written by an older adapter).
-    pub wake_mode: Option<WakeMode>,
 }
 
 /// The fleet at one moment.
@@ -120,23 +115,20 @@ impl Mailbox {
                         Some(_) => mark.within(self.newest_before(written).await?).unwrap_or(mark),
                         None => mark,
                     };
-                    // The agent's published settings say how it is reached
-                    // (this host's from its config, others' read at most
-                    // every 30 s).
-                    tokio::try_join!(self.unread(&status.inbox, &mark), self.registry.policy(&status.inbox.agent))
+                    self.unread(&status.inbox, &mark).await
                 }
             })
             .collect();
-        let (rows, messages) = tokio::try_join!(
-            stream::iter(counts).buffered(CONCURRENCY).try_collect::<Vec<(u64, Policy)>>(),
+        let (unread, messages) = tokio::try_join!(
+            stream::iter(counts).buffered(CONCURRENCY).try_collect::<Vec<u64>>(),
             self.message_count()
         )?;
         let agents = statuses
             .into_iter()
-            .zip(rows)
-            .map(|(status, (unread, policy))| {
+            .zip(unread)
+            .map(|(status, unread)| {
                 let wakes = wakes.remove(&(status.inbox.agent.to_string(), status.host.clone()));
-                AgentRow { status, unread, wakes, wake_mode: policy.wake }
+                AgentRow { status, unread, wakes }
             })
             .collect();
         let fleet = Arc::new(Fleet { agents, messages, made: started, took: started.elapsed() });
