@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
+use crate::config::WakeMode;
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
-use crate::config::WakeMode;
 use crate::policy::Policy;
 
 /// How often an adapter reports that it is alive.
