@@ -267,32 +267,18 @@ start_model() {
     wait_http_200 "stand-in model" "http://127.0.0.1:$MODEL_PORT/v1/models" 20
 }
 
-# The OpenClaw gateway: loopback, hooks on, one agent "bob" whose model is the
-# stand-in, the clawbus skill in bob's workspace (the highest-precedence skill
-# root), channels off. Also:
-# - gateway.auth: a token of its own (OpenClaw warns when it equals hooks.token);
-# - skills.entries.clawbus.env: the skill requires CLAWBUS_AGENT and is left
-#   out of <available_skills> without it; CLAWBUS_URL points it at host B;
-# - update.checkOnStart and models.catalogRefresh off: no calls home;
-# - logging.file: the gateway's own log in the temporary directory, instead of
-#   the shared /tmp/openclaw/openclaw-<date>.log.
-start_gateway() {
-    local oc="$WORK/openclaw"
-    mkdir -p "$oc/home" "$WORK/state" "$oc/workspace-bob/skills"
-    cp -r "$ROOT/deploy/openclaw/skills/clawbus" "$oc/workspace-bob/skills/"
-    cat >"$oc/openclaw.json" <<EOF
+# Writes the gateway's config, for either check: agent bob on the stand-in
+# model, token auth on loopback, no calls home, the log file in the
+# temporary directory. $1: further top-level sections, each with its comma.
+write_gateway_config() {
+    cat >"$WORK/openclaw/openclaw.json" <<EOF
 {
-  "gateway": {
+${1:+$1
+}  "gateway": {
     "mode": "local",
     "port": $GATEWAY_PORT,
     "bind": "loopback",
     "auth": { "mode": "token", "token": "$GATEWAY_TOKEN" }
-  },
-  "hooks": {
-    "enabled": true,
-    "token": "$HOOK_TOKEN",
-    "path": "/hooks",
-    "allowedAgentIds": ["bob"]
   },
   "models": {
     "mode": "merge",
@@ -312,18 +298,42 @@ start_gateway() {
   },
   "agents": {
     "defaults": { "model": { "primary": "standin/stand-in" } },
-    "entries": { "bob": { "workspace": "$oc/workspace-bob" } }
+    "entries": { "bob": { "workspace": "$WORK/openclaw/workspace-bob" } }
+  },
+  "update": { "checkOnStart": false },
+  "logging": { "file": "$WORK/logs/gateway-file.jsonl" }
+}
+EOF
+    chmod 600 "$WORK/openclaw/openclaw.json"
+}
+
+# The OpenClaw gateway: loopback, hooks on, one agent "bob" whose model is the
+# stand-in, the clawbus skill in bob's workspace (the highest-precedence skill
+# root), channels off. Also:
+# - gateway.auth: a token of its own (OpenClaw warns when it equals hooks.token);
+# - skills.entries.clawbus.env: the skill requires CLAWBUS_AGENT and is left
+#   out of <available_skills> without it; CLAWBUS_URL points it at host B;
+# - update.checkOnStart and models.catalogRefresh off: no calls home;
+# - logging.file: the gateway's own log in the temporary directory, instead of
+#   the shared /tmp/openclaw/openclaw-<date>.log.
+start_gateway() {
+    local oc="$WORK/openclaw"
+    mkdir -p "$oc/home" "$WORK/state" "$oc/workspace-bob/skills"
+    cp -r "$ROOT/deploy/openclaw/skills/clawbus" "$oc/workspace-bob/skills/"
+    write_gateway_config "$(cat <<EOF
+  "hooks": {
+    "enabled": true,
+    "token": "$HOOK_TOKEN",
+    "path": "/hooks",
+    "allowedAgentIds": ["bob"]
   },
   "skills": {
     "entries": {
       "clawbus": { "env": { "CLAWBUS_AGENT": "bob", "CLAWBUS_URL": "http://127.0.0.1:$B_PORT" } }
     }
   },
-  "update": { "checkOnStart": false },
-  "logging": { "file": "$WORK/logs/gateway-file.jsonl" }
-}
 EOF
-    chmod 600 "$oc/openclaw.json"
+)"
     # setsid: the gateway and its helpers in a session of their own, so that a
     # Ctrl-C reaches only this script, whose trap stops them in order.
     # NODE_COMPILE_CACHE keeps Node's compile cache under .tools/ (else it goes
@@ -358,39 +368,7 @@ openclaw_channel() {
 configure_channel_gateway() {
     local oc="$WORK/openclaw"
     mkdir -p "$oc/home" "$WORK/state" "$oc/workspace-bob"
-    cat >"$oc/openclaw.json" <<EOF
-{
-  "gateway": {
-    "mode": "local",
-    "port": $GATEWAY_PORT,
-    "bind": "loopback",
-    "auth": { "mode": "token", "token": "$GATEWAY_TOKEN" }
-  },
-  "models": {
-    "mode": "merge",
-    "catalogRefresh": { "enabled": false },
-    "providers": {
-      "standin": {
-        "baseUrl": "http://127.0.0.1:$MODEL_PORT/v1",
-        "apiKey": "sk-local",
-        "api": "openai-completions",
-        "models": [{
-          "id": "stand-in", "name": "Stand-in model", "reasoning": false, "input": ["text"],
-          "cost": { "input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0 },
-          "contextWindow": 128000, "maxTokens": 4096
-        }]
-      }
-    }
-  },
-  "agents": {
-    "defaults": { "model": { "primary": "standin/stand-in" } },
-    "entries": { "bob": { "workspace": "$oc/workspace-bob" } }
-  },
-  "update": { "checkOnStart": false },
-  "logging": { "file": "$WORK/logs/gateway-file.jsonl" }
-}
-EOF
-    chmod 600 "$oc/openclaw.json"
+    write_gateway_config ""
     openclaw_channel plugins install --link --force --accept-capabilities "$ROOT/deploy/openclaw/plugin" \
         >"$WORK/logs/plugin-install.log" 2>&1 ||
         fail "openclaw plugins install --link failed: $(tail -n 5 "$WORK/logs/plugin-install.log")"

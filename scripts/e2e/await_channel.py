@@ -26,19 +26,11 @@ PIDs has exited.
 """
 
 import json
-import os
 import sys
 import time
 import urllib.request
 
-
-def texts(content):
-    if isinstance(content, str):
-        yield content
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield part["text"]
+from prompts import alive, new_lines, texts
 
 
 def turn(messages):
@@ -62,27 +54,6 @@ def get_json(url):
         return None
 
 
-def read_lines(path, offset):
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n") + 1
-    return [json.loads(raw) for raw in data[:end].splitlines()], offset + end
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def main():
     args = sys.argv[1:]
     ready, prompts, secret, since, alice_inbox, bob_messages, reply, timeout = args[:8]
@@ -98,7 +69,8 @@ def main():
     earlier = {m.get("id") for m in (get_json(alice_inbox) or {}).get("messages", [])}
     open(ready, "w").close()
     while True:
-        records, offsets["prompts"] = read_lines(prompts, offsets["prompts"])
+        lines, offsets["prompts"] = new_lines(prompts, offsets["prompts"])
+        records = [json.loads(raw) for raw in lines]
         for rec in records:
             if "prompt_t" in state or rec["t"] < since or not rec["path"].endswith("/chat/completions"):
                 continue
@@ -116,7 +88,8 @@ def main():
                 wake_line="clawbus: unread messages" in everything,
                 in_prompt=everything.count(secret),
             )
-        answers, offsets["answers"] = read_lines(prompts + ".answers", offsets["answers"])
+        lines, offsets["answers"] = new_lines(prompts + ".answers", offsets["answers"])
+        answers = [json.loads(raw) for raw in lines]
         for rec in answers:
             if "prompt_t" in state and rec["request_t"] == state["prompt_t"]:
                 state["answered_t"] = rec["t"]

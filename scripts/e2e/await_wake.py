@@ -27,24 +27,15 @@ escaped; the line is decoded from that string.
 """
 
 import json
-import os
 import re
 import sys
 import time
 import urllib.request
 
+from prompts import alive, new_lines, texts
+
 SKILL = re.compile(r"<available_skills>.*?<name>clawbus</name>.*?</available_skills>", re.S)
 SKILL_LOCATION = re.compile(r"<name>clawbus</name>.*?<location>(.*?)</location>", re.S)
-
-
-def texts(content):
-    """The text of a message's content: a string, or a list of parts."""
-    if isinstance(content, str):
-        yield content
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                yield part["text"]
 
 
 def wake_line_in(text, start, inbox):
@@ -75,14 +66,8 @@ def wake_line_in(text, start, inbox):
 
 def scan_prompts(path, offset, state, a):
     """Reads the requests appended since OFFSET; returns the new offset."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return offset
-    end = data.rfind(b"\n") + 1  # only whole lines; the rest next time
-    for raw in data[:end].splitlines():
+    lines, offset = new_lines(path, offset)
+    for raw in lines:
         rec = json.loads(raw)
         if a["secret"] in raw.decode("utf-8", "replace"):
             state["leak"] = rec.get("path")
@@ -110,7 +95,7 @@ def scan_prompts(path, offset, state, a):
                         skill_listed=bool(SKILL.search(system)),
                         skill_location=location.group(1) if location else None,
                     )
-    return offset + end
+    return offset
 
 
 def wakes_sent(url):
@@ -120,16 +105,6 @@ def wakes_sent(url):
         return stats["wakes"]["sent"], stats["wakes"]
     except (OSError, ValueError, KeyError):
         return 0, None
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def main():
