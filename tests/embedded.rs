@@ -29,7 +29,12 @@ async fn the_adapter_runs_supervises_and_stops_its_own_nats_server() {
     let mut adapter = Adapter::start(config).await;
     let api = adapter.api();
     let before = api.send("alice", "bob", "before the crash").await;
-    let first = servers(&adapter.log());
+    // Info lines reach the log within moments, not at once.
+    let first = eventually("the server's start logged", WAIT, || async {
+        let started = servers(&adapter.log());
+        (!started.is_empty()).then_some(started)
+    })
+    .await;
     assert_eq!(first.len(), 1, "{}", adapter.log());
 
     kill(first[0]);
@@ -53,7 +58,8 @@ async fn the_adapter_runs_supervises_and_stops_its_own_nats_server() {
 
     // Killed outright, the adapter takes its server along.
     adapter.restart().await;
-    let third = *servers(&adapter.log()).last().unwrap();
+    let third =
+        eventually("the third server's start logged", WAIT, || async { servers(&adapter.log()).get(2).copied() }).await;
     assert!(alive(third));
     assert_eq!(Api::ids(&api.inbox("bob").await), [before, after], "the store survived the restart");
     adapter.kill();

@@ -60,8 +60,10 @@ async fn wakes_already_delivered_are_not_repeated_after_a_clean_restart() {
 async fn two_hosts_exchange_messages_and_agree_on_read_state() {
     let nats = NatsServer::start();
     let (gateway_a, gateway_b) = (Gateway::start("token-a").await, Gateway::start("token-b").await);
+    // One host on the default single thread, the other on several.
     let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::new("alice", &gateway_a))).await;
-    let b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
+    let b = Adapter::start(AdapterConfig::new("hostB", nats.url()).threads(2).agent(AgentSpec::new("bob", &gateway_b)))
+        .await;
     let (via_a, via_b) = (a.api(), b.api());
 
     let id = via_a.send("alice", "bob", "from host A").await;

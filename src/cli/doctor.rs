@@ -293,10 +293,10 @@ async fn gateways(config: &Config, args: &Args, report: &mut Report) {
 /// Calls the gateway's wake hook so that it answers after checking the
 /// token: with an empty text (rejected, 400) or, with `wake`, a real notice.
 async fn probe(http: &reqwest::Client, gateway: &Gateway, wake: bool) -> (Verdict, String) {
-    let url = format!("{}/hooks/wake", gateway.url.as_str().trim_end_matches('/'));
+    let url = gateway.hook("wake");
     let text = if wake { "clawbus doctor: test wake, nothing to read" } else { "" };
     let body = json!({"text": text, "mode": "now", "agentId": gateway.openclaw_agent});
-    let sent = http.post(&url).bearer_auth(gateway.hook_token.expose()).json_body(&body).send().await;
+    let sent = http.post(url.clone()).bearer_auth(gateway.hook_token.expose()).json_body(&body).send().await;
     let response = match sent {
         Ok(response) => response,
         Err(err) => {

@@ -8,8 +8,8 @@
 mod client;
 mod doctor;
 mod import;
+mod logs;
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -146,15 +146,23 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("tokio runtime")
 }
 
+/// The adapter's runtime: `config.threads` worker threads, where one means
+/// everything runs on the calling thread.
+fn serve_runtime(config: &Config) -> tokio::runtime::Runtime {
+    let mut builder = match config.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build().expect("tokio runtime")
+}
+
 fn serve(config: Config, log_format: Option<LogFormat>) -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,async_nats=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match log_format.unwrap_or(config.log.format) {
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-    let result = runtime().block_on(async {
+    let _flush = logs::init(log_format.unwrap_or(config.log.format));
+    let result = serve_runtime(&config).block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         App::bind(config).await?.run(shutdown).await

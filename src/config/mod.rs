@@ -48,6 +48,10 @@ fn parse_errors(err: &figment::Error) -> String {
     all.join("\n")
 }
 
+fn default_threads() -> usize {
+    1
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
@@ -58,6 +62,13 @@ pub struct Config {
     /// Name this adapter reports in the agent registry.
     #[serde(default = "default_host")]
     pub host: String,
+    /// Threads that run the adapter. One is the cheapest per message: no
+    /// thread hands work to another, which is most of the CPU of a message
+    /// on a small host. More help only a host whose agents keep more than
+    /// one core busy (thousands of agents, fleet listings of tens of
+    /// thousands of rows).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -318,6 +329,14 @@ pub struct Gateway {
     pub openclaw_agent: String,
 }
 
+impl Gateway {
+    /// The URL of the hook endpoint `name` (`wake`, `agent`).
+    pub fn hook(&self, name: &str) -> Url {
+        let base = self.url.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}/hooks/{name}")).expect("a path added to a valid URL is valid")
+    }
+}
+
 impl Config {
     /// Loads `path` (or the default file, which may be absent), then the
     /// environment, and validates the result.
@@ -422,6 +441,17 @@ mod tests {
         assert!(error_of(twice).contains("agents[1].name"));
         assert!(error_of("[nats]\nreplicas = 7").contains("nats.replicas"));
         assert!(error_of("[http.tokens]\n\"a*\" = \"x\"").contains("http.tokens.a*"));
+        let bad_token = "[[agents]]\nname = \"bob\"\ngateway = \"http://h:1\"\nhook_token = \"a\\nb\"";
+        assert!(error_of(bad_token).contains("agents[0].hook_token"), "{}", error_of(bad_token));
+        for threads in ["0", "65", "-1"] {
+            assert!(error_of(&format!("threads = {threads}")).contains("threads"), "threads = {threads}");
+        }
+    }
+
+    #[test]
+    fn one_thread_unless_told_otherwise() {
+        assert_eq!(Config::from_toml("").unwrap().threads, 1);
+        assert_eq!(Config::from_toml("threads = 4").unwrap().threads, 4);
     }
 
     #[test]
@@ -451,8 +481,10 @@ mod tests {
             jail.set_env("CLAWBUS_HTTP__TOKENS__Bob", "t");
             jail.set_env("CLAWBUS_CONFIG", "not configuration");
             jail.set_env("CLAWBUS_BIN", "nor this");
+            jail.set_env("CLAWBUS_THREADS", "2");
             let config = Config::load(Some(Path::new("c.toml"))).unwrap();
             assert_eq!(config.nats.url, "nats://env:4222");
+            assert_eq!(config.threads, 2);
             assert_eq!(config.http.tokens["Bob"].expose(), "t");
             Ok(())
         });

@@ -6,12 +6,12 @@ use std::time::Duration;
 use figment::providers::Env;
 use serde::{Deserialize, Deserializer};
 
-/// `CLAWBUS_HOST` and `CLAWBUS_{HTTP,NATS,WAKE,LOG}__*` variables; other
+/// `CLAWBUS_HOST`, `CLAWBUS_THREADS` and `CLAWBUS_{HTTP,NATS,WAKE,LOG,LIMITS}__*` variables; other
 /// `CLAWBUS_*` names (`CLAWBUS_CONFIG`, a tool's own) are not configuration.
 /// Keys are lower-cased except agent names under `http.tokens`, which are
 /// case-sensitive.
 pub(super) fn env_provider() -> Env {
-    const SECTIONS: [&str; 6] = ["host", "http", "nats", "wake", "log", "limits"];
+    const SECTIONS: [&str; 7] = ["host", "threads", "http", "nats", "wake", "log", "limits"];
     Env::prefixed("CLAWBUS_")
         .filter(|key| {
             let section = key.as_str().split("__").next().unwrap_or_default();

@@ -9,6 +9,9 @@ use reqwest::Url;
 use super::{AgentConfig, Config, ConfigError, Gateway, LocalAgent, Secret, WakeMode, invalid};
 use crate::names::AgentName;
 
+/// More threads than any host has cores for is a typo.
+const MAX_THREADS: usize = 64;
+
 /// One thing wrong with a config, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -91,6 +94,7 @@ impl Config {
             "must be at least 100ms".into()
         });
         check(!self.wake.timeout.is_zero(), "wake.timeout", &|| "must be positive".into());
+        check((1..=MAX_THREADS).contains(&self.threads), "threads", &|| format!("must be 1 to {MAX_THREADS}"));
         check(self.limits.max_hops > 0, "limits.max_hops", &|| "must be at least 1".into());
         let mut seen = HashSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
@@ -174,6 +178,9 @@ impl Config {
                 )
             })?
             .clone();
+        if reqwest::header::HeaderValue::from_str(hook_token.expose()).is_err() {
+            return Err(invalid(key("hook_token"), "has characters an HTTP header cannot carry"));
+        }
         let openclaw_agent = agent.openclaw_agent.clone().unwrap_or_else(|| agent.name.as_str().to_owned());
         if openclaw_agent.is_empty() {
             return Err(invalid(key("openclaw_agent"), "is empty"));

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Gateway;
@@ -82,22 +82,48 @@ struct WakeAnswer {
     event_outcome: Option<String>,
 }
 
+/// An agent's gateway as its calls need it: the hook URLs and the
+/// `Authorization` value, made once rather than parsed and formatted on
+/// every call.
+pub struct Hooks {
+    /// The gateway's base URL, for logs.
+    pub gateway: Url,
+    wake: Url,
+    agent: Url,
+    authorization: HeaderValue,
+    openclaw_agent: String,
+}
+
+impl Hooks {
+    pub fn new(gateway: &Gateway) -> Hooks {
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", gateway.hook_token.expose()))
+            .expect("the config check refuses tokens a header cannot carry");
+        authorization.set_sensitive(true);
+        Hooks {
+            gateway: gateway.url.clone(),
+            wake: gateway.hook("wake"),
+            agent: gateway.hook("agent"),
+            authorization,
+            openclaw_agent: gateway.openclaw_agent.clone(),
+        }
+    }
+}
+
 /// Sends one call and classifies the answer.
-pub async fn call(http: &reqwest::Client, gateway: &Gateway, call: &Call) -> Result<Delivered, Failed> {
-    let base = gateway.url.as_str().trim_end_matches('/');
-    let (path, body) = match &call.hook {
+pub async fn call(http: &reqwest::Client, hooks: &Hooks, call: &Call) -> Result<Delivered, Failed> {
+    let (url, body) = match &call.hook {
         Hook::Wake { text } => {
-            let body = WakeBody { text, mode: "now", agent_id: &gateway.openclaw_agent };
-            ("wake", serde_json::to_vec(&body))
+            let body = WakeBody { text, mode: "now", agent_id: &hooks.openclaw_agent };
+            (&hooks.wake, serde_json::to_vec(&body))
         }
         Hook::Agent { message, .. } => {
-            let body = AgentBody { message, name: "clawbus", agent_id: &gateway.openclaw_agent, deliver: false };
-            ("agent", serde_json::to_vec(&body))
+            let body = AgentBody { message, name: "clawbus", agent_id: &hooks.openclaw_agent, deliver: false };
+            (&hooks.agent, serde_json::to_vec(&body))
         }
     };
     let mut request = http
-        .post(format!("{base}/hooks/{path}"))
-        .header(AUTHORIZATION, format!("Bearer {}", gateway.hook_token.expose()))
+        .post(url.clone())
+        .header(AUTHORIZATION, hooks.authorization.clone())
         .header(CONTENT_TYPE, "application/json")
         .header(UP_TO_HEADER, call.up_to)
         .body(body.expect("serializes"));

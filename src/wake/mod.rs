@@ -30,6 +30,7 @@ use crate::names::AgentName;
 use crate::registry::Registered;
 
 use dispatch::Group;
+use gateway::Hooks;
 use marks::WakeMarks;
 use record::{GROUP_SIZE, Groups};
 pub use record::{WakeRecord, fleet as fleet_records, of as record_of};
@@ -116,7 +117,7 @@ impl Wakes {
             let waker = Waker {
                 slot: slot.clone(),
                 mode: agent.mode,
-                gateway,
+                hooks: Hooks::new(&gateway),
                 http: http.clone(),
                 calls: calls.clone(),
                 bus: bus.clone(),

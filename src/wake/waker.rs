@@ -16,12 +16,12 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::config::{Gateway, WakeMode};
+use crate::config::WakeMode;
 use crate::message::{Inbox, Priority};
 use crate::metrics::{Metrics, WakeOutcome};
 
 use super::backlog;
-use super::gateway::{self, Call, Cause, Delivered, Failed, Hook};
+use super::gateway::{self, Call, Cause, Delivered, Failed, Hook, Hooks};
 use super::marks::WakeMarks;
 use super::notice;
 use super::pending::Pending;
@@ -104,7 +104,7 @@ impl Slot {
 pub struct Waker {
     pub slot: Arc<Slot>,
     pub mode: WakeMode,
-    pub gateway: Gateway,
+    pub hooks: Hooks,
     pub http: reqwest::Client,
     /// Calls that may be in flight to this agent's gateway, across agents.
     pub calls: Arc<Semaphore>,
@@ -152,7 +152,7 @@ impl Waker {
             let outcome = match self.call_for(&batch).await {
                 Ok(call) => {
                     let _permit = self.calls.acquire().await.expect("the call limit is never closed");
-                    gateway::call(&self.http, &self.gateway, &call).await.map(|d| (d, call.up_to))
+                    gateway::call(&self.http, &self.hooks, &call).await.map(|d| (d, call.up_to))
                 }
                 Err(cause) => Err(Failed::Transient { retry_after: None, cause }),
             };
@@ -243,7 +243,7 @@ impl Waker {
                 self.metrics.wake(agent.as_str(), WakeOutcome::Rejected);
                 self.marks.record(agent, WakeOutcome::Rejected, None);
                 tracing::error!(
-                    gateway = %self.gateway.url,
+                    gateway = %self.hooks.gateway,
                     error = &cause as &dyn std::error::Error,
                     "gateway refused the wake; check hook_token and openclaw_agent. \
                      Retrying in {:?}; messages stay in the inbox",

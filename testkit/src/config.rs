@@ -82,6 +82,8 @@ pub struct AdapterConfig {
     pub wake: Vec<String>,
     pub log: Vec<String>,
     pub limits: Vec<String>,
+    /// `threads` (absent: the default).
+    pub threads: Option<usize>,
 }
 
 impl AdapterConfig {
@@ -94,6 +96,7 @@ impl AdapterConfig {
             nats: Vec::new(),
             log: Vec::new(),
             limits: Vec::new(),
+            threads: None,
             // Quick retries keep failure tests short.
             wake: vec!["max_backoff = \"2s\"".into()],
         }
@@ -101,6 +104,11 @@ impl AdapterConfig {
 
     pub fn agent(mut self, agent: AgentSpec) -> Self {
         self.agents.push(agent);
+        self
+    }
+
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
         self
     }
 
@@ -131,7 +139,11 @@ impl AdapterConfig {
 
     /// The config file, listening on `port` (0: any free port).
     pub fn toml(&self, port: u16) -> String {
-        let mut toml = format!("host = {:?}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n", self.host);
+        let mut toml = format!("host = {:?}\n", self.host);
+        if let Some(threads) = self.threads {
+            writeln!(toml, "threads = {threads}").unwrap();
+        }
+        writeln!(toml, "\n[http]\nlisten = \"127.0.0.1:{port}\"").unwrap();
         self.http.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
         writeln!(toml, "\n[nats]\nurl = {:?}", self.nats_url).unwrap();
         self.nats.iter().for_each(|line| writeln!(toml, "{line}").unwrap());
