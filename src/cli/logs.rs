@@ -121,16 +121,16 @@ fn write_to_stderr(bytes: &[u8]) {
     }
 }
 
-/// One event's line, handed to the batch when the formatter is done.
-pub(super) struct Line {
-    batch: Batch,
+/// Where one event's line goes. The formatter hands a whole line to one
+/// `write_all`, so a line is appended whole, with no copy of its own.
+pub(super) struct Line<'a> {
+    batch: &'a Batch,
     urgent: bool,
-    bytes: Vec<u8>,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bytes.extend_from_slice(buf);
+        self.batch.append(buf, self.urgent);
         Ok(buf.len())
     }
 
@@ -139,21 +139,15 @@ impl Write for Line {
     }
 }
 
-impl Drop for Line {
-    fn drop(&mut self) {
-        self.batch.append(&self.bytes, self.urgent);
-    }
-}
-
 impl<'a> MakeWriter<'a> for Batch {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
-        Line { batch: self.clone(), urgent: true, bytes: Vec::new() }
+    fn make_writer(&'a self) -> Line<'a> {
+        Line { batch: self, urgent: true }
     }
 
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
-        Line { batch: self.clone(), urgent: urgent(meta.level()), bytes: Vec::new() }
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line<'a> {
+        Line { batch: self, urgent: urgent(meta.level()) }
     }
 }
 
