@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.request
 
-from prompts import alive, new_lines, texts
+from prompts import exited, new_lines, texts
 
 
 def turn(messages):
@@ -113,9 +113,9 @@ def main():
             missing = [k for k in ("prompt_t", "answered_t", "inbox_t", "acked_t") if k not in state]
             state["error"] = "not seen within %ss: %s" % (timeout, ", ".join(missing))
             break
-        dead = [p for p in pids if not alive(p)]
-        if dead:
-            state["error"] = "process %s exited" % dead
+        gone = exited(pids)
+        if gone:
+            state["error"] = gone
             break
         time.sleep(0.01)
     print(json.dumps(state))

@@ -32,7 +32,7 @@ import sys
 import time
 import urllib.request
 
-from prompts import alive, new_lines, texts
+from prompts import exited, new_lines, texts
 
 SKILL = re.compile(r"<available_skills>.*?<name>clawbus</name>.*?</available_skills>", re.S)
 SKILL_LOCATION = re.compile(r"<name>clawbus</name>.*?<location>(.*?)</location>", re.S)
@@ -139,9 +139,9 @@ def main():
             state["error"] = ("no wake answered by the gateway" if "wake_t" not in state
                               else "no prompt held the wake line") + " within %ss" % timeout
             break
-        dead = [p for p in pids if not alive(p)]
-        if dead:
-            state["error"] = "process %s exited" % dead
+        gone = exited(pids)
+        if gone:
+            state["error"] = gone
             break
         time.sleep(0.01)
     # the counters as they stand now (the gateway may have been woken again)

@@ -36,3 +36,9 @@ def alive(pid):
         return False
     except PermissionError:
         return True
+
+
+def exited(pids):
+    """Why a watch must stop because a process it depends on is gone, or None."""
+    dead = [p for p in pids if not alive(p)]
+    return "process %s exited" % dead if dead else None
