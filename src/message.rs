@@ -116,18 +116,39 @@ impl Serialize for MessageView {
 }
 
 /// `2026-11-25T10:00:00.123Z`: UTC with milliseconds, as the old bus wrote.
+/// Every send and every wake writes one, so the digits are written
+/// directly rather than through `format!`'s padding machinery.
 pub fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    let mut out = String::with_capacity(24);
+    let year = at.year();
+    // As `{:04}` writes it: the sign counts towards the width.
+    if year < 0 {
+        out.push('-');
+    }
+    push_digits(&mut out, year.unsigned_abs(), if year < 0 { 3 } else { 4 });
+    let fields = [
+        ('-', u32::from(u8::from(at.month())), 2),
+        ('-', u32::from(at.day()), 2),
+        ('T', u32::from(at.hour()), 2),
+        (':', u32::from(at.minute()), 2),
+        (':', u32::from(at.second()), 2),
+        ('.', u32::from(at.millisecond()), 3),
+    ];
+    for (separator, value, width) in fields {
+        out.push(separator);
+        push_digits(&mut out, value, width);
+    }
+    out.push('Z');
+    out
+}
+
+/// `value` in at least `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    let digits = value.checked_ilog10().map_or(1, |log| log + 1).max(width);
+    for place in (0..digits).rev() {
+        out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+    }
 }
 
 /// Where a stored message went, read back from its subject.
@@ -276,11 +297,36 @@ mod tests {
         assert!(!inbox.contains(50, Route::Broadcast { from: "bob" }));
     }
 
+    proptest::proptest! {
+        /// The digits written directly are those `format!` pads, at every
+        /// instant the time crate can hold.
+        #[test]
+        fn timestamps_are_written_as_format_pads_them(
+            nanos in OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT).unix_timestamp_nanos()
+                ..=OffsetDateTime::new_utc(time::Date::MAX, time::Time::MAX).unix_timestamp_nanos()
+        ) {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            let padded = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute(), at.second(), at.millisecond()
+            );
+            proptest::prop_assert_eq!(format_time(at), padded);
+        }
+    }
+
     #[test]
     fn timestamps_have_milliseconds_and_z() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_600_800_123_456_789).unwrap();
         let text = format_time(at);
         assert!(text.ends_with(".123Z"), "{text}");
         assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).unwrap().unix_timestamp(), at.unix_timestamp());
+        // Years with fewer digits than the width, on both sides of zero.
+        for (year, written) in [(5, "0005"), (0, "0000"), (-5, "-005"), (-9999, "-9999")] {
+            let at = OffsetDateTime::new_utc(
+                time::Date::from_calendar_date(year, time::Month::March, 4).unwrap(),
+                time::Time::MIDNIGHT,
+            );
+            assert_eq!(format_time(at), format!("{written}-03-04T00:00:00.000Z"));
+        }
     }
 }

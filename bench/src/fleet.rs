@@ -26,8 +26,6 @@ pub struct Fleet {
     http: reqwest::Client,
     /// Agent `i` lives on adapter `i % adapters.len()`.
     agents: Vec<String>,
-    /// Makes every send's `Idempotency-Key` unique, as a careful agent's is.
-    sends: AtomicU64,
 }
 
 impl Fleet {
@@ -52,7 +50,7 @@ impl Fleet {
         }
         let send_urls = started.iter().map(|adapter| format!("{}/api/send", adapter.base())).collect();
         let http = clawbus_testkit::http_client(Duration::from_secs(30));
-        Fleet { adapters: started, gateways, send_urls, http, agents: names, sends: AtomicU64::new(0) }
+        Fleet { adapters: started, gateways, send_urls, http, agents: names }
     }
 
     pub fn adapters(&self) -> &[Adapter] {
@@ -72,20 +70,10 @@ impl Fleet {
 impl Target for Fleet {
     const SIDE: Side = Side::Clawbus;
 
-    /// Straight through reqwest rather than [`clawbus_testkit::Api`], to
-    /// keep the reason a send got no answer.
     async fn send(&self) -> Attempt {
         let (from, to) = self.pick();
-        let key = format!("bench-{}", self.sends.fetch_add(1, Ordering::Relaxed));
-        let request = self
-            .http
-            .post(&self.send_urls[from % self.adapters.len()])
-            .header(CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", key)
-            .body(json!({"from": self.agents[from], "to": self.agents[to], "content": CONTENT}).to_string());
-        let started = Instant::now();
-        let outcome = stored_id(request).await;
-        Attempt { to, scheduled: None, started, answered: Instant::now(), outcome }
+        let url = &self.send_urls[from % self.adapters.len()];
+        Attempt { to, ..send_message(&self.http, url, &self.agents[from], &self.agents[to]).await }
     }
 
     fn arrivals(&self, since: Instant, stored: &[(usize, u64)]) -> Arrivals {
@@ -140,6 +128,24 @@ impl Coverage {
     fn first_covering(&self, id: u64) -> Option<Instant> {
         self.earliest.get(self.up_to.partition_point(|&up_to| up_to < id)).copied()
     }
+}
+
+/// Makes every send's `Idempotency-Key` unique, as a careful agent's is.
+static SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// One `POST /api/send` from `from` to `to`, as an agent makes it: straight
+/// through reqwest rather than [`clawbus_testkit::Api`], to keep the reason
+/// a send got no answer. (`Attempt::to` is left 0 for the caller.)
+pub(crate) async fn send_message(http: &reqwest::Client, url: &str, from: &str, to: &str) -> Attempt {
+    let key = format!("bench-{}", SENDS.fetch_add(1, Ordering::Relaxed));
+    let request = http
+        .post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", key)
+        .body(json!({"from": from, "to": to, "content": CONTENT}).to_string());
+    let started = Instant::now();
+    let outcome = stored_id(request).await;
+    Attempt { to: 0, scheduled: None, started, answered: Instant::now(), outcome }
 }
 
 /// Sends a `POST /api/send`; the stored message's id, or why not.

@@ -16,20 +16,24 @@
 //! loop at each offered rate (see `load`), and ties every message to the
 //! first wake covering it (`Clawbus-Up-To`), so every message answered 200
 //! is either measured or reported missing. The raw side publishes with ack
-//! to a stream of its own and receives at an ordered consumer.
+//! to a stream of its own and receives at an ordered consumer. The HTTP
+//! floor is the same send to an endpoint that answers at once (see
+//! `floor`): with the raw side, what any HTTP front end to JetStream pays.
 //!
-//! Per mode: a warm-up, the fixed rates (clawbus and raw interleaved, so
-//! drift in the machine hits both alike), the most messages stored per
-//! second with many sends in flight, and a search for the highest rate
-//! sustained with p99 under the limit.
+//! Per mode: a warm-up, the fixed rates (clawbus, raw and the HTTP floor
+//! interleaved, so drift in the machine hits all alike), the most messages
+//! stored per second with many sends in flight, and a search for the
+//! highest rate clawbus and raw sustain with p99 under the limit.
 
 mod fleet;
+mod floor;
 pub mod limits;
 mod load;
 mod machine;
 mod meter;
 mod raw;
-mod receiver;
+mod receipts;
+pub mod receiver;
 mod report;
 pub mod scale;
 mod search;
@@ -48,12 +52,13 @@ use clawbus_testkit::NatsServer;
 
 pub use machine::Machine;
 pub use meter::Cost;
-pub use report::{AdapterUsage, Comparison, Goal, ModeReport, Report, Versus};
+pub use report::{AdapterUsage, Ceiling, Comparison, Goal, ModeReport, Report, Versus};
 pub use stats::Summary;
 pub use step::{Kind, Slow, Step};
 pub use target::Side;
 
 use fleet::Fleet;
+use floor::Floor;
 use meter::Meter;
 use raw::Raw;
 use receiver::Receiver;
@@ -66,6 +71,9 @@ const WARMUP_RATE: f64 = 200.0;
 /// The search stops when the highest pass and lowest failure are this close.
 const SEARCH_PRECISION: f64 = 0.1;
 const MAX_PROBES: usize = 6;
+/// Every side, in the order each rate runs them. (The search for the
+/// highest rate sustained runs clawbus and raw only.)
+const SIDES: [Side; 3] = [Side::Clawbus, Side::Raw, Side::Http];
 
 /// JetStream's fsync setting for a mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -158,7 +166,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Report> {
     Ok(Report::new(Machine::probe(), settings.clone(), modes))
 }
 
-/// One nats-server setting: its own server, adapters, gateways and raw stream.
+/// One nats-server setting: its own server, adapters, gateways, raw stream
+/// and HTTP floor.
 struct Mode<'a> {
     settings: &'a Settings,
     sync: SyncInterval,
@@ -167,9 +176,11 @@ struct Mode<'a> {
     // server, and the runtime the receiving ends ran on.
     fleet: Arc<Fleet>,
     raw: Arc<Raw>,
+    floor: Arc<Floor>,
     /// For the meter: the server's write counts.
     js: jetstream::Context,
-    _nats: NatsServer,
+    /// For the meter too: the server's CPU.
+    nats: NatsServer,
     _receiver: Receiver,
 }
 
@@ -187,26 +198,27 @@ impl<'a> Mode<'a> {
             steps: Vec::new(),
             fleet: Arc::new(fleet),
             raw: Arc::new(raw),
+            floor: Arc::new(Floor::start()?),
             js,
-            _nats: nats,
+            nats,
             _receiver: receiver,
         })
     }
 
     async fn run(mut self) -> ModeReport {
         let s = self.settings;
-        for side in [Side::Clawbus, Side::Raw] {
+        for side in SIDES {
             let step = self.measure(side, Kind::Warmup, Load::Rate(WARMUP_RATE), s.warmup).await;
             self.steps.push(step);
         }
         for &rate in &s.rates {
-            for side in [Side::Clawbus, Side::Raw] {
+            for side in SIDES {
                 let step = self.measure(side, Kind::Fixed, Load::Rate(rate), s.step).await;
                 self.steps.push(step);
             }
         }
         if let Some(duration) = s.saturate {
-            for side in [Side::Clawbus, Side::Raw] {
+            for side in SIDES {
                 let step = self.measure(side, Kind::Saturate, Load::InFlight(s.concurrency), duration).await;
                 self.steps.push(step);
             }
@@ -227,25 +239,26 @@ impl<'a> Mode<'a> {
                 Some(AdapterUsage { host: adapter.host().into(), cpu_s: used.cpu.as_secs_f64(), rss_mb, peak_rss_mb })
             })
             .collect();
-        ModeReport::new(self.sync, self.steps, highest, adapters)
+        ModeReport::new(self.sync, self.steps, highest, adapters, machine::cores())
     }
 
     async fn measure(&self, side: Side, kind: Kind, load: Load, duration: Duration) -> Step {
         match side {
             Side::Clawbus => self.measure_on(&self.fleet, kind, load, duration).await,
             Side::Raw => self.measure_on(&self.raw, kind, load, duration).await,
+            Side::Http => self.measure_on(&self.floor, kind, load, duration).await,
         }
     }
 
     async fn measure_on<T: Target>(&self, target: &Arc<T>, kind: Kind, load: Load, duration: Duration) -> Step {
         let s = self.settings;
-        let meter = Meter::start(target.as_ref(), &self.js).await;
+        let meter = Meter::start(target.as_ref(), &self.js, &self.nats).await;
         let run = match load {
             Load::Rate(rate) => load::open_loop(target, rate, duration, s.max_in_flight).await,
             Load::InFlight(n) => load::closed_loop(target, n, duration).await,
         };
         let arrivals = load::arrivals(target.as_ref(), &run, s.settle).await;
-        let cost = meter.stop(target.as_ref(), &self.js).await;
+        let cost = meter.stop(target.as_ref(), &self.js, &self.nats).await;
         let step = Step::new(Plan { side: T::SIDE, kind, load }, &run, &arrivals, cost, s.p99_limit);
         eprintln!(
             "  {} {kind:?} {load:?}: stored {:.0}/s, p99 {:.2} ms, {} missing, {} errors",

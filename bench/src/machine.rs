@@ -27,7 +27,7 @@ impl Machine {
         let memory_kib: f64 =
             field(&meminfo, "MemTotal").and_then(|v| v.trim_end_matches(" kB").parse().ok()).unwrap_or_default();
         Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus: cores(),
             cpu_model: field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
             memory_gib: memory_kib / (1024.0 * 1024.0),
             kernel: format!("Linux {}", read("/proc/sys/kernel/osrelease").trim()),
@@ -36,6 +36,11 @@ impl Machine {
             adapter_binary: clawbus_testkit::program("CLAWBUS_BIN", "clawbus").display().to_string(),
         }
     }
+}
+
+/// The cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn read(path: &str) -> String {

@@ -3,8 +3,6 @@
 //! the stream with), through async-nats with no HTTP and no wake. What is
 //! left between this and the clawbus side is what the adapters add.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -15,6 +13,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use super::fleet::CONTENT;
+use super::receipts::Receipts;
 use super::receiver::Receiver;
 use super::target::{Arrivals, Attempt, Side, Target};
 
@@ -26,8 +25,8 @@ pub struct Raw {
     subjects: Vec<String>,
     /// A payload the size of a clawbus message.
     payload: Bytes,
-    /// Stream sequence → when the consumer received it.
-    receipts: Arc<Mutex<HashMap<u64, Instant>>>,
+    /// By stream sequence: when the consumer received it.
+    receipts: Receipts,
     consumer: JoinHandle<()>,
 }
 
@@ -43,7 +42,7 @@ impl Raw {
             ..Default::default()
         })
         .await?;
-        let receipts = Arc::new(Mutex::new(HashMap::new()));
+        let receipts = Receipts::default();
         let consumer = receiver.run(consume(nats_url.to_owned(), receipts.clone())).await?;
         let subjects = (0..recipients).map(|i| format!("{}.agent-{i:02}", STREAM.to_lowercase())).collect();
         let payload = json!({"from": "agent-00", "to": "agent-01", "content": CONTENT, "priority": "normal",
@@ -53,7 +52,7 @@ impl Raw {
 }
 
 /// Opens the consumer; the returned task records every receipt.
-async fn consume(url: String, receipts: Arc<Mutex<HashMap<u64, Instant>>>) -> anyhow::Result<JoinHandle<()>> {
+async fn consume(url: String, receipts: Receipts) -> anyhow::Result<JoinHandle<()>> {
     let js = jetstream::new(async_nats::connect(url).await?);
     let consumer = js
         .get_stream(STREAM)
@@ -67,7 +66,7 @@ async fn consume(url: String, receipts: Arc<Mutex<HashMap<u64, Instant>>>) -> an
             // The client recreates the consumer after errors by itself.
             let Ok(message) = message else { continue };
             if let Ok(info) = message.info() {
-                receipts.lock().unwrap().insert(info.stream_sequence, at);
+                receipts.record(info.stream_sequence, at);
             }
         }
     }))
@@ -88,11 +87,7 @@ impl Target for Raw {
     }
 
     fn arrivals(&self, since: Instant, stored: &[(usize, u64)]) -> Arrivals {
-        let receipts = self.receipts.lock().unwrap();
-        Arrivals {
-            at: stored.iter().map(|(_, seq)| receipts.get(seq).copied()).collect(),
-            deliveries: receipts.values().filter(|&&at| at >= since).count(),
-        }
+        self.receipts.arrivals(since, stored)
     }
 
     fn cpu(&self) -> Option<Duration> {

@@ -35,6 +35,58 @@ pub struct Comparison {
     pub max: f64,
 }
 
+/// What every process spent per message in the closed-loop runs, and the
+/// throughput that the floors alone leave room for on these cores.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ceiling {
+    /// Adapters, nats-server and this process (client and gateways), in
+    /// microseconds per message stored.
+    pub clawbus_us: f64,
+    pub clawbus_adapters_us: f64,
+    pub clawbus_server_us: f64,
+    pub clawbus_bench_us: f64,
+    /// nats-server and this process (publisher and consumer).
+    pub raw_us: f64,
+    /// This process: the client and the endpoint's thread.
+    pub http_us: f64,
+    /// The HTTP floor's most requests answered per second.
+    pub http_per_second: f64,
+    /// `cores / (raw_us + http_us)`: messages per second these cores could
+    /// carry if each cost only one HTTP request and one publish, as
+    /// measured alone; nothing is spent on wakes.
+    pub bound_per_second: f64,
+    /// The bound over raw JetStream's measured rate.
+    pub bound_vs_raw: f64,
+    /// clawbus's measured rate over the bound.
+    pub clawbus_vs_bound: f64,
+}
+
+impl Ceiling {
+    fn new(clawbus: &Step, raw: &Step, http: &Step, cores: usize) -> Option<Ceiling> {
+        let per = |ms: f64, step: &Step| ms * 1e3 / step.stored as f64;
+        let (ours, server, bench) = (
+            per(clawbus.cost.adapters_cpu_ms?, clawbus),
+            per(clawbus.cost.server_cpu_ms?, clawbus),
+            per(clawbus.cost.bench_cpu_ms, clawbus),
+        );
+        let raw_us = per(raw.cost.server_cpu_ms? + raw.cost.bench_cpu_ms, raw);
+        let http_us = per(http.cost.bench_cpu_ms, http);
+        let bound = cores as f64 * 1e6 / (raw_us + http_us);
+        Some(Ceiling {
+            clawbus_us: ours + server + bench,
+            clawbus_adapters_us: ours,
+            clawbus_server_us: server,
+            clawbus_bench_us: bench,
+            raw_us,
+            http_us,
+            http_per_second: http.stored_rate,
+            bound_per_second: bound,
+            bound_vs_raw: bound / raw.stored_rate,
+            clawbus_vs_bound: clawbus.stored_rate / bound,
+        })
+    }
+}
+
 /// One adapter process at the end of a mode.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterUsage {
@@ -53,6 +105,8 @@ pub struct ModeReport {
     pub comparisons: Vec<Comparison>,
     /// Most messages stored per second, closed loop.
     pub throughput: Option<Versus>,
+    /// The same runs' CPU per message, next to the floors'.
+    pub ceiling: Option<Ceiling>,
     /// Highest offered rate sustained with p99 under the limit.
     pub highest_sustained: Option<Versus>,
     pub adapters: Vec<AdapterUsage>,
@@ -64,9 +118,17 @@ impl ModeReport {
         steps: Vec<Step>,
         highest_sustained: Option<Versus>,
         adapters: Vec<AdapterUsage>,
+        cores: usize,
     ) -> Self {
-        let mut mode =
-            ModeReport { sync_interval, steps, comparisons: Vec::new(), throughput: None, highest_sustained, adapters };
+        let mut mode = ModeReport {
+            sync_interval,
+            steps,
+            comparisons: Vec::new(),
+            throughput: None,
+            ceiling: None,
+            highest_sustained,
+            adapters,
+        };
         mode.comparisons = mode
             .fixed_rates()
             .into_iter()
@@ -78,9 +140,10 @@ impl ModeReport {
             })
             .collect();
         let saturated = |side| mode.steps.iter().find(|s| s.side == side && s.kind == Kind::Saturate);
-        mode.throughput = saturated(Side::Clawbus)
-            .zip(saturated(Side::Raw))
-            .map(|(clawbus, raw)| Versus::new(clawbus.stored_rate, raw.stored_rate));
+        if let (Some(clawbus), Some(raw)) = (saturated(Side::Clawbus), saturated(Side::Raw)) {
+            mode.throughput = Some(Versus::new(clawbus.stored_rate, raw.stored_rate));
+            mode.ceiling = saturated(Side::Http).and_then(|http| Ceiling::new(clawbus, raw, http, cores));
+        }
         mode
     }
 

@@ -1,7 +1,8 @@
 //! The run as the table `clawbus-bench` prints: per mode, each offered
-//! rate with clawbus above raw JetStream and their ratio, what was not
-//! sustained and why, throughput, the highest sustained rate, the adapters'
-//! CPU and memory; then fsync's cost and the targets.
+//! rate with clawbus above raw JetStream and the HTTP floor, and clawbus's
+//! ratio to raw, what was not sustained and why, throughput and what the
+//! floors leave room for, the highest sustained rate, the adapters' CPU and
+//! memory; then fsync's cost and the targets.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
@@ -44,7 +45,12 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "latency: client clock just before the HTTP send → the wake's arrival at the gateway \
-             (raw JetStream: before the publish → receipt at the consumer)"
+             (raw JetStream: before the publish → receipt at the consumer; http floor: before the send → \
+             the endpoint's handler)"
+        )?;
+        writeln!(
+            f,
+            "CPU us/msg: the adapters' (http floor: its endpoint thread's); the closed-loop line adds every process"
         )?;
         for mode in &self.modes {
             write!(f, "\n{}", Table { mode, limit: s.p99_limit })?;
@@ -75,7 +81,7 @@ impl fmt::Display for Table<'_> {
         header(f)?;
         let mut notes = String::new();
         for rate in mode.fixed_rates() {
-            for side in [Side::Clawbus, Side::Raw] {
+            for side in [Side::Clawbus, Side::Raw, Side::Http] {
                 let Some(step) = mode.fixed(side, rate) else { continue };
                 row(f, if side == Side::Clawbus { Some(rate) } else { None }, step)?;
                 if !step.sustained {
@@ -118,6 +124,28 @@ impl Table<'_> {
             thousands(t.clawbus),
             thousands(t.raw),
             t.ratio
+        )?;
+        let Some(c) = &self.mode.ceiling else { return Ok(()) };
+        writeln!(
+            f,
+            "  CPU per message in those runs, every process: clawbus {:.0} us (adapters {:.0}, nats-server {:.0}, \
+             client and gateways {:.0}); raw JetStream {:.0} us; http floor {:.0} us, answering {}/s",
+            c.clawbus_us,
+            c.clawbus_adapters_us,
+            c.clawbus_server_us,
+            c.clawbus_bench_us,
+            c.raw_us,
+            c.http_us,
+            thousands(c.http_per_second)
+        )?;
+        writeln!(
+            f,
+            "  one HTTP request and one publish per message ({:.0} us) leave room for {}/s on these cores: \
+             {:.2}x raw JetStream; clawbus reached {:.2} of that",
+            c.raw_us + c.http_us,
+            thousands(c.bound_per_second),
+            c.bound_vs_raw,
+            c.clawbus_vs_bound
         )
     }
 

@@ -1,6 +1,7 @@
 //! What the load generator drives: the adapters' HTTP API with wakes at the
-//! gateways, or raw JetStream with a consumer. Both answer the same two
-//! questions, so every step is measured by the same code.
+//! gateways, raw JetStream with a consumer, or an HTTP endpoint that does
+//! nothing. All answer the same questions, so every step is measured by the
+//! same code.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,6 +16,9 @@ pub enum Side {
     Clawbus,
     /// Publish with ack, receipt at an ordered consumer: the floor.
     Raw,
+    /// The same HTTP send to an endpoint that answers at once: what one
+    /// request costs before any work.
+    Http,
 }
 
 impl Side {
@@ -22,6 +26,7 @@ impl Side {
         match self {
             Side::Clawbus => "clawbus",
             Side::Raw => "raw",
+            Side::Http => "http",
         }
     }
 
@@ -30,6 +35,7 @@ impl Side {
         match self {
             Side::Clawbus => "woken",
             Side::Raw => "received",
+            Side::Http => "answered",
         }
     }
 }
@@ -66,7 +72,8 @@ pub trait Target: Send + Sync + 'static {
     /// For each `(to, id)`, the earliest arrival so far that covers it.
     fn arrivals(&self, since: Instant, stored: &[(usize, u64)]) -> Arrivals;
 
-    /// CPU time the system under test has used so far, where it is a
-    /// process of its own (the adapters; not the shared nats-server).
+    /// CPU time the system under test has used so far, where it runs
+    /// apart (the adapters, the HTTP floor's thread; not the shared
+    /// nats-server).
     fn cpu(&self) -> Option<Duration>;
 }

@@ -192,20 +192,12 @@ impl Adapter {
     /// CPU time and memory of the process, from /proc (Linux).
     pub fn resources(&self) -> Option<Resources> {
         let pid = self.pid()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no memory effects.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let cpu = crate::cpu_time(&format!("/proc/{pid}/stat"))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib = |field: &str| -> Option<u64> {
             status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
         };
-        Some(Resources {
-            cpu: Duration::from_millis(ticks * 1000 / hz),
-            rss: kib("VmRSS:")? * 1024,
-            peak_rss: kib("VmHWM:")? * 1024,
-        })
+        Some(Resources { cpu, rss: kib("VmRSS:")? * 1024, peak_rss: kib("VmHWM:")? * 1024 })
     }
 }
 

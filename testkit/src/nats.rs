@@ -138,6 +138,11 @@ impl NatsServer {
         }
     }
 
+    /// CPU time the running server process has used (Linux).
+    pub fn cpu(&self) -> Option<Duration> {
+        crate::cpu_time(&format!("/proc/{}/stat", self.child.as_ref()?.id()))
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
