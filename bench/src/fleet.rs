@@ -73,7 +73,7 @@ impl Target for Fleet {
     async fn send(&self) -> Attempt {
         let (from, to) = self.pick();
         let url = &self.send_urls[from % self.adapters.len()];
-        Attempt { to, ..send_message(&self.http, url, &self.agents[from], &self.agents[to]).await }
+        send_message(&self.http, url, (&self.agents[from], &self.agents[to]), to).await
     }
 
     fn arrivals(&self, since: Instant, stored: &[(usize, u64)]) -> Arrivals {
@@ -133,19 +133,25 @@ impl Coverage {
 /// Makes every send's `Idempotency-Key` unique, as a careful agent's is.
 static SENDS: AtomicU64 = AtomicU64::new(0);
 
-/// One `POST /api/send` from `from` to `to`, as an agent makes it: straight
-/// through reqwest rather than [`clawbus_testkit::Api`], to keep the reason
-/// a send got no answer. (`Attempt::to` is left 0 for the caller.)
-pub(crate) async fn send_message(http: &reqwest::Client, url: &str, from: &str, to: &str) -> Attempt {
+/// One `POST /api/send` from one agent to another, as an agent makes it:
+/// straight through reqwest rather than [`clawbus_testkit::Api`], to keep
+/// the reason a send got no answer. `to` is the recipient as the target
+/// counts it.
+pub(crate) async fn send_message(
+    http: &reqwest::Client,
+    url: &str,
+    (from, recipient): (&str, &str),
+    to: usize,
+) -> Attempt {
     let key = format!("bench-{}", SENDS.fetch_add(1, Ordering::Relaxed));
     let request = http
         .post(url)
         .header(CONTENT_TYPE, "application/json")
         .header("Idempotency-Key", key)
-        .body(json!({"from": from, "to": to, "content": CONTENT}).to_string());
+        .body(json!({"from": from, "to": recipient, "content": CONTENT}).to_string());
     let started = Instant::now();
     let outcome = stored_id(request).await;
-    Attempt { to: 0, scheduled: None, started, answered: Instant::now(), outcome }
+    Attempt { to, scheduled: None, started, answered: Instant::now(), outcome }
 }
 
 /// Sends a `POST /api/send`; the stored message's id, or why not.

@@ -1,10 +1,10 @@
 //! The HTTP floor: the same client sending the same `POST /api/send` to an
 //! endpoint that stores nothing and wakes nobody, served by axum on one
 //! thread of its own (as an adapter runs by default). What it costs is what
-//! one HTTP request costs on this machine, before any work: every message
-//! sent through clawbus costs that plus a JetStream publish (the raw side)
-//! plus a wake, so the two floors together bound clawbus's throughput on
-//! these cores.
+//! one HTTP request costs on this machine with this client and server stack,
+//! before any work. Every message sent through clawbus costs that, plus a
+//! JetStream publish and delivery (the raw side), plus a wake: together the
+//! two floors estimate the most messages these cores could carry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,8 @@ pub struct Floor {
     receipts: Receipts,
     /// The serving thread's `/proc/self/task/<tid>/stat`.
     stat: String,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it ends the endpoint, and its thread with it.
+    _stop: oneshot::Sender<()>,
 }
 
 /// The endpoint's state: the next id, and when each id was handled.
@@ -40,22 +41,28 @@ struct Endpoint {
 }
 
 impl Floor {
-    /// Starts the endpoint on a thread of its own.
+    /// Starts the endpoint on a thread of its own. The runtime and the
+    /// listener are made here, so a failure is this call's error rather
+    /// than a dead thread.
     pub fn start() -> anyhow::Result<Floor> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr: SocketAddr = listener.local_addr()?;
+        let listener = {
+            let _runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
         let receipts = Receipts::default();
         let endpoint = Endpoint { next: Arc::new(AtomicU64::new(1)), receipts: receipts.clone() };
+        let router = Router::new().route("/api/send", post(answer)).with_state(endpoint);
         let (stop, stopped) = oneshot::channel::<()>();
         let (tid_tx, tid) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("bench-http-floor".into()).spawn(move || {
             // SAFETY: gettid has no memory effects.
             let _ = tid_tx.send(unsafe { libc::gettid() });
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("floor runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("floor listener");
-                let router = Router::new().route("/api/send", post(answer)).with_state(endpoint);
+                // Ends when `stop` is sent or dropped.
                 let _ = axum::serve(listener, router).with_graceful_shutdown(async { drop(stopped.await) }).await;
             });
         })?;
@@ -65,7 +72,7 @@ impl Floor {
             http: clawbus_testkit::http_client(Duration::from_secs(30)),
             receipts,
             stat: format!("/proc/self/task/{tid}/stat"),
-            stop: Some(stop),
+            _stop: stop,
         })
     }
 }
@@ -82,7 +89,7 @@ impl Target for Floor {
     const SIDE: Side = Side::Http;
 
     async fn send(&self) -> Attempt {
-        send_message(&self.http, &self.url, "agent-00", "agent-01").await
+        send_message(&self.http, &self.url, ("agent-00", "agent-01"), 0).await
     }
 
     fn arrivals(&self, since: Instant, stored: &[(usize, u64)]) -> Arrivals {
@@ -93,13 +100,5 @@ impl Target for Floor {
     /// adapters' CPU is theirs.
     fn cpu(&self) -> Option<Duration> {
         clawbus_testkit::cpu_time(&self.stat)
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }

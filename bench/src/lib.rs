@@ -33,7 +33,7 @@ mod machine;
 mod meter;
 mod raw;
 mod receipts;
-pub mod receiver;
+mod receiver;
 mod report;
 pub mod scale;
 mod search;
@@ -173,7 +173,7 @@ struct Mode<'a> {
     sync: SyncInterval,
     steps: Vec<Step>,
     // Dropped in this order: adapters and gateways, the raw clients, the
-    // server, and the runtime the receiving ends ran on.
+    // HTTP floor, the server, and the runtime the receiving ends ran on.
     fleet: Arc<Fleet>,
     raw: Arc<Raw>,
     floor: Arc<Floor>,

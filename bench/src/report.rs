@@ -36,7 +36,10 @@ pub struct Comparison {
 }
 
 /// What every process spent per message in the closed-loop runs, and the
-/// throughput that the floors alone leave room for on these cores.
+/// throughput that the floors alone leave room for on these cores: an
+/// estimate for this machine, client and server stack, since a message
+/// through clawbus costs at least one HTTP request and one publish with its
+/// delivery, each measured here on its own.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ceiling {
     /// Adapters, nats-server and this process (client and gateways), in
@@ -47,13 +50,15 @@ pub struct Ceiling {
     pub clawbus_bench_us: f64,
     /// nats-server and this process (publisher and consumer).
     pub raw_us: f64,
-    /// This process: the client and the endpoint's thread.
+    /// This process: the load generator's client and the endpoint's thread.
     pub http_us: f64,
+    /// The endpoint's thread alone: the server's side of a request.
+    pub http_endpoint_us: f64,
     /// The HTTP floor's most requests answered per second.
     pub http_per_second: f64,
     /// `cores / (raw_us + http_us)`: messages per second these cores could
-    /// carry if each cost only one HTTP request and one publish, as
-    /// measured alone; nothing is spent on wakes.
+    /// carry if each cost only one HTTP request and one publish with its
+    /// delivery, as measured alone; nothing is spent on wakes.
     pub bound_per_second: f64,
     /// The bound over raw JetStream's measured rate.
     pub bound_vs_raw: f64,
@@ -62,7 +67,12 @@ pub struct Ceiling {
 }
 
 impl Ceiling {
+    /// `None` unless every side stored something and every CPU figure was
+    /// measured.
     fn new(clawbus: &Step, raw: &Step, http: &Step, cores: usize) -> Option<Ceiling> {
+        if [clawbus, raw, http].iter().any(|step| step.stored == 0) {
+            return None;
+        }
         let per = |ms: f64, step: &Step| ms * 1e3 / step.stored as f64;
         let (ours, server, bench) = (
             per(clawbus.cost.adapters_cpu_ms?, clawbus),
@@ -71,6 +81,7 @@ impl Ceiling {
         );
         let raw_us = per(raw.cost.server_cpu_ms? + raw.cost.bench_cpu_ms, raw);
         let http_us = per(http.cost.bench_cpu_ms, http);
+        let http_endpoint_us = per(http.cost.adapters_cpu_ms?, http);
         let bound = cores as f64 * 1e6 / (raw_us + http_us);
         Some(Ceiling {
             clawbus_us: ours + server + bench,
@@ -79,6 +90,7 @@ impl Ceiling {
             clawbus_bench_us: bench,
             raw_us,
             http_us,
+            http_endpoint_us,
             http_per_second: http.stored_rate,
             bound_per_second: bound,
             bound_vs_raw: bound / raw.stored_rate,

@@ -60,17 +60,20 @@ pub struct Step {
     /// From the first send to the last answer.
     pub seconds: f64,
     pub sent: usize,
-    /// Answered 200 (clawbus) or acknowledged (raw).
+    /// Answered 200 (clawbus, the HTTP floor) or acknowledged (raw).
     pub stored: usize,
     pub stored_rate: f64,
     pub errors: usize,
     /// A few distinct error texts.
     pub error_examples: Vec<String>,
-    /// Stored but never woken (clawbus) or received (raw).
+    /// Stored but never woken (clawbus), received (raw) or seen by the
+    /// endpoint (the HTTP floor).
     pub missing: usize,
-    /// Wake calls (clawbus) or consumer receipts (raw) during the step.
+    /// Wake calls (clawbus), consumer receipts (raw) or requests handled
+    /// (the HTTP floor) during the step.
     pub deliveries: usize,
-    /// Client clock just before the send → the wake's (receipt's) arrival.
+    /// Client clock just before the send → the wake's (receipt's, the
+    /// endpoint's handler's) arrival.
     pub latency: Option<Summary>,
     /// The same from the time the send was scheduled: includes the
     /// generator's lateness, so coordinated omission cannot hide a queue.

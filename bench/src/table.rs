@@ -129,19 +129,21 @@ impl Table<'_> {
         writeln!(
             f,
             "  CPU per message in those runs, every process: clawbus {:.0} us (adapters {:.0}, nats-server {:.0}, \
-             client and gateways {:.0}); raw JetStream {:.0} us; http floor {:.0} us, answering {}/s",
+             client and gateways {:.0}); raw JetStream {:.0} us; http floor {:.0} us (its endpoint {:.0}), \
+             answering {}/s",
             c.clawbus_us,
             c.clawbus_adapters_us,
             c.clawbus_server_us,
             c.clawbus_bench_us,
             c.raw_us,
             c.http_us,
+            c.http_endpoint_us,
             thousands(c.http_per_second)
         )?;
         writeln!(
             f,
-            "  one HTTP request and one publish per message ({:.0} us) leave room for {}/s on these cores: \
-             {:.2}x raw JetStream; clawbus reached {:.2} of that",
+            "  at those costs, one HTTP request and one publish with its delivery per message ({:.0} us) leave \
+             room for {}/s on these cores: {:.2}x raw JetStream; clawbus reached {:.2} of that",
             c.raw_us + c.http_us,
             thousands(c.bound_per_second),
             c.bound_vs_raw,

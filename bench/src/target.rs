@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// The two paths measured side by side.
+/// The paths measured side by side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// HTTP send to one adapter, wake at another host's gateway.
     Clawbus,
-    /// Publish with ack, receipt at an ordered consumer: the floor.
+    /// Publish with ack, receipt at an ordered consumer: JetStream's floor.
     Raw,
     /// The same HTTP send to an endpoint that answers at once: what one
     /// request costs before any work.
@@ -59,14 +59,16 @@ pub struct Attempt {
 pub struct Arrivals {
     /// Per stored message, in the order asked: the first arrival covering it.
     pub at: Vec<Option<Instant>>,
-    /// Wake calls (clawbus) or consumer receipts (raw) since the step began.
+    /// Wake calls (clawbus), consumer receipts (raw) or requests handled
+    /// (the HTTP floor) since the step began.
     pub deliveries: usize,
 }
 
 pub trait Target: Send + Sync + 'static {
     const SIDE: Side;
 
-    /// Sends one message between two random parties.
+    /// Sends one message (between two random agents, where there are
+    /// agents).
     fn send(&self) -> impl Future<Output = Attempt> + Send;
 
     /// For each `(to, id)`, the earliest arrival so far that covers it.

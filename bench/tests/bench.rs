@@ -50,6 +50,7 @@ async fn a_short_run_accounts_for_every_message_on_every_side() {
     assert!(mode.throughput.is_some() && mode.highest_sustained.is_none());
     let ceiling = mode.ceiling.as_ref().expect("every side ran closed loop");
     assert!(ceiling.raw_us > 0.0 && ceiling.http_us > 0.0 && ceiling.clawbus_adapters_us > 0.0, "{ceiling:?}");
+    assert!(ceiling.http_endpoint_us <= ceiling.http_us, "the endpoint is part of this process: {ceiling:?}");
     let parts = ceiling.clawbus_adapters_us + ceiling.clawbus_server_us + ceiling.clawbus_bench_us;
     assert!((ceiling.clawbus_us - parts).abs() < 1e-6, "{ceiling:?}");
     assert!(ceiling.bound_per_second > 0.0 && ceiling.http_per_second > 0.0, "{ceiling:?}");

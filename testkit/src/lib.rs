@@ -32,7 +32,8 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 }
 
 /// User plus system CPU time of a process (`/proc/<pid>/stat`) or thread
-/// (`/proc/self/task/<tid>/stat`), in the kernel's clock ticks (Linux).
+/// (`/proc/self/task/<tid>/stat`), Linux; to the kernel's clock tick (10 ms
+/// at the usual 100 per second), so a measurement should span seconds.
 pub fn cpu_time(stat_path: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(stat_path).ok()?;
     // The name in parentheses may hold spaces; the fields follow it.
