@@ -54,9 +54,10 @@ impl Drop for Flush {
 
 /// Lines waiting for their `write`, shared by every thread that logs and
 /// the thread that writes them out.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Batch(Arc<Shared>);
 
+#[derive(Default)]
 struct Shared {
     lines: Mutex<Vec<u8>>,
     /// Signalled when the first line of a batch arrives.
@@ -65,7 +66,7 @@ struct Shared {
 
 impl Batch {
     fn start() -> Batch {
-        let batch = Batch(Arc::new(Shared { lines: Mutex::default(), started: Condvar::new() }));
+        let batch = Batch::default();
         let writer = batch.clone();
         std::thread::Builder::new()
             .name("clawbus-logs".into())
@@ -159,13 +160,9 @@ fn urgent(level: &Level) -> bool {
 mod tests {
     use super::*;
 
-    fn batch() -> Batch {
-        Batch(Arc::new(Shared { lines: Mutex::default(), started: Condvar::new() }))
-    }
-
     #[test]
     fn info_lines_wait_and_a_warning_takes_them_along() {
-        let batch = batch();
+        let batch = Batch::default();
         batch.append(b"logs test: info\n", false);
         assert_eq!(*batch.lines(), b"logs test: info\n");
         batch.append(b"logs test: warning\n", true);
@@ -174,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_is_written_by_the_line_that_fills_it() {
-        let batch = batch();
+        let batch = Batch::default();
         batch.append(&[b'.'; MAX_BATCH - 1], false);
         assert_eq!(batch.lines().len(), MAX_BATCH - 1);
         batch.append(b"\n", false);
