@@ -47,6 +47,7 @@ impl Adapter {
     /// until it is ready. It cannot be killed or restarted; its log is that
     /// of every in-process adapter.
     pub async fn start_in_process(config: AdapterConfig) -> Adapter {
+        assert!(config.wrapper.is_empty(), "an in-process adapter cannot run under a wrapper; start it as a process");
         let mut adapter = Adapter::new(config);
         let config = clawbus::Config::load(Some(&adapter.write_config())).expect("a valid test config");
         let stop = CancellationToken::new();
@@ -89,7 +90,16 @@ impl Adapter {
         assert!(self.child.is_none(), "adapter {} is already running", self.config.host);
         assert!(self.in_process.is_none(), "an in-process adapter cannot be restarted");
         let path = self.write_config();
-        let mut child = Command::new(crate::program("CLAWBUS_BIN", "clawbus"))
+        let clawbus = crate::program("CLAWBUS_BIN", "clawbus");
+        let mut command = match self.config.wrapper.split_first() {
+            Some((outer, args)) => {
+                let mut command = Command::new(outer);
+                command.args(args).arg(clawbus);
+                command
+            }
+            None => Command::new(clawbus),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&path)

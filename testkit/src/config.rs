@@ -84,6 +84,9 @@ pub struct AdapterConfig {
     pub limits: Vec<String>,
     /// `threads` (absent: the default).
     pub threads: Option<usize>,
+    /// A command the adapter process runs under, such as
+    /// `["ip", "netns", "exec", "lab-a"]` or `["faketime", "-f", "+10m"]`.
+    pub wrapper: Vec<String>,
 }
 
 impl AdapterConfig {
@@ -97,6 +100,7 @@ impl AdapterConfig {
             log: Vec::new(),
             limits: Vec::new(),
             threads: None,
+            wrapper: Vec::new(),
             // Quick retries keep failure tests short.
             wake: vec!["max_backoff = \"2s\"".into()],
         }
@@ -109,6 +113,13 @@ impl AdapterConfig {
 
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Runs the adapter process under `command` (prepended to its own).
+    /// Wrappers nest: the first one added runs outermost.
+    pub fn wrapped(mut self, command: &[&str]) -> Self {
+        self.wrapper.extend(command.iter().map(|arg| arg.to_string()));
         self
     }
 
