@@ -40,6 +40,12 @@ pub struct Metrics {
     request_latency: Family<Labels, Histogram, Buckets>,
     pub nats_connected: Gauge,
     pub nats_reconnects: Counter,
+    /// 1 while JetStream answers through the server connected to.
+    pub jetstream_ready: Gauge,
+    /// Servers given up because JetStream did not answer through them.
+    pub nats_server_moves: Counter,
+    /// The server connected to, as a label (value 1).
+    pub nats_server: Family<Labels, Gauge>,
     pub agents_waiting: Gauge,
 }
 
@@ -129,6 +135,9 @@ impl Metrics {
             request_latency: Family::new_with_constructor(Buckets),
             nats_connected: Gauge::default(),
             nats_reconnects: Counter::default(),
+            jetstream_ready: Gauge::default(),
+            nats_server_moves: Counter::default(),
+            nats_server: Family::default(),
             agents_waiting: Gauge::default(),
             registry,
         };
@@ -178,8 +187,29 @@ impl Metrics {
         r.register("http_request_duration_seconds", "HTTP request latency by route", self.request_latency.clone());
         r.register("nats_connected", "1 while connected to NATS", self.nats_connected.clone());
         r.register("nats_reconnects", "Times the NATS connection was established again", self.nats_reconnects.clone());
+        r.register(
+            "jetstream_ready",
+            "1 while JetStream answers through the NATS server connected to",
+            self.jetstream_ready.clone(),
+        );
+        r.register(
+            "nats_server_moves",
+            "NATS servers given up because JetStream did not answer through them",
+            self.nats_server_moves.clone(),
+        );
+        r.register("nats_server", "The NATS server connected to (label server)", self.nats_server.clone());
         r.register("agents_waiting", "Local agents with un-woken messages", self.agents_waiting.clone());
         self
+    }
+
+    /// The connection's health as of now (set on every scrape).
+    pub fn nats_health(&self, ready: bool, server: Option<&str>, moves: u64) {
+        self.jetstream_ready.set(ready.into());
+        self.nats_server_moves.inc_by(moves.saturating_sub(self.nats_server_moves.get()));
+        self.nats_server.clear();
+        if let Some(server) = server {
+            self.nats_server.get_or_create(&vec![("server", server.to_owned())]).set(1);
+        }
     }
 
     pub fn send(&self, outcome: SendOutcome, took: Duration) {

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
+use crate::bus::{Bus, KvValue, LeaderEntry, Unavailable};
 use crate::names::AgentName;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,21 +63,25 @@ fn key(agent: &AgentName) -> String {
     format!("read.{agent}")
 }
 
+/// `agent`'s mark, from the bucket's leader (see [`Bus::kv_leader_entry`]):
+/// a mark older than one already acknowledged against would show read
+/// messages unread again.
 pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
-    bus.ensure_connected()?;
-    let entry = bus.kv().entry(key(agent)).await.unavailable("cannot read a read mark")?;
+    let entry = bus.kv_leader_entry(&key(agent)).await?;
     Ok(match entry {
-        Some(entry) if entry.operation == kv::Operation::Put => Versioned {
+        Some(LeaderEntry { value: Some(value), revision, stored }) => Versioned {
             // A mark that does not parse is as if never written (all unread):
             // better shown twice than hidden.
-            mark: serde_json::from_slice(&entry.value).unwrap_or_else(|err| {
+            mark: serde_json::from_slice(&value).unwrap_or_else(|err| {
                 tracing::error!(%agent, "read mark does not parse, taken as empty: {err}");
                 ReadMark::default()
             }),
-            revision: Some(entry.revision),
-            written: Some(entry.created),
+            revision: Some(revision),
+            written: Some(stored),
         },
-        Some(entry) => Versioned { mark: ReadMark::default(), revision: Some(entry.revision), written: None },
+        Some(LeaderEntry { value: None, revision, .. }) => {
+            Versioned { mark: ReadMark::default(), revision: Some(revision), written: None }
+        }
         None => Versioned { mark: ReadMark::default(), revision: None, written: None },
     })
 }
@@ -91,19 +95,21 @@ pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, KvV
 /// a conflict: the caller reloads and tries again.
 pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &ReadMark) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
-    let value = serde_json::to_vec(mark).expect("serializes").into();
-    match previous.revision {
-        Some(revision) => match bus.kv().update(key(agent), value, revision).await {
-            Ok(_) => Ok(true),
-            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(err) => Err(Unavailable::caused("cannot write a read mark", err)),
+    let value: bytes::Bytes = serde_json::to_vec(mark).expect("serializes").into();
+    let written = match previous.revision {
+        Some(revision) => match bus.kv().update(key(agent), value.clone(), revision).await {
+            Ok(revision) => revision,
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => return Ok(false),
+            Err(err) => return Err(Unavailable::caused("cannot write a read mark", err)),
         },
-        None => match bus.kv().create(key(agent), value).await {
-            Ok(_) => Ok(true),
-            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(err) => Err(Unavailable::caused("cannot write a read mark", err)),
+        None => match bus.kv().create(key(agent), value.clone()).await {
+            Ok(revision) => revision,
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => return Ok(false),
+            Err(err) => return Err(Unavailable::caused("cannot write a read mark", err)),
         },
-    }
+    };
+    bus.kv_wrote(&key(agent), value, written, time::OffsetDateTime::now_utc());
+    Ok(true)
 }
 
 #[cfg(test)]

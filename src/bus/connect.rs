@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::health::{self, Health};
 use crate::config::Config;
 
 /// A NATS connection and a count of the times it was (re)established.
@@ -15,6 +16,8 @@ pub struct Nats {
     /// consumers may be gone, and followers recreate theirs at once instead
     /// of waiting for missed heartbeats.
     pub(super) connects: watch::Receiver<u64>,
+    /// Whether JetStream answers through the server connected to.
+    pub(super) health: Arc<Health>,
 }
 
 /// Connects without waiting: the client keeps retrying in the background, so
@@ -35,18 +38,24 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
         }
     };
     let nats = &config.nats;
+    let health = Health::new();
+    let (picker, events) = (health.clone(), health.clone());
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("clawbus@{}", config.host))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .ping_interval(Duration::from_secs(10))
         .connection_timeout(Duration::from_secs(3))
+        .reconnect_to_server_callback(move |servers, _| {
+            let picker = picker.clone();
+            async move { picker.pick(&servers) }
+        })
         .reconnect_delay_callback(|attempt| {
             let exp = attempt.min(6) as u32;
             Duration::from_millis(50 * 2u64.pow(exp)).min(Duration::from_secs(2))
         })
         .event_callback(move |event| {
-            let (bump, server) = (bump.clone(), server.clone());
+            let (bump, server, health) = (bump.clone(), server.clone(), events.clone());
             // One line per change of the connection's state.
             async move {
                 match event {
@@ -55,6 +64,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
                         bump.send_modify(|count| *count += 1);
                     }
                     async_nats::Event::Disconnected => {
+                        health.disconnected();
                         tracing::warn!(server = %server(), "lost the connection to NATS; reconnecting")
                     }
                     async_nats::Event::ServerError(err) => tracing::warn!(server = %server(), "NATS: {err}"),
@@ -84,7 +94,8 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
     }
     let client = options.connect(nats.urls()).await?;
     let _ = made.set(client.clone());
-    Ok(Nats { client, connects })
+    health::watch(client.clone(), health.clone(), [nats.stream.clone(), format!("KV_{}", config.bucket())]);
+    Ok(Nats { client, connects, health })
 }
 
 /// The reply subjects of `host`'s adapter (its NATS user may subscribe to

@@ -8,6 +8,7 @@
 mod connect;
 mod direct;
 mod follow;
+mod health;
 mod provision;
 mod publish;
 mod replies;
@@ -29,6 +30,7 @@ use crate::message::Subjects;
 pub use connect::{Nats, connect, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
+pub use health::Status as Health;
 pub use publish::{Outgoing, SendError, Stored};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
@@ -94,6 +96,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Bus {
     client: async_nats::Client,
     connects: watch::Receiver<u64>,
+    health: Arc<health::Health>,
     js: jetstream::Context,
     stream: String,
     kv: kv::Store,
@@ -110,7 +113,16 @@ pub struct Bus {
     seen: Arc<AtomicU64>,
     /// Where the replies to direct gets arrive (see `replies`).
     replies: Arc<replies::Replies>,
+    /// The newest version of each record this adapter read from a leader or
+    /// wrote, and when (see [`Bus::kv_leader_entry`]).
+    newest: Arc<std::sync::Mutex<HashMap<String, (LeaderEntry, tokio::time::Instant)>>>,
 }
+
+/// How long a version this adapter saw outranks an older one that a leader
+/// answers: a node cut off from its cluster may still act as leader until
+/// it notices, and answer with what it had. Past this, the leader's answer
+/// is taken as it is (a re-created bucket numbers its versions afresh).
+const NEWEST_TRUSTED: Duration = Duration::from_secs(60);
 
 impl Bus {
     pub fn subjects(&self) -> &Subjects {
@@ -128,6 +140,19 @@ impl Bus {
     /// Fails fast instead of letting a request queue up behind a reconnect.
     pub fn ensure_connected(&self) -> Result<(), Unavailable> {
         if self.is_connected() { Ok(()) } else { Err(Unavailable::new("not connected")) }
+    }
+
+    /// Whether JetStream answers through the server connected to, which
+    /// one that is, and why not (see `health`).
+    pub fn health(&self) -> Health {
+        self.health.status()
+    }
+
+    /// Fails fast while JetStream does not answer through this server:
+    /// connected, but to a node cut off from its cluster or stalled.
+    pub fn ensure_healthy(&self) -> Result<(), Unavailable> {
+        self.ensure_connected()?;
+        self.health.check().map_err(Unavailable::new)
     }
 
     /// Times the connection to NATS was established again after the first.
@@ -252,7 +277,74 @@ impl Bus {
     }
 }
 
+/// A state bucket key's newest version, as the bucket's leader has it.
+#[derive(Clone)]
+pub struct LeaderEntry {
+    /// `None` when the newest version is a delete or purge marker.
+    pub value: Option<bytes::Bytes>,
+    pub revision: u64,
+    pub stored: time::OffsetDateTime,
+}
+
 impl Bus {
+    /// The newest version of one state bucket key, read from the bucket's
+    /// leader. For records whose readers must never be shown an older
+    /// version than one already acted on (read marks): a direct get may be
+    /// answered by a replica that is behind, by seconds after a partition
+    /// heals, and an acknowledged message would show unread again.
+    pub async fn kv_leader_entry(&self, key: &str) -> Result<Option<LeaderEntry>, Unavailable> {
+        self.ensure_connected()?;
+        let subject = format!("$KV.{}.{key}", self.kv_bucket);
+        let read = async {
+            let stream = self
+                .js
+                .get_stream_no_info(format!("KV_{}", self.kv_bucket))
+                .await
+                .unavailable("cannot reach the state bucket")?;
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(message) => Ok(Some(message)),
+                Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(err) => Err(Unavailable::caused("cannot read a state record", err)),
+            }
+        };
+        let message = tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .map_err(|_| Unavailable::new("the state bucket's leader did not answer in time"))??;
+        let Some(message) = message else { return Ok(None) };
+        let deleted = message.headers.get("KV-Operation").is_some_and(|op| op.as_str() != "PUT");
+        let answered = LeaderEntry {
+            value: (!deleted).then_some(message.payload),
+            revision: message.sequence,
+            stored: message.time,
+        };
+        Ok(Some(self.newest_of(key, answered)))
+    }
+
+    /// Notes a version of a record this adapter has just written.
+    pub fn kv_wrote(&self, key: &str, value: bytes::Bytes, revision: u64, stored: time::OffsetDateTime) {
+        self.newest_of(key, LeaderEntry { value: Some(value), revision, stored });
+    }
+
+    /// `entry`, unless this adapter saw a newer version of `key` lately:
+    /// then that one. Versions of a record only ever grow, so an older one
+    /// is a stale answer.
+    fn newest_of(&self, key: &str, entry: LeaderEntry) -> LeaderEntry {
+        let mut newest = self.newest.lock().expect("newest lock");
+        let now = tokio::time::Instant::now();
+        if let Some((seen, at)) = newest.get(key)
+            && seen.revision > entry.revision
+            && now.duration_since(*at) < NEWEST_TRUSTED
+        {
+            tracing::debug!(key, stale = entry.revision, newer = seen.revision, "a leader answered an older version");
+            return seen.clone();
+        }
+        if newest.len() > 10_000 {
+            newest.retain(|_, (_, at)| now.duration_since(*at) < NEWEST_TRUSTED);
+        }
+        newest.insert(key.to_owned(), (entry.clone(), now));
+        entry
+    }
+
     /// The current value of one state bucket key, if it exists and is JSON
     /// of type `T`.
     pub async fn kv_get<T: DeserializeOwned>(&self, key: String) -> Result<Option<KvValue<T>>, Unavailable> {

@@ -43,7 +43,7 @@ impl Bus {
                  run `clawbus setup` with the provisioning user's config"
             ))
         };
-        let kv = js.get_key_value(bucket(config)).await.map_err(|_| missing("state bucket"))?;
+        let kv = js.get_key_value(config.bucket()).await.map_err(|_| missing("state bucket"))?;
         js.get_stream(&config.nats.stream).await.map_err(|_| missing("stream"))?;
         Ok(Bus::new(connection, js, kv, config))
     }
@@ -52,26 +52,28 @@ impl Bus {
     pub async fn setup(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         let js = context(&connection, config);
         create_stream(&js, config, &Subjects::new(config.subject_prefix()), None).await?;
-        let kv = create_bucket(&js, &bucket(config), config.nats.replicas).await?;
+        let kv = create_bucket(&js, &config.bucket(), config.nats.replicas).await?;
         Ok(Bus::new(connection, js, kv, config))
     }
 
     fn new(connection: Nats, js: jetstream::Context, kv: kv::Store, config: &Config) -> Bus {
-        let Nats { client, connects } = connection;
+        let Nats { client, connects, health } = connection;
         let nats = &config.nats;
         Bus {
             client,
             connects,
+            health,
             js,
             stream: nats.stream.clone(),
             kv,
-            kv_bucket: bucket(config),
+            kv_bucket: config.bucket(),
             subjects: Subjects::new(config.subject_prefix()),
             send_timeout: nats.send_timeout,
             settle_timeout: nats.settle_timeout,
             in_flight: Arc::new(Semaphore::new(nats.max_sends_in_flight)),
             seen: Arc::new(AtomicU64::new(0)),
             replies: Arc::default(),
+            newest: Arc::default(),
         }
     }
 
@@ -133,11 +135,6 @@ async fn create_stream(
 
 fn context(connection: &Nats, config: &Config) -> jetstream::Context {
     jetstream::ContextBuilder::new().timeout(config.nats.send_timeout).build(connection.client.clone())
-}
-
-/// The state bucket's name.
-fn bucket(config: &Config) -> String {
-    format!("{}_STATE", config.nats.stream)
 }
 
 fn is_not_found(kind: GetStreamErrorKind) -> bool {

@@ -88,8 +88,8 @@ impl Bus {
     /// Stores `out`; an error other than [`SendError::Unknown`] means that
     /// nothing was stored (see the module docs).
     pub async fn store(&self, out: &Outgoing) -> Result<Stored, SendError> {
-        if !self.is_connected() {
-            return Err(SendError::Unavailable("not connected".into()));
+        if let Err(unavailable) = self.ensure_healthy() {
+            return Err(SendError::Unavailable(unavailable.to_string()));
         }
         let _admitted = self
             .in_flight

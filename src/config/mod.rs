@@ -383,6 +383,11 @@ impl Config {
     pub fn subject_prefix(&self) -> String {
         self.nats.stream.to_ascii_lowercase()
     }
+
+    /// The state bucket's name.
+    pub fn bucket(&self) -> String {
+        format!("{}_STATE", self.nats.stream)
+    }
 }
 
 #[cfg(test)]

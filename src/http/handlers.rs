@@ -141,11 +141,14 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"ok": true}))
 }
 
-/// Ready: connected, and the stream and the state bucket exist (the adapter
-/// re-creates them if they vanish; until then, sends would fail).
+/// Ready: connected to a server through which JetStream answers (else the
+/// adapter is moving to another), and the stream and the state bucket exist
+/// (the adapter re-creates them if they vanish; until then, sends would fail).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match state.mailbox()?.bus().missing().await? {
-        None => Ok(Json(json!({"ok": true}))),
+    let bus = state.mailbox()?.bus().clone();
+    bus.ensure_healthy()?;
+    match bus.missing().await? {
+        None => Ok(Json(json!({"ok": true, "server": bus.health().server}))),
         Some(missing) => Err(ApiError::unavailable(format!("the {missing} is missing; the adapter re-creates it"))),
     }
 }
@@ -155,6 +158,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mailbox = state.mailbox().ok();
     metrics.nats_connected.set(mailbox.is_some_and(|m| m.bus().is_connected()).into());
     if let Some(mailbox) = mailbox {
+        let health = mailbox.bus().health();
+        metrics.nats_health(health.ready && mailbox.bus().is_connected(), health.server.as_deref(), health.moves);
         let reconnects = mailbox.bus().reconnects();
         metrics.nats_reconnects.inc_by(reconnects.saturating_sub(metrics.nats_reconnects.get()));
         // The unread backlog per agent, as of the last listing (kept fresh

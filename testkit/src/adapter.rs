@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::config::AdapterConfig;
+use crate::netns::Forward;
 use crate::{eventually, signal};
 
 /// A running (or stopped) adapter. Restarts keep its port, so a client's
@@ -24,6 +25,8 @@ pub struct Adapter {
     /// Set for an in-process adapter: cancelling it stops the adapter.
     in_process: Option<CancellationToken>,
     log: Arc<Mutex<String>>,
+    /// For an adapter on a lab host: the test's way in to its port.
+    forward: Option<Forward>,
 }
 
 impl Adapter {
@@ -76,7 +79,7 @@ impl Adapter {
 
     fn new(config: AdapterConfig) -> Adapter {
         let dir = TempDir::new().expect("temp dir");
-        Adapter { config, dir, port: 0, child: None, in_process: None, log: Arc::default() }
+        Adapter { config, dir, port: 0, child: None, in_process: None, log: Arc::default(), forward: None }
     }
 
     /// Writes `clawbus.toml` for the current port; returns its path.
@@ -131,6 +134,9 @@ impl Adapter {
         })
         .await;
         self.port = port;
+        if let (Some(host), None) = (&self.config.lab_host, &self.forward) {
+            self.forward = Some(host.forward(port));
+        }
     }
 
     pub async fn wait_ready(&self) {
@@ -146,8 +152,12 @@ impl Adapter {
         Api::new(self.base())
     }
 
+    /// The adapter's base URL, as the test reaches it.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match &self.forward {
+            Some(forward) => format!("http://{}", forward.addr()),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -165,6 +175,17 @@ impl Adapter {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the adapter stalls with its connections open, as on a
+    /// stopped VM or in a swap storm.
+    pub fn pause(&self) {
+        signal(self.pid().expect("adapter is running"), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Adapter::pause`].
+    pub fn resume(&self) {
+        signal(self.pid().expect("adapter is running"), libc::SIGCONT);
     }
 
     /// SIGTERM; returns how the process ended and how long it took.

@@ -52,6 +52,16 @@ impl Api {
         Ok(Answer { status, body, retry_after })
     }
 
+    /// A GET; `Err` when no answer came.
+    pub async fn try_get(&self, path: &str) -> Result<Answer, reqwest::Error> {
+        self.try_answer(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// A JSON POST; `Err` when no answer came.
+    pub async fn try_post(&self, path: &str, body: &Value) -> Result<Answer, reqwest::Error> {
+        self.try_answer(self.raw_request(path, Some("application/json"), body.to_string().into_bytes(), &[])).await
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         self.answer(self.http.get(format!("{}{path}", self.base))).await
     }

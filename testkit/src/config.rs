@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::gateway::Gateway;
+use crate::netns::Host;
 
 /// An agent an adapter hosts.
 #[derive(Clone, Debug)]
@@ -87,6 +88,8 @@ pub struct AdapterConfig {
     /// A command the adapter process runs under, such as
     /// `["ip", "netns", "exec", "lab-a"]` or `["faketime", "-f", "+10m"]`.
     pub wrapper: Vec<String>,
+    /// The lab host the adapter runs on (see [`AdapterConfig::on`]).
+    pub lab_host: Option<Host>,
 }
 
 impl AdapterConfig {
@@ -101,6 +104,7 @@ impl AdapterConfig {
             limits: Vec::new(),
             threads: None,
             wrapper: Vec::new(),
+            lab_host: None,
             // Quick retries keep failure tests short.
             wake: vec!["max_backoff = \"2s\"".into()],
         }
@@ -114,6 +118,13 @@ impl AdapterConfig {
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
+    }
+
+    /// Runs the adapter on `host` of a network lab: in its namespace,
+    /// listening on its loopback (the test reaches it through a forward).
+    pub fn on(mut self, host: &Host) -> Self {
+        self.lab_host = Some(host.clone());
+        self.wrapped(&host.wrapper())
     }
 
     /// Runs the adapter process under `command` (prepended to its own).

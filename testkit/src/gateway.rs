@@ -21,6 +21,8 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+
+use crate::netns::Host;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -79,16 +81,29 @@ struct Shared {
 pub struct Gateway {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The lab host whose loopback it listens on, if any.
+    host: Option<Host>,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Gateway {
     /// A gateway on a free loopback port accepting `token`.
     pub async fn start(token: &str) -> Gateway {
-        let shared = Arc::new(Shared { token: token.into(), ..Shared::default() });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        Gateway::serving(token, listener, None)
+    }
+
+    /// A gateway on the loopback of `host`, a lab host (where the adapter
+    /// that calls it runs), accepting `token`.
+    pub async fn start_on(host: &Host, token: &str) -> Gateway {
+        let listener = host.listen_loopback().expect("bind gateway on its lab host");
+        Gateway::serving(token, from_std(listener), Some(host.clone()))
+    }
+
+    fn serving(token: &str, listener: TcpListener, host: Option<Host>) -> Gateway {
+        let shared = Arc::new(Shared { token: token.into(), ..Shared::default() });
         let addr = listener.local_addr().expect("gateway addr");
-        let mut gateway = Gateway { shared, addr, server: None };
+        let mut gateway = Gateway { shared, addr, host, server: None };
         gateway.serve(listener);
         gateway
     }
@@ -157,9 +172,21 @@ impl Gateway {
 
     /// Comes back on the same port, keeping what it recorded.
     pub async fn resume(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind gateway port");
+        let listener = match &self.host {
+            Some(host) => {
+                let addr = self.addr;
+                from_std(host.enter(move || std::net::TcpListener::bind(addr)).expect("rebind gateway port"))
+            }
+            None => TcpListener::bind(self.addr).await.expect("rebind gateway port"),
+        };
         self.serve(listener);
     }
+}
+
+/// A listener made by a thread in a lab host, for this runtime.
+fn from_std(listener: std::net::TcpListener) -> TcpListener {
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    TcpListener::from_std(listener).expect("listener for the runtime")
 }
 
 impl Drop for Gateway {

@@ -9,10 +9,12 @@
 pub mod adapter;
 pub mod api;
 pub mod browser;
+pub mod checker;
 mod config;
 pub mod gateway;
 mod logs;
 pub mod nats;
+pub mod netns;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -23,6 +25,7 @@ pub use api::Api;
 pub use config::{AdapterConfig, AgentSpec};
 pub use gateway::{Call, Gateway, Reply};
 pub use nats::{NatsCluster, NatsServer};
+pub use netns::{Host, Lab};
 
 /// An HTTP client. (The workspace builds reqwest without a built-in TLS
 /// provider, as clawbus installs ring at start; so does this.)

