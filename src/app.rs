@@ -236,6 +236,7 @@ async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result
         bus.recreate(config, missing).await?;
         registry.register(&policies(config)).await?;
     }
+    bus.read_clock().await?;
     registry.heartbeat(true).await?;
     for (name, serving) in names.iter().zip(registry.serving(names).await?) {
         wakes.set_serving(name, serving).await?;

@@ -140,7 +140,7 @@ impl Registry {
         self.local.write().expect("registry lock").extend(agents.iter().cloned());
         let names: Vec<AgentName> = agents.iter().map(|(agent, _)| agent.clone()).collect();
         let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records_of(&names), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         // Futures collected first: a stream mapping borrowed closures would
         // not be `Send` for every lifetime, as `tokio::spawn` needs.
         let claims: Vec<_> = agents
@@ -199,7 +199,7 @@ impl Registry {
                     let record = AgentRecord {
                         host: self.host.clone(),
                         since: last,
-                        registered_at: format_time(OffsetDateTime::now_utc()),
+                        registered_at: format_time(self.bus.now()),
                         previous: None,
                         policy: policy.clone(),
                     };
@@ -234,7 +234,7 @@ impl Registry {
                 let record = AgentRecord {
                     host: self.host.clone(),
                     since: last,
-                    registered_at: format_time(OffsetDateTime::now_utc()),
+                    registered_at: format_time(self.bus.now()),
                     previous: None,
                     policy: Policy::default(),
                 };
@@ -262,7 +262,7 @@ impl Registry {
     /// not.
     pub async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         let checks: Vec<_> = agents
             .iter()
             .map(|agent| {
@@ -284,7 +284,7 @@ impl Registry {
     /// still alive back to it, so they stay online.
     pub async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         for agent in agents {
             let Some(entry) = records.get(agent.as_str()) else { continue };
             let record = &entry.value;
@@ -341,7 +341,7 @@ impl Registry {
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
         let (agents, hosts) = tokio::try_join!(self.bus.kv_values::<AgentRecord>("agent."), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()
             .filter_map(|(name, record)| {

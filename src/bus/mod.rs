@@ -5,6 +5,7 @@
 //! wake marks, and host heartbeats. Adapters keep nothing that matters in
 //! memory, so any adapter can answer for any agent and a restart loses nothing.
 
+pub mod clock;
 mod connect;
 mod direct;
 mod follow;
@@ -110,6 +111,8 @@ pub struct Bus {
     seen: Arc<AtomicU64>,
     /// Where the replies to direct gets arrive (see `replies`).
     replies: Arc<replies::Replies>,
+    /// The server's time, which every decision goes by (see `clock`).
+    clock: Arc<clock::ServerClock>,
 }
 
 impl Bus {
@@ -128,6 +131,22 @@ impl Bus {
     /// Fails fast instead of letting a request queue up behind a reconnect.
     pub fn ensure_connected(&self) -> Result<(), Unavailable> {
         if self.is_connected() { Ok(()) } else { Err(Unavailable::new("not connected")) }
+    }
+
+    /// The NATS server's time now: what presence, the limits' windows and
+    /// message timestamps go by, whatever this host's clock says.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Reads the server's time again (at start-up and every heartbeat), and
+    /// logs when this host's clock is off by more than
+    /// [`clock::SKEW_TOLERANCE`].
+    pub async fn read_clock(&self) -> Result<clock::Reading, Unavailable> {
+        self.ensure_connected()?;
+        let (anchor, reading) = clock::read(&self.js, &format!("KV_{}", self.kv_bucket)).await?;
+        self.clock.set(anchor, reading);
+        Ok(reading)
     }
 
     /// Times the connection to NATS was established again after the first.
