@@ -4,7 +4,8 @@
 //! its first registration (`since`: broadcasts before it are not its mail).
 //! Keys `host.<host>` are heartbeats: an adapter rewrites its key every few
 //! seconds, and the server's timestamp on that write is the host's last sign
-//! of life. Registrations are never removed ("no adapter has ever registered"
+//! of life, compared with the server's now (`Bus::now`), never this host's
+//! clock. Registrations are never removed ("no adapter has ever registered"
 //! is what makes a recipient unknown), so positive lookups are cached forever.
 //!
 //! Two adapters may list the same agent (a move between hosts, or a copied

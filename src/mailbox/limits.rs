@@ -5,8 +5,10 @@
 //! state: the subjects name both ends of every message, so "what alice sent
 //! in the last minute" or "what alice and bob exchanged" is a count the
 //! server answers from its subject index, the same through every adapter,
-//! and a send costs no extra write. A stopped thread is recorded in the
-//! state bucket (`thread.<id>`), where an operator's release lifts it.
+//! and a send costs no extra write. The windows are the server's last minute
+//! (its stored times against its now, `Bus::now`), whatever this host's
+//! clock says. A stopped thread is recorded in the state bucket
+//! (`thread.<id>`), where an operator's release lifts it.
 
 use std::time::Duration;
 
