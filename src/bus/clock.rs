@@ -45,22 +45,27 @@ impl Reading {
 
 impl fmt::Display for Reading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Milliseconds are all the round trip lets one know, and past a few
-        // seconds only seconds matter.
-        let millis = |d: Duration| Duration::from_millis(d.as_millis() as u64);
-        let apart = self.skew.unsigned_abs();
-        let apart = if apart < Duration::from_secs(10) {
-            humantime::format_duration(millis(apart))
-        } else {
-            humantime::format_duration(Duration::from_secs(apart.as_secs_f64().round() as u64))
-        };
-        let margin = humantime::format_duration(millis(self.round_trip / 2));
+        let (apart, margin) = (shown(self.skew.unsigned_abs()), shown(self.round_trip / 2));
         if !self.is_skewed() {
             return write!(f, "within {apart} of the NATS server's (±{margin})");
         }
         let way = if self.skew.is_positive() { "ahead of" } else { "behind" };
         write!(f, "{apart} {way} the NATS server's (±{margin})")
     }
+}
+
+/// A duration as precisely as it matters: whole seconds from ten seconds
+/// on (a skew of minutes needs no milliseconds), else milliseconds, and
+/// microseconds below one (a round trip on one machine).
+fn shown(d: Duration) -> humantime::FormattedDuration {
+    let rounded = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs_f64().round() as u64)
+    } else if d >= Duration::from_millis(1) {
+        Duration::from_millis(d.as_millis() as u64)
+    } else {
+        Duration::from_micros(d.as_micros() as u64)
+    };
+    humantime::format_duration(rounded)
 }
 
 /// The server's time at a moment of this host's monotonic clock.
@@ -153,6 +158,8 @@ mod tests {
         assert_eq!(reading(-599_999, 2).to_string(), "10m behind the NATS server's (±1ms)");
         assert_eq!(reading(2_512, 2).to_string(), "2s 512ms ahead of the NATS server's (±1ms)");
         assert_eq!(reading(3, 2).to_string(), "within 3ms of the NATS server's (±1ms)");
+        let close = Reading { skew: time::Duration::microseconds(-312), round_trip: Duration::from_micros(170) };
+        assert_eq!(close.to_string(), "within 312us of the NATS server's (±85us)");
     }
 
     #[test]
