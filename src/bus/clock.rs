@@ -111,7 +111,7 @@ impl ServerClock {
 /// The part of a stream info answer that tells the time.
 #[derive(Deserialize)]
 struct Stamped {
-    /// The server's time when it answered (nats-server 2.10 and newer).
+    /// The server's time when it answered (absent only from old servers).
     ts: Option<String>,
 }
 
@@ -126,7 +126,9 @@ pub async fn read(js: &jetstream::Context, stream: &str) -> Result<(Anchor, Read
     let round_trip = sent.elapsed();
     let ts = match answer {
         Response::Ok(Stamped { ts: Some(ts) }) => ts,
-        Response::Ok(Stamped { ts: None }) => return Err(Unavailable::new("the server does not tell its time")),
+        Response::Ok(Stamped { ts: None }) => {
+            return Err(Unavailable::new("the server does not tell its time: upgrade nats-server"));
+        }
         Response::Err { error } => return Err(Unavailable::caused("cannot ask the server's time", error)),
     };
     let server = OffsetDateTime::parse(&ts, &Rfc3339).unavailable("the server's time does not parse")?;
