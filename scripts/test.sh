@@ -10,6 +10,8 @@ NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
 # Headless Chromium and chromedriver, for the console's browser test.
 scripts/ensure-chromium.sh
+# libfaketime, for the tests of an adapter whose clock is off.
+scripts/ensure-faketime.sh
 echo "using $("$NATS_SERVER_BIN" --version)"
 
 # Node 20 or newer, for the OpenClaw channel plugin's tests.

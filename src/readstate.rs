@@ -108,7 +108,7 @@ pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &Rea
             Err(err) => return Err(Unavailable::caused("cannot write a read mark", err)),
         },
     };
-    bus.kv_wrote(&key(agent), value, written, time::OffsetDateTime::now_utc());
+    bus.kv_wrote(&key(agent), value, written, bus.now());
     Ok(true)
 }
 

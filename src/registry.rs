@@ -4,7 +4,8 @@
 //! its first registration (`since`: broadcasts before it are not its mail).
 //! Keys `host.<host>` are heartbeats: an adapter rewrites its key every few
 //! seconds, and the server's timestamp on that write is the host's last sign
-//! of life. Registrations are never removed ("no adapter has ever registered"
+//! of life, compared with the server's now (`Bus::now`), never this host's
+//! clock. Registrations are never removed ("no adapter has ever registered"
 //! is what makes a recipient unknown), so positive lookups are cached forever.
 //!
 //! Two adapters may list the same agent (a move between hosts, or a copied
@@ -140,7 +141,7 @@ impl Registry {
         self.local.write().expect("registry lock").extend(agents.iter().cloned());
         let names: Vec<AgentName> = agents.iter().map(|(agent, _)| agent.clone()).collect();
         let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records_of(&names), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         // Futures collected first: a stream mapping borrowed closures would
         // not be `Send` for every lifetime, as `tokio::spawn` needs.
         let claims: Vec<_> = agents
@@ -199,7 +200,7 @@ impl Registry {
                     let record = AgentRecord {
                         host: self.host.clone(),
                         since: last,
-                        registered_at: format_time(OffsetDateTime::now_utc()),
+                        registered_at: format_time(self.bus.now()),
                         previous: None,
                         policy: policy.clone(),
                     };
@@ -234,7 +235,7 @@ impl Registry {
                 let record = AgentRecord {
                     host: self.host.clone(),
                     since: last,
-                    registered_at: format_time(OffsetDateTime::now_utc()),
+                    registered_at: format_time(self.bus.now()),
                     previous: None,
                     policy: Policy::default(),
                 };
@@ -262,7 +263,7 @@ impl Registry {
     /// not.
     pub async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         let checks: Vec<_> = agents
             .iter()
             .map(|agent| {
@@ -284,7 +285,7 @@ impl Registry {
     /// still alive back to it, so they stay online.
     pub async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         for agent in agents {
             let Some(entry) = records.get(agent.as_str()) else { continue };
             let record = &entry.value;
@@ -341,7 +342,7 @@ impl Registry {
     /// Every registered agent with its host's liveness, sorted by name.
     pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
         let (agents, hosts) = tokio::try_join!(self.bus.kv_values::<AgentRecord>("agent."), self.hosts())?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.bus.now();
         let mut rows: Vec<AgentStatus> = agents
             .into_iter()
             .filter_map(|(name, record)| {

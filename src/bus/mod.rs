@@ -5,6 +5,7 @@
 //! wake marks, and host heartbeats. Adapters keep nothing that matters in
 //! memory, so any adapter can answer for any agent and a restart loses nothing.
 
+pub mod clock;
 mod connect;
 mod direct;
 mod follow;
@@ -116,6 +117,8 @@ pub struct Bus {
     /// The newest version of each record this adapter read from a leader or
     /// wrote, and when (see [`Bus::kv_leader_entry`]).
     newest: Arc<std::sync::Mutex<HashMap<String, (LeaderEntry, tokio::time::Instant)>>>,
+    /// The server's time, which every decision goes by (see `clock`).
+    clock: Arc<clock::ServerClock>,
 }
 
 /// How long a version this adapter saw outranks an older one that a leader
@@ -153,6 +156,22 @@ impl Bus {
     pub fn ensure_healthy(&self) -> Result<(), Unavailable> {
         self.ensure_connected()?;
         self.health.check().map_err(Unavailable::new)
+    }
+
+    /// The NATS server's time now: what presence, the limits' windows and
+    /// message timestamps go by, whatever this host's clock says.
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Reads the server's time again (at start-up and every heartbeat), and
+    /// logs when this host's clock is off by more than
+    /// [`clock::SKEW_TOLERANCE`].
+    pub async fn read_clock(&self) -> Result<clock::Reading, Unavailable> {
+        self.ensure_connected()?;
+        let (anchor, reading) = clock::read(&self.js, &format!("KV_{}", self.kv_bucket)).await?;
+        self.clock.set(anchor, reading);
+        Ok(reading)
     }
 
     /// Times the connection to NATS was established again after the first.

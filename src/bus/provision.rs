@@ -31,7 +31,8 @@ impl Bus {
     /// The bus as `serve` needs it. Creates or updates the stream and the
     /// state bucket (idempotent: every adapter runs it at start-up and none
     /// resets what another stored), unless this host has least privilege:
-    /// then they must exist already, made by `clawbus setup`.
+    /// then they must exist already, made by `clawbus setup`. Either way the
+    /// bus has read the server's time before it is used.
     pub async fn open(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         if !config.nats.least_privilege {
             return Bus::setup(connection, config).await;
@@ -45,7 +46,7 @@ impl Bus {
         };
         let kv = js.get_key_value(config.bucket()).await.map_err(|_| missing("state bucket"))?;
         js.get_stream(&config.nats.stream).await.map_err(|_| missing("stream"))?;
-        Ok(Bus::new(connection, js, kv, config))
+        Bus::new(connection, js, kv, config).with_clock().await
     }
 
     /// Creates the stream and the state bucket, or updates them to `config`.
@@ -53,7 +54,12 @@ impl Bus {
         let js = context(&connection, config);
         create_stream(&js, config, &Subjects::new(config.subject_prefix()), None).await?;
         let kv = create_bucket(&js, &config.bucket(), config.nats.replicas).await?;
-        Ok(Bus::new(connection, js, kv, config))
+        Bus::new(connection, js, kv, config).with_clock().await
+    }
+
+    async fn with_clock(self) -> Result<Bus, Unavailable> {
+        self.read_clock().await?;
+        Ok(self)
     }
 
     fn new(connection: Nats, js: jetstream::Context, kv: kv::Store, config: &Config) -> Bus {
@@ -74,6 +80,7 @@ impl Bus {
             seen: Arc::new(AtomicU64::new(0)),
             replies: Arc::default(),
             newest: Arc::default(),
+            clock: Arc::default(),
         }
     }
 

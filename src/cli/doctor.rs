@@ -13,6 +13,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
 use serde_json::{Value, json};
 
+use super::chain;
 use crate::config::{Config, Gateway, LocalAgent, WakeMode};
 
 /// How long one check may take.
@@ -126,6 +127,7 @@ async fn nats(config: &Config, args: &Args, report: &mut Report) {
         }
     }
     let Some(stream) = stream_check(config, &js, report).await else { return };
+    clock(config, &js, report).await;
     permissions(config, &js, report).await;
     server_settings(config, args, &stream, report).await;
 }
@@ -189,6 +191,22 @@ async fn stream_check(config: &Config, js: &jetstream::Context, report: &mut Rep
         }
     }
     Some(info)
+}
+
+/// This host's clock against the server's. clawbus decides by the server's
+/// time, so a skew is a warning: timestamps in this host's own logs and
+/// tools are off, and it usually means time synchronisation has stopped.
+async fn clock(config: &Config, js: &jetstream::Context, report: &mut Report) {
+    let bucket = format!("KV_{}_STATE", config.nats.stream);
+    match crate::bus::clock::read(js, &bucket).await {
+        Ok((_, reading)) if reading.is_skewed() => report.line(
+            Verdict::Warn,
+            "clock",
+            format!("{reading}: clawbus goes by the server's time, but fix this host's time synchronisation (NTP)"),
+        ),
+        Ok((_, reading)) => report.line(Verdict::Ok, "clock", reading.to_string()),
+        Err(err) => report.line(Verdict::Warn, "clock", format!("cannot compare with the server's: {}", chain(&err))),
+    }
 }
 
 /// What this host may write, probed with writes the server refuses for

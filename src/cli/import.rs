@@ -116,6 +116,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::{Instant, sleep};
 
+use super::chain;
 use super::client::Exit;
 use crate::bus::{self, Bus, Outgoing, SendError, Start, Stored};
 use crate::config::Config;
@@ -646,17 +647,6 @@ fn failed(message: impl Into<String>) -> Failure {
     Failure { exit: Exit::Refused, message: message.into() }
 }
 
-/// An error and its causes, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
-
 // ---------------------------------------------------------------------------
 // The run.
 
@@ -931,7 +921,7 @@ impl<'a> Importer<'a> {
     /// Writes the progress record (compare-and-set).
     async fn save(&mut self, open: bool) -> Result<(), Failure> {
         self.progress.open = open;
-        self.progress.updated_at = format_time(OffsetDateTime::now_utc());
+        self.progress.updated_at = format_time(self.bus.now());
         let value: Bytes = serde_json::to_vec(&self.progress).expect("a record serializes").into();
         let patience = Instant::now() + UNAVAILABLE_PATIENCE;
         let mut in_doubt = false;
@@ -1095,7 +1085,7 @@ impl<'a> Importer<'a> {
             reply_to: parent.map(|p| p.id),
             thread,
             hops,
-            timestamp: format_time(entry.at.unwrap_or_else(OffsetDateTime::now_utc)),
+            timestamp: format_time(entry.at.unwrap_or_else(|| self.bus.now())),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("an envelope serializes"));
         let (bus, name) = (self.bus.clone(), self.name.clone());
@@ -1277,7 +1267,7 @@ async fn load_progress(bus: &Bus, key: &str, source: &Source) -> Result<(Progres
             through: None,
             last: 0,
             open: true,
-            updated_at: format_time(OffsetDateTime::now_utc()),
+            updated_at: format_time(bus.now()),
         };
         let value = serde_json::to_vec(&progress).expect("a record serializes").into();
         match kv.create(key, value).await {

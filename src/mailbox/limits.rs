@@ -5,8 +5,10 @@
 //! state: the subjects name both ends of every message, so "what alice sent
 //! in the last minute" or "what alice and bob exchanged" is a count the
 //! server answers from its subject index, the same through every adapter,
-//! and a send costs no extra write. A stopped thread is recorded in the
-//! state bucket (`thread.<id>`), where an operator's release lifts it.
+//! and a send costs no extra write. The windows are the server's last minute
+//! (its stored times against its now, `Bus::now`), whatever this host's
+//! clock says. A stopped thread is recorded in the state bucket
+//! (`thread.<id>`), where an operator's release lifts it.
 
 use std::time::Duration;
 
@@ -104,14 +106,15 @@ impl Mailbox {
             let pair = [sender.pair_per_minute, recipient.pair_per_minute, Some(limits.pair_per_minute)];
             if let Some(limit) = pair.into_iter().flatten().filter(|l| *l > 0).min() {
                 let subjects = self.bus.subjects();
-                let since = OffsetDateTime::now_utc() - WINDOW;
+                let now = self.bus.now();
+                let since = now - WINDOW;
                 let (to_them, to_us) = (subjects.direct(to, from), subjects.direct(from, to));
                 let (there, back) =
                     tokio::try_join!(self.bus.count_since(&to_them, since), self.bus.count_since(&to_us, since))?;
                 let count = there.total + back.total;
                 if count >= u64::from(limit) {
                     let (a, b) = (from.to_string(), to.to_string());
-                    return Err(Refusal::Pair { a, b, count, limit, retry_after: wait(&[there, back]) }.into());
+                    return Err(Refusal::Pair { a, b, count, limit, retry_after: wait(&[there, back], now) }.into());
                 }
             }
         }
@@ -148,7 +151,8 @@ impl Mailbox {
 
     async fn within_budget(&self, message: &NewMessage, limit: u32) -> Result<(), MailError> {
         let subjects = self.bus.subjects();
-        let since = OffsetDateTime::now_utc() - WINDOW;
+        let now = self.bus.now();
+        let since = now - WINDOW;
         let (sent, broadcast) = (subjects.sent_by(&message.from), subjects.broadcast(&message.from));
         let (direct, broadcasts, agents) = tokio::try_join!(
             self.bus.count_since(&sent, since),
@@ -159,7 +163,7 @@ impl Mailbox {
         let used = direct.total + broadcasts.total * recipients;
         let cost = if message.to.is_some() { 1 } else { recipients };
         if used + cost > u64::from(limit) {
-            let retry_after = wait(&[direct, broadcasts]);
+            let retry_after = wait(&[direct, broadcasts], now);
             return Err(Refusal::Budget { agent: message.from.to_string(), used, limit, retry_after }.into());
         }
         Ok(())
@@ -178,7 +182,7 @@ impl Mailbox {
         if record.stopped_at.is_some() && record.hops >= hops {
             return;
         }
-        record.stopped_at = Some(format_time(OffsetDateTime::now_utc()));
+        record.stopped_at = Some(format_time(self.bus.now()));
         record.hops = hops;
         record.between = vec![message.from.to_string(), to];
         if let Err(err) =
@@ -227,10 +231,10 @@ impl Mailbox {
     }
 }
 
-/// How long until the oldest message counted leaves the window.
-fn wait(counts: &[Count]) -> Duration {
+/// How long after `now` (the server's time) the oldest message counted
+/// leaves the window.
+fn wait(counts: &[Count], now: OffsetDateTime) -> Duration {
     let oldest = counts.iter().filter_map(|c| c.first_stored).min();
-    let waited: Duration =
-        oldest.map_or(Duration::ZERO, |at| (OffsetDateTime::now_utc() - at).try_into().unwrap_or_default());
+    let waited: Duration = oldest.map_or(Duration::ZERO, |at| (now - at).try_into().unwrap_or_default());
     WINDOW.saturating_sub(waited).max(Duration::from_secs(1))
 }

@@ -1,7 +1,6 @@
 //! `POST /api/send`: store a message once, and say truthfully what happened.
 
 use bytes::Bytes;
-use time::OffsetDateTime;
 
 use super::{MailError, Mailbox, envelope_of};
 use crate::bus::{Outgoing, SendError, Stored};
@@ -74,7 +73,7 @@ impl Mailbox {
             }
             None => subjects.broadcast(&message.from),
         };
-        let timestamp = format_time(OffsetDateTime::now_utc());
+        let timestamp = format_time(self.bus.now());
         let envelope = Envelope {
             from: message.from.to_string(),
             to: message.to.as_ref().map_or(BROADCAST.into(), |to| to.to_string()),

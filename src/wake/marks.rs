@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -157,11 +156,8 @@ impl WakeMarks {
         {
             let mut all = self.stats.lock().expect("marks lock");
             let stats = all.entry(agent.clone()).or_default();
-            let mut last = LastWake {
-                at: format_time(OffsetDateTime::now_utc()),
-                outcome: outcome.label().into(),
-                latency_ms: None,
-            };
+            let mut last =
+                LastWake { at: format_time(self.bus.now()), outcome: outcome.label().into(), latency_ms: None };
             match covered {
                 Some((messages, latency)) => {
                     stats.sent += 1;

@@ -201,9 +201,8 @@ impl Waker {
             Delivered::Coalesced => WakeOutcome::Coalesced,
         };
         self.metrics.wake(agent.as_str(), outcome);
-        let latency = batch
-            .oldest
-            .map_or(Duration::ZERO, |oldest| (OffsetDateTime::now_utc() - oldest).try_into().unwrap_or_default());
+        let latency =
+            batch.oldest.map_or(Duration::ZERO, |oldest| (self.bus.now() - oldest).try_into().unwrap_or_default());
         // Sliced agent-mode calls count the batch once, with its last slice.
         let messages = if up_to >= batch.up_to { batch.messages } else { 1 };
         if up_to >= batch.up_to {
