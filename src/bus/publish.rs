@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::direct::header;
-use super::{Bus, RawMessage};
+use super::{Bus, RawMessage, Unavailable};
 
 /// A message ready to publish.
 #[derive(Clone, Debug)]
@@ -61,9 +61,10 @@ pub enum Stored {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Definitely not stored.
-    #[error("NATS cannot store the message right now: {0}")]
-    Unavailable(String),
+    /// Definitely not stored; [`Unavailable::store_full`] tells whether
+    /// JetStream's store is at its limit.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     /// Definitely not stored.
     #[error("the message exceeds the server's maximum payload")]
     TooLarge,
@@ -89,12 +90,10 @@ impl Bus {
     /// nothing was stored (see the module docs).
     pub async fn store(&self, out: &Outgoing) -> Result<Stored, SendError> {
         if !self.is_connected() {
-            return Err(SendError::Unavailable("not connected".into()));
+            return Err(SendError::Unavailable(Unavailable::new("not connected")));
         }
-        let _admitted = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| SendError::Unavailable("too many sends waiting for JetStream".into()))?;
+        let _admitted =
+            self.in_flight.try_acquire().map_err(|_| Unavailable::new("too many sends waiting for JetStream"))?;
         let nonce = nuid::next().to_string();
         let deadline = Instant::now() + self.send_timeout;
         let mut in_doubt = false;
@@ -132,7 +131,7 @@ impl Bus {
             {
                 if !ack.duplicate {
                     tracing::info!(msg_id = %out.msg_id, "a send whose outcome was unknown was not stored");
-                    return Err(SendError::Unavailable("no confirmation from JetStream in time".into()));
+                    return Err(Unavailable::new("no confirmation from JetStream in time").into());
                 }
                 return self.holder(ack.sequence, out, nonce).await;
             }
@@ -204,9 +203,10 @@ impl Bus {
         };
         Err(match err.kind() {
             PublishErrorKind::MaxPayloadExceeded => Attempt::Definite(SendError::TooLarge),
-            // No stream leader took it, or the server refused it.
+            // No stream leader took it, or the server refused it (a full
+            // store among other reasons).
             PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending | PublishErrorKind::Other => {
-                Attempt::Definite(SendError::Unavailable(err.to_string()))
+                Attempt::Definite(Unavailable::caused("JetStream refused the message", err).into())
             }
             _ => Attempt::Ambiguous,
         })
