@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,34 @@ impl NatsServer {
     /// such as an `accounts` block.
     pub fn start_with(extra: &str) -> NatsServer {
         NatsServer::start_configured("always", extra)
+    }
+
+    /// A single node (fsync always) storing in `store`, such as a small file
+    /// system the test mounted, with `limits` in its `jetstream` block (such
+    /// as `max_file_store: 8MB`) and `extra` appended to its config. Its
+    /// config and log stay outside `store`.
+    pub fn start_on(store: &Path, limits: &str, extra: &str) -> NatsServer {
+        let tmp = TempDir::new().expect("temp dir");
+        let port = free_port();
+        let config = format!(
+            "server_name: n1\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n  include ./n1-limits.conf\n}}\n{extra}"
+        );
+        let mut server =
+            NatsServer { name: "n1".into(), port, dir: tmp.path().to_owned(), config, child: None, _tmp: Some(tmp) };
+        server.set_limits(limits);
+        server.start_again();
+        server
+    }
+
+    /// Replaces the `limits` of a server made by [`NatsServer::start_on`];
+    /// a running server reloads its config (SIGHUP), as after an operator's
+    /// edit.
+    pub fn set_limits(&self, limits: &str) {
+        fs::write(self.dir.join(format!("{}-limits.conf", self.name)), limits).expect("write nats limits");
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGHUP);
+        }
     }
 
     fn start_configured(sync: &str, extra: &str) -> NatsServer {
