@@ -34,11 +34,13 @@ async fn doctor_passes_a_healthy_host_and_names_each_failure() {
         "config",
         "nats",
         "jetstream",
+        "account store",
         "stream replicas",
         "stream max_age",
         "duplicate window",
         "permissions",
         "fsync",
+        "server store",
         "agent alice",
         "agent bob",
     ] {

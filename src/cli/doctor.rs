@@ -4,6 +4,8 @@
 //! sequence), and gateways with a wake they reject after authentication
 //! (an empty text), so no agent is woken unless `--wake` asks for it.
 
+mod store;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,7 +32,8 @@ pub struct Args {
     wake: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Ordered from best to worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
     Ok,
     Warn,
@@ -114,7 +117,8 @@ async fn nats(config: &Config, args: &Args, report: &mut Report) {
     let js = jetstream::ContextBuilder::new().timeout(CHECK_TIMEOUT).build(client.clone());
     match js.query_account().await {
         Ok(account) => {
-            report.line(Verdict::Ok, "jetstream", format!("enabled; {} streams in this account", account.streams))
+            report.line(Verdict::Ok, "jetstream", format!("enabled; {} streams in this account", account.streams));
+            store::account(&account, report);
         }
         Err(err) => {
             report.line(
@@ -126,6 +130,7 @@ async fn nats(config: &Config, args: &Args, report: &mut Report) {
         }
     }
     let Some(stream) = stream_check(config, &js, report).await else { return };
+    store::stream(&stream, report);
     permissions(config, &js, report).await;
     server_settings(config, args, &stream, report).await;
 }
@@ -251,8 +256,10 @@ async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, re
     .await;
     let Some(varz) = varz else {
         report.line(Verdict::Warn, "fsync", format!("cannot read the server's settings at {monitor}/varz (use --monitor): make sure it has `sync_interval: always`"));
+        report.line(Verdict::Warn, "server store", format!("cannot read the server's usage at {monitor}/varz (use --monitor): make sure its max_file_store is below the disk's size"));
         return;
     };
+    store::server(&varz, report);
     if varz["jetstream"]["config"]["sync_always"] == true {
         report.line(Verdict::Ok, "fsync", "the server fsyncs every write (sync_interval: always)");
     } else {
