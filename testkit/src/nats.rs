@@ -14,6 +14,12 @@ use tempfile::TempDir;
 
 use crate::{free_port, signal};
 
+/// JetStream's limit for the store of every server but those of
+/// [`NatsServer::start_on`]: below the free space of the disk the test
+/// machine shares, as in production, so a filling disk is refused at once
+/// rather than stalling the stream.
+const MAX_FILE_STORE: &str = "4GB";
+
 /// One server. Stopping and starting again keeps its port and its store,
 /// like a restarted production node.
 pub struct NatsServer {
@@ -84,7 +90,7 @@ impl NatsServer {
         let store = dir.join(format!("{name}-store"));
         let config = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{extra}"
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n  max_file_store: {MAX_FILE_STORE}\n}}\n{extra}"
         );
         NatsServer { name: name.into(), port, dir, config, child: None, _tmp: None }
     }
