@@ -182,6 +182,31 @@ async fn at_the_store_limit_sends_answer_507_and_resume_when_it_is_raised() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn messages_leaving_the_stream_make_room_again() {
+    let Some(disk) = Tmpfs::mount("64m") else { return };
+    let nats = NatsServer::start_on(disk.path(), "max_file_store: 8MB", "");
+    let (adapter, _) = adapter(&nats, &[]).await;
+    let api = adapter.api();
+    let (stored, refused_key, refusal) = fill(&api, "purge").await;
+    assert_eq!(refusal.status, 507, "{refusal:?}");
+
+    // The operator purges all but the newest messages, read or not (as
+    // nats.max_age does when they expire).
+    const KEEP: u64 = 10;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_stream("CLAWBUS").await.unwrap().purge().keep(KEEP).await.unwrap();
+    let retried = eventually("the refused send to be stored after the purge", WAIT, || async {
+        let answer = api.try_send("alice", "bob", &content(&refused_key), &refused_key).await?;
+        (answer.status == 200).then_some(answer)
+    })
+    .await;
+    let newest = stored.values().max().copied().unwrap();
+    let mut kept: HashMap<String, u64> = stored.into_iter().filter(|(_, id)| id + KEEP > newest).collect();
+    kept.insert(refused_key, retried.body["id"].as_u64().unwrap());
+    assert_all_readable(&api, &kept).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_disk_full_below_the_limit_loses_nothing_and_recovers_on_restart() {
     let Some(disk) = Tmpfs::mount("24m") else { return };
     // Something else on the disk takes half of it.
