@@ -138,7 +138,7 @@ fn store_limit(store: &Path, disk: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
         return None;
     }
-    let free = u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize));
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
     Some(stored_bytes(store).saturating_add(free) / 4 * 3)
 }
 

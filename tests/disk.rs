@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clawbus_testkit::api::Answer;
-use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, NatsServer, clawbus, eventually, free_port};
+use clawbus_testkit::{
+    Adapter, AdapterConfig, AgentSpec, Api, NatsServer, doctor, eventually, free_port, report_line as line,
+};
 use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -107,23 +109,6 @@ async fn assert_all_readable(api: &Api, stored: &HashMap<String, u64>) {
         let ids = copies.get(key.as_str()).map_or(&[][..], Vec::as_slice);
         assert_eq!(ids, [*id], "{key} answered 200 as id {id} is stored as {ids:?}");
     }
-}
-
-/// Runs `clawbus doctor` for `config`; (exit code, report).
-fn doctor(dir: &Path, config: &AdapterConfig, monitor: u16) -> (i32, String) {
-    let path = dir.join("doctor.toml");
-    std::fs::write(&path, config.toml(0)).unwrap();
-    let monitor = format!("http://127.0.0.1:{monitor}");
-    let output = clawbus(&["doctor", "--config", path.to_str().unwrap(), "--monitor", &monitor]);
-    (output.status.code().unwrap_or(-1), String::from_utf8(output.stdout).unwrap())
-}
-
-/// The report's line for `what`.
-fn line<'a>(report: &'a str, what: &str) -> &'a str {
-    report
-        .lines()
-        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(what)))
-        .unwrap_or_else(|| panic!("no {what} line in:\n{report}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

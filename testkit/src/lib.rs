@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod api;
 pub mod browser;
 mod config;
+mod doctor;
 pub mod gateway;
 mod logs;
 pub mod nats;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 pub use adapter::{Adapter, Resources};
 pub use api::Api;
 pub use config::{AdapterConfig, AgentSpec};
+pub use doctor::{doctor, report_line};
 pub use gateway::{Call, Gateway, Reply};
 pub use nats::{NatsCluster, NatsServer};
 
