@@ -68,8 +68,9 @@ pub enum SendError {
     /// Definitely not stored.
     #[error("the message exceeds the server's maximum payload")]
     TooLarge,
-    /// Perhaps stored: NATS could not be asked.
-    #[error("the outcome is unknown (NATS unreachable); retry with the same Idempotency-Key")]
+    /// Perhaps stored: NATS did not answer (unreachable, stalled, or its
+    /// disk full, where nats-server answers no publish).
+    #[error("the outcome is unknown (NATS did not answer); retry with the same Idempotency-Key")]
     Unknown,
 }
 
@@ -137,7 +138,7 @@ impl Bus {
             }
             sleep(RETRY_PAUSE).await;
         }
-        tracing::warn!(msg_id = %out.msg_id, "outcome of a send unknown: NATS unreachable");
+        tracing::warn!(msg_id = %out.msg_id, "outcome of a send unknown: NATS did not answer (unreachable, stalled, or its disk full)");
         Err(SendError::Unknown)
     }
 
