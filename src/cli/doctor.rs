@@ -239,7 +239,8 @@ async fn permissions(config: &Config, js: &jetstream::Context, report: &mut Repo
     }
 }
 
-/// Whether the server fsyncs every write, from its monitoring endpoint.
+/// Whether the server fsyncs every write, and how full its store is, from
+/// its monitoring endpoint.
 async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, report: &mut Report) {
     let monitor = args.monitor.clone().unwrap_or_else(|| {
         let first = config.nats.urls().into_iter().next().unwrap_or_default();
@@ -259,7 +260,6 @@ async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, re
         report.line(Verdict::Warn, "server store", format!("cannot read the server's usage at {monitor}/varz (use --monitor): make sure its max_file_store is below the disk's size"));
         return;
     };
-    store::server(&varz, report);
     if varz["jetstream"]["config"]["sync_always"] == true {
         report.line(Verdict::Ok, "fsync", "the server fsyncs every write (sync_interval: always)");
     } else {
@@ -274,6 +274,7 @@ async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, re
             format!("the server acknowledges writes before they reach the disk: set `sync_interval: always`{hint}"),
         );
     }
+    store::server(&varz, report);
 }
 
 async fn gateways(config: &Config, args: &Args, report: &mut Report) {
