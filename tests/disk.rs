@@ -135,6 +135,8 @@ async fn at_the_store_limit_sends_answer_507_and_resume_when_it_is_raised() {
     let ack = api.post("/api/ack", &serde_json::json!({"agent": "bob", "ids": [first]})).await;
     assert_eq!(ack.status, 507, "{ack:?}");
     assert_all_readable(&api, &stored).await;
+    let metrics = api.get("/metrics").await.body;
+    assert!(metrics.as_str().unwrap().contains("clawbus_sends_total{outcome=\"store_full\"} 2"), "{metrics}");
 
     let dir = TempDir::new().unwrap();
     let (code, report) = doctor(dir.path(), &config, monitor);
