@@ -56,10 +56,12 @@ pub enum SendOutcome {
     Duplicate,
     Rejected,
     Unavailable,
+    /// Refused at a JetStream storage limit (507): needs an operator.
+    StoreFull,
 }
 
 impl SendOutcome {
-    const ALL: [SendOutcome; 4] = [Self::Stored, Self::Duplicate, Self::Rejected, Self::Unavailable];
+    const ALL: [SendOutcome; 5] = [Self::Stored, Self::Duplicate, Self::Rejected, Self::Unavailable, Self::StoreFull];
 
     fn label(self) -> &'static str {
         match self {
@@ -67,6 +69,7 @@ impl SendOutcome {
             Self::Duplicate => "duplicate",
             Self::Rejected => "rejected",
             Self::Unavailable => "unavailable",
+            Self::StoreFull => "store_full",
         }
     }
 }

@@ -1,20 +1,6 @@
 //! `clawbus doctor` on a healthy host, and on each failure it diagnoses.
 
-use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer, clawbus, free_port};
-
-/// Runs doctor with `config`; (exit code, report).
-fn doctor(dir: &std::path::Path, config: &AdapterConfig, monitor: u16) -> (i32, String) {
-    let path = dir.join("doctor.toml");
-    std::fs::write(&path, config.toml(0)).unwrap();
-    let monitor = format!("http://127.0.0.1:{monitor}");
-    let output = clawbus(&["doctor", "--config", path.to_str().unwrap(), "--monitor", &monitor]);
-    (output.status.code().unwrap_or(-1), String::from_utf8(output.stdout).unwrap())
-}
-
-/// The report's line for `what`.
-fn line<'a>(report: &'a str, what: &str) -> &'a str {
-    report.lines().find(|l| l[6..].starts_with(what)).unwrap_or_else(|| panic!("no {what} line in:\n{report}"))
-}
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Gateway, NatsServer, doctor, free_port, report_line as line};
 
 // Multi-threaded: the stand-in gateway answers while doctor runs.
 #[tokio::test(flavor = "multi_thread")]
@@ -34,11 +20,13 @@ async fn doctor_passes_a_healthy_host_and_names_each_failure() {
         "config",
         "nats",
         "jetstream",
+        "account store",
         "stream replicas",
         "stream max_age",
         "duplicate window",
         "permissions",
         "fsync",
+        "server store",
         "agent alice",
         "agent bob",
     ] {

@@ -10,6 +10,7 @@ mod connect;
 mod direct;
 mod follow;
 mod health;
+mod full;
 mod provision;
 mod publish;
 mod replies;
@@ -35,7 +36,7 @@ pub use health::Status as Health;
 pub use publish::{Outgoing, SendError, Stored};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
-/// changed, and the HTTP layer answers 503.
+/// changed, and the HTTP layer answers 503 (507 when the store is full).
 #[derive(Debug, thiserror::Error)]
 #[error("NATS is unavailable: {what}")]
 pub struct Unavailable {
@@ -51,6 +52,12 @@ impl Unavailable {
 
     pub fn caused(what: impl Into<Cow<'static, str>>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self { what: what.into(), source: Some(Box::new(source)) }
+    }
+
+    /// JetStream's refusal that caused this, when it says that a storage
+    /// limit is reached (see `full`).
+    pub fn store_full(&self) -> Option<&jetstream::Error> {
+        full::storage_limit(self)
     }
 }
 

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::direct::header;
-use super::{Bus, RawMessage};
+use super::{Bus, RawMessage, Unavailable};
 
 /// A message ready to publish.
 #[derive(Clone, Debug)]
@@ -61,14 +61,16 @@ pub enum Stored {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Definitely not stored.
-    #[error("NATS cannot store the message right now: {0}")]
-    Unavailable(String),
+    /// Definitely not stored; [`Unavailable::store_full`] tells whether
+    /// JetStream's store is at its limit.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     /// Definitely not stored.
     #[error("the message exceeds the server's maximum payload")]
     TooLarge,
-    /// Perhaps stored: NATS could not be asked.
-    #[error("the outcome is unknown (NATS unreachable); retry with the same Idempotency-Key")]
+    /// Perhaps stored: NATS did not answer (unreachable, stalled, or its
+    /// disk full, where nats-server answers no publish).
+    #[error("the outcome is unknown (NATS did not answer); retry with the same Idempotency-Key")]
     Unknown,
 }
 
@@ -88,13 +90,9 @@ impl Bus {
     /// Stores `out`; an error other than [`SendError::Unknown`] means that
     /// nothing was stored (see the module docs).
     pub async fn store(&self, out: &Outgoing) -> Result<Stored, SendError> {
-        if let Err(unavailable) = self.ensure_healthy() {
-            return Err(SendError::Unavailable(unavailable.to_string()));
-        }
-        let _admitted = self
-            .in_flight
-            .try_acquire()
-            .map_err(|_| SendError::Unavailable("too many sends waiting for JetStream".into()))?;
+        self.ensure_healthy()?;
+        let _admitted =
+            self.in_flight.try_acquire().map_err(|_| Unavailable::new("too many sends waiting for JetStream"))?;
         let nonce = nuid::next().to_string();
         let deadline = Instant::now() + self.send_timeout;
         let mut in_doubt = false;
@@ -132,13 +130,13 @@ impl Bus {
             {
                 if !ack.duplicate {
                     tracing::info!(msg_id = %out.msg_id, "a send whose outcome was unknown was not stored");
-                    return Err(SendError::Unavailable("no confirmation from JetStream in time".into()));
+                    return Err(Unavailable::new("no confirmation from JetStream in time").into());
                 }
                 return self.holder(ack.sequence, out, nonce).await;
             }
             sleep(RETRY_PAUSE).await;
         }
-        tracing::warn!(msg_id = %out.msg_id, "outcome of a send unknown: NATS unreachable");
+        tracing::warn!(msg_id = %out.msg_id, "outcome of a send unknown: NATS did not answer (unreachable, stalled, or its disk full)");
         Err(SendError::Unknown)
     }
 
@@ -204,9 +202,10 @@ impl Bus {
         };
         Err(match err.kind() {
             PublishErrorKind::MaxPayloadExceeded => Attempt::Definite(SendError::TooLarge),
-            // No stream leader took it, or the server refused it.
+            // No stream leader took it, or the server refused it (a full
+            // store among other reasons).
             PublishErrorKind::StreamNotFound | PublishErrorKind::MaxAckPending | PublishErrorKind::Other => {
-                Attempt::Definite(SendError::Unavailable(err.to_string()))
+                Attempt::Definite(Unavailable::caused("JetStream refused the message", err).into())
             }
             _ => Attempt::Ambiguous,
         })

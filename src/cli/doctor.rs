@@ -4,6 +4,8 @@
 //! sequence), and gateways with a wake they reject after authentication
 //! (an empty text), so no agent is woken unless `--wake` asks for it.
 
+mod store;
+
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,7 +33,8 @@ pub struct Args {
     wake: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Ordered from best to worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Verdict {
     Ok,
     Warn,
@@ -115,7 +118,8 @@ async fn nats(config: &Config, args: &Args, report: &mut Report) {
     let js = jetstream::ContextBuilder::new().timeout(CHECK_TIMEOUT).build(client.clone());
     match js.query_account().await {
         Ok(account) => {
-            report.line(Verdict::Ok, "jetstream", format!("enabled; {} streams in this account", account.streams))
+            report.line(Verdict::Ok, "jetstream", format!("enabled; {} streams in this account", account.streams));
+            store::account(&account, report);
         }
         Err(err) => {
             report.line(
@@ -128,6 +132,7 @@ async fn nats(config: &Config, args: &Args, report: &mut Report) {
     }
     let Some(stream) = stream_check(config, &js, report).await else { return };
     clock(config, &js, report).await;
+    store::stream(&stream, report);
     permissions(config, &js, report).await;
     server_settings(config, args, &stream, report).await;
 }
@@ -252,7 +257,8 @@ async fn permissions(config: &Config, js: &jetstream::Context, report: &mut Repo
     }
 }
 
-/// Whether the server fsyncs every write, from its monitoring endpoint.
+/// Whether the server fsyncs every write, and how full its store is, from
+/// its monitoring endpoint.
 async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, report: &mut Report) {
     let monitor = args.monitor.clone().unwrap_or_else(|| {
         let first = config.nats.urls().into_iter().next().unwrap_or_default();
@@ -269,6 +275,7 @@ async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, re
     .await;
     let Some(varz) = varz else {
         report.line(Verdict::Warn, "fsync", format!("cannot read the server's settings at {monitor}/varz (use --monitor): make sure it has `sync_interval: always`"));
+        report.line(Verdict::Warn, "server store", format!("cannot read the server's usage at {monitor}/varz (use --monitor): make sure its max_file_store is below the disk's size"));
         return;
     };
     if varz["jetstream"]["config"]["sync_always"] == true {
@@ -285,6 +292,7 @@ async fn server_settings(config: &Config, args: &Args, stream: &stream::Info, re
             format!("the server acknowledges writes before they reach the disk: set `sync_interval: always`{hint}"),
         );
     }
+    store::server(&varz, report);
 }
 
 async fn gateways(config: &Config, args: &Args, report: &mut Report) {

@@ -10,6 +10,9 @@ use crate::mailbox::{MailError, Refusal};
 
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
+/// Seconds a client is asked to wait after a 507: space comes back when an
+/// operator frees it or raises the limit, not within a second.
+const STORE_FULL_RETRY_AFTER_SECS: u64 = 10;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -79,6 +82,13 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 507: JetStream's store is at a storage limit; nothing was stored.
+    fn insufficient_storage(message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message);
+        error.retry_after = Some(std::time::Duration::from_secs(STORE_FULL_RETRY_AFTER_SECS));
+        error
+    }
+
     /// A handler panicked: a bug, answered rather than cutting the connection.
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the adapter failed on this request; it is logged")
@@ -101,6 +111,13 @@ impl ApiError {
 
 impl From<Unavailable> for ApiError {
     fn from(err: Unavailable) -> Self {
+        if let Some(refusal) = err.store_full() {
+            tracing::warn!(%refusal, "JetStream's store is full: answered 507");
+            return ApiError::insufficient_storage(format!(
+                "JetStream's store is full, nothing was stored: {refusal}. \
+                 Writes are refused until space is freed or the limit raised; try again later"
+            ));
+        }
         tracing::debug!(error = &err as &dyn std::error::Error, "answered 503");
         // The first cause says what NATS answered; deeper ones are for the log.
         let message = match std::error::Error::source(&err) {

@@ -48,6 +48,7 @@ pub async fn send(
         Ok(sent) if sent.duplicate => SendOutcome::Duplicate,
         Ok(_) => SendOutcome::Stored,
         Err(err) if err.status() == StatusCode::SERVICE_UNAVAILABLE => SendOutcome::Unavailable,
+        Err(err) if err.status() == StatusCode::INSUFFICIENT_STORAGE => SendOutcome::StoreFull,
         Err(_) => SendOutcome::Rejected,
     };
     state.metrics().send(outcome, started.elapsed());

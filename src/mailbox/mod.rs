@@ -57,7 +57,10 @@ pub enum MailError {
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
     /// The send may or may not have been stored.
-    #[error("the outcome is unknown: NATS could not be reached to settle it; retry with the same Idempotency-Key")]
+    #[error(
+        "the outcome is unknown: NATS did not answer in time to settle it (unreachable, stalled, or its disk full); \
+         retry with the same Idempotency-Key"
+    )]
     Unknown,
 }
 

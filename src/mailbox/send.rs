@@ -36,7 +36,7 @@ impl From<SendError> for MailError {
     fn from(err: SendError) -> Self {
         match err {
             SendError::TooLarge => MailError::TooLarge,
-            SendError::Unavailable(why) => MailError::Unavailable(crate::bus::Unavailable::new(why)),
+            SendError::Unavailable(err) => MailError::Unavailable(err),
             SendError::Unknown => MailError::Unknown,
         }
     }

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,11 @@ use crate::{free_port, signal};
 pub const LAB_CLIENT_PORT: u16 = 4222;
 /// The cluster (route) port of a node in a network lab.
 pub const LAB_ROUTE_PORT: u16 = 6222;
+/// JetStream's limit for the store of every server but those of
+/// [`NatsServer::start_on`]: below the free space of the disk the test
+/// machine shares, as in production, so a filling disk is refused at once
+/// rather than stalling the stream.
+const MAX_FILE_STORE: &str = "4GB";
 
 /// One server. Stopping and starting again keeps its port and its store,
 /// like a restarted production node.
@@ -54,6 +59,42 @@ impl NatsServer {
         NatsServer::start_configured("always", extra)
     }
 
+    /// A single node (fsync always) storing in `store`, such as a small file
+    /// system the test mounted, with `limits` in its `jetstream` block (such
+    /// as `max_file_store: 8MB`) and `extra` appended to its config. Its
+    /// config and log stay outside `store`.
+    pub fn start_on(store: &Path, limits: &str, extra: &str) -> NatsServer {
+        let tmp = TempDir::new().expect("temp dir");
+        let port = free_port();
+        let config = format!(
+            "server_name: n1\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n  include ./n1-limits.conf\n}}\n{extra}"
+        );
+        let mut server = NatsServer {
+            name: "n1".into(),
+            ip: Ipv4Addr::LOCALHOST.into(),
+            port,
+            host: None,
+            dir: tmp.path().to_owned(),
+            config,
+            child: None,
+            _tmp: Some(tmp),
+        };
+        server.set_limits(limits);
+        server.start_again();
+        server
+    }
+
+    /// Replaces the `limits` of a server made by [`NatsServer::start_on`];
+    /// a running server reloads its config (SIGHUP), as after an operator's
+    /// edit.
+    pub fn set_limits(&self, limits: &str) {
+        fs::write(self.dir.join(format!("{}-limits.conf", self.name)), limits).expect("write nats limits");
+        if let Some(child) = &self.child {
+            signal(child.id(), libc::SIGHUP);
+        }
+    }
+
     fn start_configured(sync: &str, extra: &str) -> NatsServer {
         let tmp = TempDir::new().expect("temp dir");
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
@@ -74,7 +115,7 @@ impl NatsServer {
         let store = dir.join(format!("{name}-store"));
         let config = format!(
             "server_name: {name}\nlisten: {listen}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n}}\n{extra}"
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: {sync}\n  max_file_store: {MAX_FILE_STORE}\n}}\n{extra}"
         );
         let (ip, port) = (listen.ip(), listen.port());
         NatsServer { name: name.into(), ip, port, host, dir, config, child: None, _tmp: None }
