@@ -8,6 +8,7 @@
 mod connect;
 mod direct;
 mod follow;
+mod owned;
 mod provision;
 mod publish;
 mod replies;
@@ -29,6 +30,7 @@ use crate::message::Subjects;
 pub use connect::{Nats, connect, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
+pub use owned::Owned;
 pub use publish::{Outgoing, SendError, Stored};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
