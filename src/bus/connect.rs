@@ -20,6 +20,7 @@ pub struct Nats {
 /// Connects without waiting: the client keeps retrying in the background, so
 /// the adapter can serve `/healthz` (and answer 503) while NATS is away.
 pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
+    let nats = &config.nats;
     let (bump, connects) = watch::channel(0u64);
     // The client, once made, names the server in the connection's log lines.
     let made: Arc<OnceLock<async_nats::Client>> = Arc::default();
@@ -34,12 +35,12 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
             None => urls.clone(),
         }
     };
-    let nats = &config.nats;
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("clawbus@{}", config.host))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .ping_interval(Duration::from_secs(10))
+        .subscription_capacity(nats.reply_buffer)
         .connection_timeout(Duration::from_secs(3))
         .reconnect_delay_callback(|attempt| {
             let exp = attempt.min(6) as u32;
