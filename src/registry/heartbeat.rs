@@ -15,7 +15,7 @@
 //! adapter look dead. A running adapter whose compare-and-set fails because
 //! another instance holds the record has lost the host, and stops writing.
 
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
@@ -25,9 +25,13 @@ use crate::bus::{Bus, OrUnavailable, Owned, Unavailable};
 
 /// Silence after which another instance's running record is taken over:
 /// three heartbeats missed in a row.
-pub const TAKEOVER_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT_INTERVAL.as_secs());
+const TAKEOVER_AFTER: Duration = Duration::from_secs(3 * HEARTBEAT_INTERVAL.as_secs());
 /// Pause between two looks at a record being watched.
 const WATCH_PAUSE: Duration = Duration::from_millis(500);
+
+/// This process's instance id: the same for every start-up attempt, so a
+/// retried attempt finds its own record rather than a stranger's.
+static INSTANCE: LazyLock<String> = LazyLock::new(|| nuid::next().to_string());
 
 /// Another adapter process runs, or took over, as this host.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,7 @@ impl Held {
 
 impl Heartbeat {
     pub fn new(host: String) -> Self {
-        Self { host, instance: nuid::next().to_string(), revision: Mutex::default() }
+        Self { host, instance: INSTANCE.clone(), revision: Mutex::default() }
     }
 
     fn key(&self) -> String {
@@ -100,25 +104,22 @@ impl Heartbeat {
     /// running record of another instance (see the module's doc); refused
     /// if that instance is alive.
     pub async fn claim(&self, bus: &Bus) -> Result<(), HostError> {
-        let kv = bus.kv();
         loop {
-            let written = match self.read(bus).await? {
-                None => kv.create(self.key(), self.record(true)).await.map_err(|e| e.to_string()),
-                Some(held) => {
-                    if held.running_elsewhere(&self.instance) {
-                        self.outwait(bus, held.revision).await?;
-                    }
-                    kv.update(self.key(), self.record(true), held.revision).await.map_err(|e| e.to_string())
-                }
-            };
-            match written {
-                Ok(revision) => {
-                    *self.revision.lock().expect("heartbeat lock") = Some(revision);
-                    return Ok(());
-                }
-                Err(why) => tracing::debug!("host record changed meanwhile ({why}); reading it again"),
+            let held = self.read(bus).await?;
+            if let Some(held) = held.as_ref().filter(|held| held.running_elsewhere(&self.instance)) {
+                self.outwait(bus, held.revision).await?;
+            }
+            *self.revision.lock().expect("heartbeat lock") = held.map(|held| held.revision);
+            match bus.kv_write_owned(&self.key(), self.record(true), &self.revision, |v| self.is_ours(v)).await? {
+                Owned::Written => return Ok(()),
+                Owned::Lost => tracing::debug!("host record changed meanwhile; reading it again"),
             }
         }
+    }
+
+    /// Whether a stored record is this instance's.
+    fn is_ours(&self, value: &[u8]) -> bool {
+        serde_json::from_slice::<HostRecord>(value).is_ok_and(|r| r.instance.as_deref() == Some(&self.instance))
     }
 
     /// Watches a running record of another instance until it has been
@@ -149,10 +150,7 @@ impl Heartbeat {
     /// Reports this instance alive (or, on shutdown, stopped), with
     /// compare-and-set on the revision it last wrote.
     pub async fn beat(&self, bus: &Bus, running: bool) -> Result<(), HostError> {
-        let ours = |value: &[u8]| {
-            serde_json::from_slice::<HostRecord>(value).is_ok_and(|r| r.instance.as_deref() == Some(&self.instance))
-        };
-        match bus.kv_write_owned(&self.key(), self.record(running), &self.revision, ours).await? {
+        match bus.kv_write_owned(&self.key(), self.record(running), &self.revision, |v| self.is_ours(v)).await? {
             Owned::Written => Ok(()),
             Owned::Lost => Err(HostTaken { host: self.host.clone() }.into()),
         }
