@@ -282,6 +282,44 @@ async fn a_wake_record_writer_that_lost_the_compare_and_set_says_so() {
     assert_eq!(stored, foreign, "the other writer's marks are not overwritten");
 }
 
+/// A start that ended between saving a new list of members and the marks
+/// that refer to it leaves a generation behind. Generations are created,
+/// never overwritten: the next start saves its own above the leftover, and
+/// deletes it once its marks refer to the new one.
+#[tokio::test]
+async fn a_members_generation_left_by_an_interrupted_start_does_not_block_the_next() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook-secret").await;
+    let config = AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"));
+    let mut first = Adapter::start(config.clone().agent(AgentSpec::new("bob", &gateway))).await;
+    let id = first.api().send("alice", "bob", "hello").await;
+    eventually("bob's wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(id)) }).await;
+    let kv = state_bucket(&nats).await;
+    eventually("the first wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
+    let (status, _) = first.terminate().await;
+    assert!(status.success());
+    kv.put("members.hostA.2", json!([["someone-else"]]).to_string().into()).await.unwrap();
+
+    let second =
+        Adapter::start(config.agent(AgentSpec::new("bob", &gateway)).agent(AgentSpec::new("carol", &gateway))).await;
+    let id = second.api().send("alice", "carol", "hello").await;
+    eventually("carol's wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(id)) }).await;
+    let marks = eventually("marks of the new generation", WAIT, || async {
+        let entry = kv.entry("wakes.hostA").await.unwrap()?;
+        let marks: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+        (marks["members"] == 3).then_some(marks)
+    })
+    .await;
+    let members: serde_json::Value =
+        serde_json::from_slice(&kv.get("members.hostA.3").await.unwrap().unwrap()).unwrap();
+    assert_eq!(members, json!([["bob", "carol"]]), "{marks}");
+    eventually("the leftover and the old generation deleted", WAIT, || async {
+        (kv.get("members.hostA.2").await.unwrap().is_none() && kv.get("members.hostA.1").await.unwrap().is_none())
+            .then_some(())
+    })
+    .await;
+}
+
 /// The adapters' state bucket, through a client of the test's own.
 async fn state_bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
