@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Group;
 use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
-use async_nats::jetstream::kv;
-
 use crate::bus::{Bus, OrUnavailable, Owned, Unavailable};
 use crate::message::format_time;
 use crate::metrics::WakeOutcome;
@@ -140,8 +139,9 @@ pub struct WakeMarks {
     /// Groups whose counts changed since they were last written.
     dirty: Mutex<BTreeSet<usize>>,
     stats_written: Mutex<Option<Instant>>,
-    /// The marks as last written, and their revision.
+    /// The marks as last written.
     written: Mutex<Option<HostMarks>>,
+    /// Their record's revision (`None`: there is no record yet).
     revision: Mutex<Option<u64>>,
     /// This adapter process, named as the marks' writer.
     instance: String,
