@@ -15,7 +15,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{self, Bus, Nats, Unavailable};
+use crate::bus::{self, Bus, Nats};
 use crate::config::{Config, LocalAgent};
 use crate::embedded::Embedded;
 use crate::http::{self, AppState};
@@ -23,7 +23,7 @@ use crate::mailbox::{Mailbox, Rules};
 use crate::metrics::Metrics;
 use crate::names::AgentName;
 use crate::policy::Policy;
-use crate::registry::{HEARTBEAT_INTERVAL, Registry};
+use crate::registry::{HEARTBEAT_INTERVAL, HostError, HostTaken, Registry};
 use crate::wake::{WakeContext, Wakes};
 
 /// Time wake calls in flight get to finish at shutdown.
@@ -87,9 +87,17 @@ impl App {
             metrics,
             base_url: base_url(local),
         };
-        let running = tokio::select! {
-            running = startup.run() => Some(Arc::new(running)),
-            _ = shutdown.cancelled() => None,
+        let (running, refused) = tokio::select! {
+            started = startup.run() => match started {
+                Ok(running) => (Some(Arc::new(running)), None),
+                Err(taken) => {
+                    // Nothing of the host's was written: the other adapter's
+                    // records are left as they are.
+                    shutdown.cancel();
+                    (None, Some(taken))
+                }
+            },
+            _ = shutdown.cancelled() => (None, None),
         };
         let names: Vec<AgentName> = agents.iter().map(|agent| agent.name.clone()).collect();
         let upkeep = running
@@ -98,11 +106,15 @@ impl App {
         shutdown.cancelled().await;
         tracing::info!("shutting down");
         let stop_wakes = async {
-            if let Some(upkeep) = upkeep {
-                let _ = upkeep.await;
-            }
+            let held = match upkeep {
+                Some(upkeep) => upkeep.await.unwrap_or(true),
+                None => true,
+            };
             let Some(Ok(Running { registry, wakes, .. })) = running.map(Arc::try_unwrap) else { return };
             wakes.stop(WAKE_GRACE).await;
+            if !held {
+                return;
+            }
             // Agents taken over from a live host go back to it, and this
             // host's agents show offline at once instead of after a timeout.
             let _ = tokio::time::timeout(GOODBYE_TIMEOUT, registry.release(&names)).await;
@@ -115,7 +127,10 @@ impl App {
             embedded.stop().await;
         }
         tracing::info!("stopped");
-        Ok(())
+        match refused {
+            Some(taken) => Err(taken.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -130,14 +145,16 @@ struct Startup<'a> {
 }
 
 impl Startup<'_> {
-    /// Retries until NATS is reachable and everything is set up.
-    async fn run(&self) -> Running {
+    /// Retries until NATS is reachable and everything is set up; refused
+    /// while another adapter runs as this host.
+    async fn run(&self) -> Result<Running, HostTaken> {
         let mut pause = Duration::from_millis(100);
         let mut last_reason = String::new();
         loop {
             match self.attempt().await {
-                Ok(running) => return running,
-                Err(err) => {
+                Ok(running) => return Ok(running),
+                Err(HostError::Taken(taken)) => return Err(taken),
+                Err(HostError::Unavailable(err)) => {
                     // Each reason once; repeats of it only at debug level.
                     let reason = err.to_string();
                     if reason != last_reason {
@@ -163,19 +180,23 @@ impl Startup<'_> {
         }
     }
 
-    /// Provisions, registers, starts waking; every step is idempotent.
-    async fn attempt(&self) -> Result<Running, Unavailable> {
+    /// Provisions, takes the host, registers, starts waking; every step is
+    /// idempotent.
+    async fn attempt(&self) -> Result<Running, HostError> {
         let bus = Bus::open(self.nats.clone(), self.config).await?;
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
+        // Before anything of the host's is written: a second adapter with
+        // this host name must not touch the first one's records.
+        registry.claim_host().await?;
         let registered = registry.register(&policies(self.config)).await?;
-        registry.heartbeat(true).await?;
         let context = WakeContext {
             bus: bus.clone(),
             config: self.config.wake.clone(),
             metrics: self.metrics.clone(),
             base_url: self.base_url.clone(),
             host: self.config.host.clone(),
+            instance: registry.instance().to_owned(),
         };
         let wakes = Wakes::start(context, self.agents.iter().cloned().zip(registered).collect()).await?;
         self.state.set_mailbox(Mailbox::new(bus.clone(), registry.clone(), self.rules()));
@@ -208,24 +229,38 @@ pub async fn setup(config: &Config) -> anyhow::Result<String> {
 }
 
 /// Every heartbeat: report alive, re-create the stream or bucket if they
-/// were deleted, and settle which listed agents this host wakes.
-async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, shutdown: CancellationToken) {
+/// were deleted, and settle which listed agents this host wakes. Returns
+/// false if another adapter took the host over (this one then stops waking
+/// and writes none of the host's records again).
+async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, shutdown: CancellationToken) -> bool {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return true,
         }
         tokio::select! {
-            tended = tend(&running, &config, &names) => if let Err(err) = tended {
-                tracing::debug!(error = &err as &dyn std::error::Error, "upkeep skipped");
+            tended = tend(&running, &config, &names) => match tended {
+                Ok(()) => {}
+                Err(HostError::Unavailable(err)) => {
+                    tracing::debug!(error = &err as &dyn std::error::Error, "upkeep skipped");
+                }
+                Err(HostError::Taken(taken)) => {
+                    tracing::error!(
+                        "another adapter took over host \"{}\": this one stops waking its agents and writing \
+                         their wake records. {taken}",
+                        config.host
+                    );
+                    running.wakes.abandon();
+                    return false;
+                }
             },
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return true,
         }
     }
 }
 
-async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result<(), Unavailable> {
+async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result<(), HostError> {
     let Running { bus, registry, wakes } = running;
     if let Some(missing) = bus.missing().await? {
         if config.nats.least_privilege {

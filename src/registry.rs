@@ -15,6 +15,11 @@
 //! shuts down cleanly it hands the agent back to that host if it is still
 //! alive, so the agent never shows offline while someone serves it; when the
 //! new host dies instead, the other reclaims the agent once it is silent.
+//!
+//! One adapter process at a time holds a host's heartbeat record (see
+//! `heartbeat`): a second adapter started with the same host name is refused.
+
+mod heartbeat;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -30,6 +35,8 @@ use crate::config::WakeMode;
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
 use crate::policy::Policy;
+use heartbeat::Heartbeat;
+pub use heartbeat::{HostError, HostTaken};
 
 /// How often an adapter reports that it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -57,6 +64,9 @@ struct HostRecord {
     /// False once the adapter has shut down cleanly.
     running: bool,
     version: String,
+    /// The adapter process that wrote it (`None`: an older version's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
 }
 
 /// One row of `GET /api/agents` (without the unread count).
@@ -87,6 +97,7 @@ pub struct Registry {
     local: RwLock<HashMap<AgentName, Policy>>,
     /// Other agents' settings, as last read.
     policies: Mutex<HashMap<AgentName, (Policy, Instant)>>,
+    heartbeat: Heartbeat,
 }
 
 /// How long another host's agent's settings are used before being read again.
@@ -111,7 +122,8 @@ impl Hosts {
 
 impl Registry {
     pub fn new(bus: Bus, host: String) -> Self {
-        Self { bus, host, known: RwLock::default(), local: RwLock::default(), policies: Mutex::default() }
+        let heartbeat = Heartbeat::new(host.clone());
+        Self { bus, host, known: RwLock::default(), local: RwLock::default(), policies: Mutex::default(), heartbeat }
     }
 
     /// `agent`'s own settings: this host's from its config, others' from
@@ -327,16 +339,21 @@ impl Registry {
         Ok(value.and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok()).map(|record| record.host))
     }
 
-    /// Reports this host alive (or, on shutdown, stopped).
-    pub async fn heartbeat(&self, running: bool) -> Result<(), Unavailable> {
-        self.bus.ensure_connected()?;
-        let record = HostRecord { running, version: env!("CARGO_PKG_VERSION").into() };
-        self.bus
-            .kv()
-            .put(format!("host.{}", self.host), encode(&record))
-            .await
-            .unavailable("cannot write a heartbeat")?;
-        Ok(())
+    /// This adapter process's id, as its host record and wake records name it.
+    pub fn instance(&self) -> &str {
+        &self.heartbeat.instance
+    }
+
+    /// Takes this host's record for this adapter process at start-up;
+    /// refused while another adapter runs as this host.
+    pub async fn claim_host(&self) -> Result<(), HostError> {
+        self.heartbeat.claim(&self.bus).await
+    }
+
+    /// Reports this host alive (or, on shutdown, stopped); fails with
+    /// [`HostTaken`] once another adapter process took the host over.
+    pub async fn heartbeat(&self, running: bool) -> Result<(), HostError> {
+        self.heartbeat.beat(&self.bus, running).await
     }
 
     /// Every registered agent with its host's liveness, sorted by name.

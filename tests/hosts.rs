@@ -173,6 +173,159 @@ async fn a_clean_stop_shows_the_hosts_agents_offline_at_once() {
     assert_eq!(host_of(&a.api(), "alice").await, ("hostA".into(), true));
 }
 
+/// Two boxes with the same short hostname: the second adapter must not
+/// overwrite the first one's wake records, so it refuses to start, naming the
+/// host and the setting that fixes it, while the first keeps serving and
+/// waking.
+#[tokio::test]
+async fn a_second_adapter_with_the_same_host_is_refused_while_the_first_keeps_waking() {
+    let nats = NatsServer::start();
+    let (gateway_1, gateway_2) = (Gateway::start("token-1").await, Gateway::start("token-2").await);
+    let first = Adapter::start(
+        AdapterConfig::new("raspberrypi", nats.url())
+            .agent(AgentSpec::silent("alice"))
+            .agent(AgentSpec::new("bob", &gateway_1)),
+    )
+    .await;
+    let mut second =
+        Adapter::launch(AdapterConfig::new("raspberrypi", nats.url()).agent(AgentSpec::new("carol", &gateway_2))).await;
+    let status = second.exited().await;
+    assert!(!status.success(), "the second adapter exits with an error: {status:?}");
+    let log = second.log();
+    assert!(log.contains("another adapter is running as host \"raspberrypi\""), "{log}");
+    assert!(log.contains("set `host`"), "{log}");
+
+    let api = first.api();
+    let id = api.send("alice", "bob", "still here").await;
+    assert_eq!(Api::ids(&api.inbox("bob").await), [id]);
+    eventually("the first adapter's wake", WAIT, || async {
+        gateway_1.wakes().into_iter().find(|w| w.up_to >= Some(id))
+    })
+    .await;
+    assert!(gateway_2.calls().is_empty(), "the refused adapter woke nobody");
+    assert!(api.ok("/api/agents").await["agents"].as_array().unwrap().iter().all(|a| a["name"] != "carol"));
+}
+
+/// An adapter killed and restarted at once finds its own last heartbeat,
+/// which still looks alive: it waits that out and comes back, and wakes for
+/// what arrived meanwhile.
+#[tokio::test]
+async fn a_killed_adapter_restarted_at_once_is_not_refused_by_its_own_heartbeat() {
+    let mut host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let api = host.api();
+    let before = api.send("alice", "bob", "before").await;
+    let gateway = &host.gateway;
+    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(before)) })
+        .await;
+    host.adapter.kill();
+    host.adapter.restart().await;
+    let after = api.send("alice", "bob", "after").await;
+    eventually("the wake after the restart", WAIT, || async {
+        gateway.wakes().into_iter().find(|w| w.up_to >= Some(after))
+    })
+    .await;
+    assert!(!host.adapter.log().contains("another adapter is running"), "{}", host.adapter.log());
+}
+
+/// Another writer of this host's records (an adapter started with the same
+/// host name that took the host over) is noticed: the adapter says so at
+/// error level instead of overwriting what the other wrote.
+#[tokio::test]
+async fn an_adapter_whose_host_record_was_taken_over_says_so_and_stops_writing_wake_records() {
+    let mut host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let api = host.api();
+    let first = api.send("alice", "bob", "one").await;
+    let gateway = &host.gateway;
+    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(first)) }).await;
+    let kv = state_bucket(&host.nats).await;
+    eventually("the wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
+    let other = json!({"running": true, "version": "0.0.0", "instance": "another-instance"});
+    kv.put("host.hostA", other.to_string().into()).await.unwrap();
+    let adapter = &host.adapter;
+    eventually("the adapter to notice", WAIT, || async {
+        adapter.log().lines().find(|l| l.contains("ERROR") && l.contains("another adapter took over host")).map(drop)
+    })
+    .await;
+    let marks = kv.entry("wakes.hostA").await.unwrap().unwrap();
+    api.send("alice", "bob", "two").await;
+    // A clean stop would write the marks and a last heartbeat: neither
+    // happens once the host is another adapter's.
+    let (status, _) = host.adapter.terminate().await;
+    assert!(status.success());
+    assert_eq!(kv.entry("wakes.hostA").await.unwrap().unwrap().revision, marks.revision, "no wake marks written");
+    let record: serde_json::Value = serde_json::from_slice(&kv.get("host.hostA").await.unwrap().unwrap()).unwrap();
+    assert_eq!(record, other, "the other instance's host record is left alone");
+}
+
+/// A wake-record writer whose compare-and-set fails (another writer changed
+/// `wakes.<host>`) says so instead of overwriting it.
+#[tokio::test]
+async fn a_wake_record_writer_that_lost_the_compare_and_set_says_so() {
+    let host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let api = host.api();
+    let first = api.send("alice", "bob", "one").await;
+    let gateway = &host.gateway;
+    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(first)) }).await;
+    let kv = state_bucket(&host.nats).await;
+    eventually("the wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
+    let foreign = json!({"members": 1, "up_to": [first], "writer": "another-instance"});
+    kv.put("wakes.hostA", foreign.to_string().into()).await.unwrap();
+    let second = api.send("alice", "bob", "two").await;
+    eventually("the second wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(second)) })
+        .await;
+    let adapter = &host.adapter;
+    eventually("the adapter to say the marks were written by another", WAIT, || async {
+        adapter.log().lines().find(|l| l.contains("ERROR") && l.contains("written by another adapter")).map(drop)
+    })
+    .await;
+    let stored: serde_json::Value = serde_json::from_slice(&kv.get("wakes.hostA").await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored, foreign, "the other writer's marks are not overwritten");
+}
+
+/// A start that ended between saving a new list of members and the marks
+/// that refer to it leaves a generation behind. Generations are created,
+/// never overwritten: the next start saves its own above the leftover, and
+/// deletes it once its marks refer to the new one.
+#[tokio::test]
+async fn a_members_generation_left_by_an_interrupted_start_does_not_block_the_next() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook-secret").await;
+    let config = AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"));
+    let mut first = Adapter::start(config.clone().agent(AgentSpec::new("bob", &gateway))).await;
+    let id = first.api().send("alice", "bob", "hello").await;
+    eventually("bob's wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(id)) }).await;
+    let kv = state_bucket(&nats).await;
+    eventually("the first wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
+    let (status, _) = first.terminate().await;
+    assert!(status.success());
+    kv.put("members.hostA.2", json!([["someone-else"]]).to_string().into()).await.unwrap();
+
+    let second =
+        Adapter::start(config.agent(AgentSpec::new("bob", &gateway)).agent(AgentSpec::new("carol", &gateway))).await;
+    let id = second.api().send("alice", "carol", "hello").await;
+    eventually("carol's wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(id)) }).await;
+    let marks = eventually("marks of the new generation", WAIT, || async {
+        let entry = kv.entry("wakes.hostA").await.unwrap()?;
+        let marks: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+        (marks["members"] == 3).then_some(marks)
+    })
+    .await;
+    let members: serde_json::Value =
+        serde_json::from_slice(&kv.get("members.hostA.3").await.unwrap().unwrap()).unwrap();
+    assert_eq!(members, json!([["bob", "carol"]]), "{marks}");
+    eventually("the leftover and the old generation deleted", WAIT, || async {
+        (kv.get("members.hostA.2").await.unwrap().is_none() && kv.get("members.hostA.1").await.unwrap().is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+/// The adapters' state bucket, through a client of the test's own.
+async fn state_bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.get_key_value("CLAWBUS_STATE").await.unwrap()
+}
+
 /// Host A with alice (silent) and bob (woken through the first gateway), and
 /// a second gateway for a host B that will list bob too.
 async fn bob_on_host_a(nats: &NatsServer) -> (Adapter, Gateway, Gateway) {

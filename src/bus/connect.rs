@@ -23,6 +23,7 @@ pub struct Nats {
 /// Connects without waiting: the client keeps retrying in the background, so
 /// the adapter can serve `/healthz` (and answer 503) while NATS is away.
 pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
+    let nats = &config.nats;
     let (bump, connects) = watch::channel(0u64);
     // The client, once made, names the server in the connection's log lines.
     let made: Arc<OnceLock<async_nats::Client>> = Arc::default();
@@ -37,7 +38,6 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
             None => urls.clone(),
         }
     };
-    let nats = &config.nats;
     let health = Health::new();
     let (picker, events) = (health.clone(), health.clone());
     let mut options = async_nats::ConnectOptions::new()
@@ -45,6 +45,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
         .retry_on_initial_connect()
         .max_reconnects(None)
         .ping_interval(Duration::from_secs(10))
+        .subscription_capacity(nats.reply_buffer)
         .connection_timeout(Duration::from_secs(3))
         .reconnect_to_server_callback(move |servers, _| {
             let picker = picker.clone();

@@ -8,6 +8,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
+use futures_util::future::try_join_all;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -17,6 +18,9 @@ use super::{Bus, OrUnavailable, READ_TIMEOUT, Unavailable};
 /// Most bytes one batch may carry; the server stops after the message that
 /// crosses it.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Times a read is asked again after losing replies.
+const READ_ATTEMPTS: usize = 3;
 
 /// Most subjects one "newest of each" request names.
 pub const MAX_LAST_SUBJECTS: usize = 256;
@@ -105,40 +109,67 @@ impl Bus {
         Ok(self.direct_request(stream, &request).await?.messages)
     }
 
+    /// One batched direct get, asked again if replies were lost on the way
+    /// (see [`Collected::Incomplete`]): a batch returned is complete.
     async fn direct_request(&self, stream: &str, request: &Request<'_>) -> Result<Batch, Unavailable> {
         self.ensure_connected()?;
-        let body = serde_json::to_vec(request).expect("request serializes");
-        let mut inbox = self.replies.inbox(&self.client).await?;
-        self.client
-            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox.subject.clone(), body.into())
-            .await
-            .unavailable("cannot request a read")?;
-        let collect = async {
-            let mut messages = Vec::new();
-            while let Some(reply) = inbox.replies.recv().await {
-                match reply.status.map(|s| s.as_u16()) {
-                    None | Some(200) => messages.push(parse(reply.headers, reply.payload)?),
-                    // End of batch: how many more match.
-                    Some(204) => {
-                        return Ok(Batch { messages, pending: header_u64(&reply.headers, "Nats-Num-Pending") });
-                    }
-                    // Nothing matches (also the answer for a missing stream).
-                    Some(404) => {
-                        return Ok(Batch { messages, pending: 0 });
-                    }
-                    Some(503) => return Err(Unavailable::new("no JetStream server answered")),
-                    Some(code) => {
-                        let why = reply.description.unwrap_or_default();
-                        return Err(Unavailable::new(format!("direct get failed: {code} {why}")));
-                    }
+        let body: Bytes = serde_json::to_vec(request).expect("request serializes").into();
+        let read = async {
+            for _ in 0..READ_ATTEMPTS {
+                match self.direct_attempt(stream, request.batch, body.clone()).await? {
+                    Collected::Complete(batch) => return Ok(batch),
+                    Collected::Incomplete => tracing::debug!(%stream, "replies to a read were lost; reading again"),
                 }
             }
-            Err(Unavailable::new("connection closed during read"))
+            Err(Unavailable::new("replies to reads are being lost (the connection cannot keep up); try again"))
         };
-        tokio::time::timeout(READ_TIMEOUT, collect)
+        tokio::time::timeout(READ_TIMEOUT, read)
             .await
             .map_err(|_| Unavailable::new(format!("no answer to a read within {}s", READ_TIMEOUT.as_secs())))?
     }
+
+    async fn direct_attempt(&self, stream: &str, batch: usize, body: Bytes) -> Result<Collected, Unavailable> {
+        // The batch, and the end-of-batch marker.
+        let mut inbox = self.replies.inbox(&self.client, batch + 1).await?;
+        self.client
+            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox.subject.clone(), body)
+            .await
+            .unavailable("cannot request a read")?;
+        let mut messages: Vec<RawMessage> = Vec::new();
+        while let Some(reply) = inbox.replies.recv().await {
+            // Each reply names the sequence of the one before it in the batch
+            // (0 for the first), and the end-of-batch marker the last one's:
+            // a reply dropped on the way breaks the chain.
+            let before = messages.last().map_or(0, |m| m.seq);
+            if header(&reply.headers, "Nats-Last-Sequence").is_some_and(|v| v.parse() != Ok(before)) {
+                return Ok(Collected::Incomplete);
+            }
+            match reply.status.map(|s| s.as_u16()) {
+                None | Some(200) => messages.push(parse(reply.headers, reply.payload)?),
+                // End of batch: how many more match.
+                Some(204) => {
+                    let pending = header_u64(&reply.headers, "Nats-Num-Pending");
+                    return Ok(Collected::Complete(Batch { messages, pending }));
+                }
+                // Nothing matches (also the answer for a missing stream).
+                Some(404) => return Ok(Collected::Complete(Batch { messages, pending: 0 })),
+                Some(503) => return Err(Unavailable::new("no JetStream server answered")),
+                Some(code) => {
+                    let why = reply.description.unwrap_or_default();
+                    return Err(Unavailable::new(format!("direct get failed: {code} {why}")));
+                }
+            }
+        }
+        Err(Unavailable::new("connection closed during read"))
+    }
+}
+
+/// How the replies to one read came in.
+enum Collected {
+    Complete(Batch),
+    /// Some were dropped on the way (the client's buffer for the replies
+    /// overflowed): what came is not the batch.
+    Incomplete,
 }
 
 impl Bus {
@@ -165,6 +196,16 @@ impl Bus {
         tokio::time::timeout(READ_TIMEOUT, read)
             .await
             .map_err(|_| Unavailable::new("the stream's leader did not answer in time"))?
+    }
+}
+
+impl Bus {
+    /// The first message of any of `starts` (filters, each with the first id
+    /// to read it from), as the stream's leader has it: what a scan that
+    /// found the end confirms before a mark moves on that finding.
+    pub async fn first_on_leader_of(&self, starts: &[(String, u64)]) -> Result<Option<RawMessage>, Unavailable> {
+        let firsts = try_join_all(starts.iter().map(|(filter, from)| self.first_on_leader(filter, *from))).await?;
+        Ok(firsts.into_iter().flatten().min_by_key(|raw| raw.seq))
     }
 }
 

@@ -11,6 +11,7 @@ mod direct;
 mod follow;
 mod health;
 mod full;
+mod owned;
 mod provision;
 mod publish;
 mod replies;
@@ -33,6 +34,7 @@ pub use connect::{Nats, connect, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
 pub use health::Status as Health;
+pub use owned::Owned;
 pub use publish::{Outgoing, SendError, Stored};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was

@@ -78,7 +78,7 @@ impl Bus {
             settle_timeout: nats.settle_timeout,
             in_flight: Arc::new(Semaphore::new(nats.max_sends_in_flight)),
             seen: Arc::new(AtomicU64::new(0)),
-            replies: Arc::default(),
+            replies: Arc::new(super::replies::Replies::new(nats.reply_buffer)),
             newest: Arc::default(),
             clock: Arc::default(),
         }

@@ -9,6 +9,14 @@
 //! this connection's inbox prefix (made on the first read, and kept by the
 //! client across reconnects), and a task hands each reply to the read whose
 //! token its subject ends with. A reply to a read that gave up is dropped.
+//!
+//! The client buffers a bounded number of messages per subscription and
+//! drops what does not fit ("slow consumer"). So each read first takes room
+//! for the replies it asked for (its batch and the end-of-batch marker) out
+//! of that buffer's size, and gives it back when it ends: however many reads
+//! are in flight, their replies fit. A read asking for more than the whole
+//! buffer takes all of it, and may still lose replies; the read itself
+//! notices (see `direct`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,18 +24,21 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::Message;
 use futures_util::StreamExt;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{OrUnavailable, Unavailable};
 
 type Waiting = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>>;
 
-#[derive(Default)]
 pub(super) struct Replies {
     /// `<inbox>.`, once subscribed.
     prefix: OnceCell<String>,
     waiting: Waiting,
     next: AtomicU64,
+    /// Room left in the subscription's buffer, in replies.
+    room: Arc<Semaphore>,
+    /// The buffer's size.
+    capacity: usize,
 }
 
 /// The replies to one read, until it is dropped.
@@ -36,6 +47,7 @@ pub(super) struct Inbox {
     pub replies: mpsc::UnboundedReceiver<Message>,
     token: u64,
     waiting: Waiting,
+    _room: OwnedSemaphorePermit,
 }
 
 impl Drop for Inbox {
@@ -45,13 +57,29 @@ impl Drop for Inbox {
 }
 
 impl Replies {
-    /// A reply subject of its own for one read.
-    pub async fn inbox(&self, client: &async_nats::Client) -> Result<Inbox, Unavailable> {
+    /// Replies for reads whose answers fit `capacity` messages, the size of
+    /// the client's buffer per subscription.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            prefix: OnceCell::new(),
+            waiting: Waiting::default(),
+            next: AtomicU64::new(0),
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// A reply subject of its own for one read of up to `replies` replies,
+    /// once there is room for them.
+    pub async fn inbox(&self, client: &async_nats::Client, replies: usize) -> Result<Inbox, Unavailable> {
         let prefix = self.prefix.get_or_try_init(|| self.subscribe(client)).await?;
+        let wanted = u32::try_from(replies.clamp(1, self.capacity)).unwrap_or(u32::MAX);
+        let room = self.room.clone().acquire_many_owned(wanted).await.unavailable("reads are shut down")?;
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         let (sender, replies) = mpsc::unbounded_channel();
         self.waiting.lock().expect("replies lock").insert(token, sender);
-        Ok(Inbox { subject: format!("{prefix}{token}"), replies, token, waiting: self.waiting.clone() })
+        Ok(Inbox { subject: format!("{prefix}{token}"), replies, token, waiting: self.waiting.clone(), _room: room })
     }
 
     async fn subscribe(&self, client: &async_nats::Client) -> Result<String, Unavailable> {

@@ -179,6 +179,10 @@ pub struct NatsConfig {
     /// single node persists a few thousand messages per second with fsync,
     /// so the default is about a quarter of a second of backlog.
     pub max_sends_in_flight: usize,
+    /// Messages the connection buffers per subscription, above all the
+    /// replies to reads (one per message read): the client drops what does
+    /// not fit, so the reads in flight are bounded to replies that fit.
+    pub reply_buffer: usize,
     /// This host's NATS user has only the rights `clawbus nats-auth` grants
     /// a host: `serve` creates nothing (`clawbus setup` does), and writes
     /// only for this host's agents.
@@ -209,6 +213,7 @@ impl Default for NatsConfig {
             send_timeout: Duration::from_secs(5),
             settle_timeout: Duration::from_secs(30),
             max_sends_in_flight: 1024,
+            reply_buffer: 64 * 1024,
             least_privilege: false,
             embedded: false,
             data_dir: PathBuf::from("clawbus-data"),

@@ -60,6 +60,7 @@ impl Config {
         check(!self.nats.send_timeout.is_zero(), "nats.send_timeout", &|| "must be positive".into());
         check(!self.nats.settle_timeout.is_zero(), "nats.settle_timeout", &|| "must be positive".into());
         check(self.nats.max_sends_in_flight > 0, "nats.max_sends_in_flight", &|| "must be at least 1".into());
+        check(self.nats.reply_buffer > 0, "nats.reply_buffer", &|| "must be at least 1".into());
         let bytes = self.http.max_message_bytes;
         check((1..=8 * 1024 * 1024).contains(&bytes), "http.max_message_bytes", &|| {
             "must be between 1 and 8388608".into()

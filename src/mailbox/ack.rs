@@ -111,9 +111,18 @@ impl Mailbox {
         let chunk = mark.acked.len() + 1;
         let mut scan = self.bus.scan(inbox.cursors(self.bus.subjects(), mark.floor), chunk);
         loop {
+            if mark.acked.is_empty() {
+                return Ok(());
+            }
             let Some(raw) = scan.next().await? else {
-                // No message at or above any of them is stored: they expired.
-                mark.acked.clear();
+                // A direct get may be answered by a replica a moment behind
+                // the leader: only the leader says nothing is left. (Batches
+                // are complete, and a replica has every message before the
+                // newest it has, so a message found is never past a gap.)
+                if self.bus.first_on_leader_of(&inbox.starts(self.bus.subjects(), mark.floor)).await?.is_none() {
+                    // No message at or above any of them is stored: they expired.
+                    mark.acked.clear();
+                }
                 return Ok(());
             };
             if !inbox.holds(self.bus.subjects(), &raw.subject, raw.seq) {

@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
 use tokio::sync::broadcast;
 
 use super::{MailError, Mailbox, view};
@@ -127,9 +126,7 @@ impl Live {
         if self.backlog.is_empty() {
             // The hub follows the leader, and a replica may answer direct
             // gets a moment behind it: only the leader says nothing is left.
-            let firsts = try_join_all(starts.iter().map(|(filter, from)| self.bus.first_on_leader(filter, *from)));
-            let first = firsts.await?.into_iter().flatten().filter(|raw| raw.seq <= up_to).min_by_key(|raw| raw.seq);
-            match first {
+            match self.bus.first_on_leader_of(&starts).await?.filter(|raw| raw.seq <= up_to) {
                 Some(raw) => self.backlog.push_back(Arc::new(raw)),
                 None => self.read_up_to = None,
             }

@@ -17,9 +17,23 @@ pub const MAX_SLICE_BYTES: usize = 192 * 1024;
 /// unless the first message alone has more.
 pub async fn slice(bus: &Bus, inbox: &Inbox, after: u64, up_to: u64) -> Result<Vec<MessageView>, Unavailable> {
     let mut scan = bus.scan(inbox.cursors(bus.subjects(), after), MAX_SLICE);
-    let (mut found, mut bytes) = (Vec::new(), 0);
+    let (mut found, mut bytes, mut scanned) = (Vec::new(), 0, after);
     while found.len() < MAX_SLICE {
-        let Some(raw) = scan.next().await? else { break };
+        let Some(raw) = scan.next().await? else {
+            // `up_to` comes from a consumer, which follows the stream's
+            // leader; a replica answering direct gets may be a moment behind
+            // it. A slice that ends short of `up_to` is confirmed on the
+            // leader, so that the wake mark never passes a message not
+            // handed over (the call is retried instead).
+            if scanned < up_to {
+                let next = bus.first_on_leader_of(&inbox.starts(bus.subjects(), scanned)).await?;
+                if next.is_some_and(|raw| raw.seq <= up_to) {
+                    return Err(Unavailable::new("the replica read is behind the stream's leader"));
+                }
+            }
+            break;
+        };
+        scanned = raw.seq;
         if raw.seq > up_to {
             break;
         }

@@ -12,15 +12,17 @@
 //! `STATS_PACE`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Group;
 use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
-use crate::bus::{Bus, OrUnavailable, Unavailable};
+use crate::bus::{Bus, OrUnavailable, Owned, Unavailable};
 use crate::message::format_time;
 use crate::metrics::WakeOutcome;
 use crate::names::AgentName;
@@ -37,8 +39,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 pub struct Stored {
     /// Generation of the members record for the groups in use now.
     pub generation: u64,
-    /// The generation the previous record referred to, if it is replaced.
-    retired: Option<u64>,
+    /// Generations no longer referred to once the marks are written.
+    retired: Vec<u64>,
+    /// Revision of the marks record as read (`None`: there is none).
+    revision: Option<u64>,
     pub marks: HashMap<AgentName, u64>,
     stats: HashMap<AgentName, WakeStats>,
 }
@@ -54,19 +58,21 @@ pub async fn load(
     agents: &[(AgentName, Option<String>)],
 ) -> Result<Stored, Unavailable> {
     let own = bus.kv_get::<HostMarks>(record::marks_key(host)).await?;
+    let revision = own.as_ref().map(|own| own.revision);
     let previous = own.map(|own| own.value.members);
-    let before = match previous {
-        Some(generation) => bus.kv_get::<Groups>(record::members_key(host, generation)).await?.map(|m| m.value),
-        None => None,
+    let mut generations = bus.kv_values::<Groups>(&record::members_key_prefix(host)).await?;
+    let before = previous.and_then(|generation| generations.remove(&generation.to_string())).map(|m| m.value);
+    // Generations no marks refer to are left by a start that ended before
+    // its marks were written.
+    let leftovers: Vec<u64> = generations.keys().filter_map(|generation| generation.parse().ok()).collect();
+    let generation = match (previous, &before) {
+        (Some(generation), Some(before)) if before == groups => generation,
+        _ => previous.into_iter().chain(leftovers.iter().copied()).max().unwrap_or(0) + 1,
     };
-    let (generation, retired) = match (previous, &before) {
-        (Some(generation), Some(before)) if before == groups => (generation, None),
-        (Some(generation), _) => (generation + 1, Some(generation)),
-        (None, _) => (1, None),
-    };
+    let mut retired = leftovers;
     if previous != Some(generation) {
-        let members = serde_json::to_vec(groups).expect("groups serialize");
-        bus.kv().put(record::members_key(host, generation), members.into()).await.unavailable("cannot save members")?;
+        retired.extend(previous);
+        save_members(bus, host, generation, groups).await?;
     }
     let stats_groups = before.map_or(0, |before| before.len());
     // Counts of groups that no longer exist would show beside the new ones.
@@ -99,7 +105,27 @@ pub async fn load(
             }
         }
     }
-    Ok(Stored { generation, retired, marks, stats })
+    Ok(Stored { generation, retired, revision, marks, stats })
+}
+
+/// Creates generation `generation` of `host`'s members: a generation is
+/// written once, so an existing one means another adapter writes this
+/// host's records.
+async fn save_members(bus: &Bus, host: &str, generation: u64, groups: &Groups) -> Result<(), Unavailable> {
+    let members = serde_json::to_vec(groups).expect("groups serialize");
+    match bus.kv().create(record::members_key(host, generation), members.into()).await {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            if err.kind() == kv::CreateErrorKind::AlreadyExists {
+                tracing::error!(
+                    %host, generation,
+                    "members record {generation} of host {host} was created by another adapter meanwhile: \
+                     is a second adapter running as this host?"
+                );
+            }
+            Err(Unavailable::caused("cannot save members", err))
+        }
+    }
 }
 
 pub struct WakeMarks {
@@ -114,13 +140,19 @@ pub struct WakeMarks {
     stats_written: Mutex<Option<Instant>>,
     /// The marks as last written.
     written: Mutex<Option<HostMarks>>,
-    /// A members generation no longer referred to once the marks are written.
-    retired: Mutex<Option<u64>>,
+    /// Their record's revision (`None`: there is no record yet).
+    revision: Mutex<Option<u64>>,
+    /// This adapter process, named as the marks' writer.
+    instance: String,
+    /// Set once another process wrote the marks: this one writes no more.
+    lost: AtomicBool,
+    /// Members generations no longer referred to once the marks are written.
+    retired: Mutex<Vec<u64>>,
     changed: Notify,
 }
 
 impl WakeMarks {
-    pub fn new(bus: Bus, host: String, groups: Vec<Arc<Group>>, stored: Stored) -> Self {
+    pub fn new(bus: Bus, host: String, instance: String, groups: Vec<Arc<Group>>, stored: Stored) -> Self {
         let group_of = groups
             .iter()
             .enumerate()
@@ -138,6 +170,9 @@ impl WakeMarks {
             dirty: Mutex::new(every_group),
             stats_written: Mutex::default(),
             written: Mutex::default(),
+            revision: Mutex::new(stored.revision),
+            instance,
+            lost: AtomicBool::new(false),
             retired: Mutex::new(stored.retired),
             changed: Notify::new(),
         }
@@ -181,7 +216,8 @@ impl WakeMarks {
     /// The marks as they stand: per group, what its consumer has routed
     /// (read first), and the members whose wakes lag behind that.
     fn snapshot(&self) -> HostMarks {
-        let mut marks = HostMarks { members: self.generation, ..HostMarks::default() };
+        let mut marks =
+            HostMarks { members: self.generation, writer: Some(self.instance.clone()), ..HostMarks::default() };
         for group in &self.groups {
             marks.up_to.push(group.routed());
             for slot in &group.slots {
@@ -194,16 +230,36 @@ impl WakeMarks {
     }
 
     /// Writes the marks if they changed, and the counts if `STATS_PACE` has
-    /// passed (`now`: whatever the pace). True if everything due landed.
+    /// passed (`now`: whatever the pace). True if everything due landed, or
+    /// if nothing is to be written any more (the marks were lost to another
+    /// writer).
     pub async fn flush(&self, now: bool) -> bool {
+        if self.is_lost() {
+            return true;
+        }
         let marks = self.snapshot();
         let mut landed = true;
         if self.written.lock().expect("marks lock").as_ref() != Some(&marks) {
             let value = serde_json::to_vec(&marks).expect("marks serialize");
-            match self.bus.kv().put(record::marks_key(&self.host), value.into()).await {
-                Ok(_) => {
+            let ours = |value: &[u8]| {
+                serde_json::from_slice::<HostMarks>(value).is_ok_and(|m| m.writer.as_ref() == Some(&self.instance))
+            };
+            let key = record::marks_key(&self.host);
+            match self.bus.kv_write_owned(&key, value.into(), &self.revision, ours).await {
+                Ok(Owned::Written) => {
                     *self.written.lock().expect("marks lock") = Some(marks);
                     self.retire().await;
+                }
+                Ok(Owned::Lost) => {
+                    tracing::error!(
+                        host = %self.host,
+                        "the wake marks of host {} were written by another adapter: this one stops waking and \
+                         writes them no more; is a second adapter running with this host name? Set `host` in \
+                         the config of each to a name of its own",
+                        self.host
+                    );
+                    self.lose();
+                    return true;
                 }
                 Err(err) => {
                     tracing::debug!("wake marks not written yet: {err}");
@@ -216,6 +272,15 @@ impl WakeMarks {
             landed &= self.flush_stats().await;
         }
         landed
+    }
+
+    /// From now on nothing is written: the host is another adapter's.
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Writes the counts of every group that changed; what fails stays dirty.
@@ -242,12 +307,14 @@ impl WakeMarks {
         landed
     }
 
-    /// Deletes the members generation the marks no longer refer to.
+    /// Deletes the members generations the marks no longer refer to.
     async fn retire(&self) {
-        let Some(generation) = *self.retired.lock().expect("marks lock") else { return };
-        match self.bus.kv().delete(record::members_key(&self.host, generation)).await {
-            Ok(()) => *self.retired.lock().expect("marks lock") = None,
-            Err(err) => tracing::debug!("old members record not deleted yet: {err}"),
+        let retired = std::mem::take(&mut *self.retired.lock().expect("marks lock"));
+        for generation in retired {
+            if let Err(err) = self.bus.kv().delete(record::members_key(&self.host, generation)).await {
+                tracing::debug!("old members record not deleted yet: {err}");
+                self.retired.lock().expect("marks lock").push(generation);
+            }
         }
     }
 
@@ -265,6 +332,11 @@ impl WakeMarks {
             }
             loop {
                 let landed = self.flush(false).await;
+                if self.is_lost() {
+                    // The wakes stop with the marks (this token is theirs).
+                    shutdown.cancel();
+                    return;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(if landed { FLUSH_PACE } else { RETRY_PAUSE }) => {}
                     _ = shutdown.cancelled() => return,

@@ -59,6 +59,8 @@ pub struct WakeContext {
     pub base_url: String,
     /// This adapter's host, recorded with each agent's wakes.
     pub host: String,
+    /// This adapter process, the only writer of the host's wake marks.
+    pub instance: String,
 }
 
 impl Wakes {
@@ -101,7 +103,13 @@ impl Wakes {
             from = groups.iter().map(|g| g.routed() + 1).min(),
             "wakes starting"
         );
-        let marks = Arc::new(WakeMarks::new(bus.clone(), context.host.clone(), groups.clone(), stored));
+        let marks = Arc::new(WakeMarks::new(
+            bus.clone(),
+            context.host.clone(),
+            context.instance.clone(),
+            groups.clone(),
+            stored,
+        ));
 
         let http = reqwest::Client::builder()
             .timeout(context.config.timeout)
@@ -150,6 +158,15 @@ impl Wakes {
         let woken = if serving { marks.stored(agent).await? } else { 0 };
         slot.set_serving(serving, woken);
         Ok(())
+    }
+
+    /// Stops waking for good, writing nothing more: another adapter
+    /// process took this host over.
+    pub fn abandon(&self) {
+        if let Some(marks) = &self.marks {
+            marks.lose();
+        }
+        self.stop.cancel();
     }
 
     /// Stops waking. Calls in flight get `grace` to finish; whatever is not

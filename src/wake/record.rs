@@ -3,12 +3,14 @@
 //! per agent, so that the writes a burst of wakes costs do not grow with the
 //! number of agents woken (one broadcast wakes the whole fleet):
 //!
-//! - `wakes.<host>`: the wake marks of all the host's agents in one record.
+//! - `wakes.<host>`: the wake marks of all the host's agents in one record,
+//!   written with compare-and-set by the one adapter process holding the host.
 //!   Per group of agents, an id up to which every member has been woken for
 //!   its messages, and the few members whose mark is behind it (a call not
 //!   yet answered, a gateway down, an agent another host serves).
 //! - `members.<host>.<generation>`: the groups those marks speak for,
-//!   written once each time the host's list of agents changes. A mark counts
+//!   written once each time the host's list of agents changes (created, never
+//!   overwritten: a generation is only ever one list). A mark counts
 //!   only for an agent that was a member when it was written: an agent added
 //!   to a host has not been woken by it for anything.
 //! - `stats.<host>.<group>`: per agent, the last call and counts, written
@@ -41,6 +43,10 @@ pub struct HostMarks {
     /// except these, woken up to the id given.
     #[serde(default)]
     pub behind: BTreeMap<String, u64>,
+    /// The adapter process that wrote them (`None`: an older version's):
+    /// only it writes over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// The groups of a host's agents, each sorted (`members.<host>.<generation>`).
@@ -99,7 +105,12 @@ pub fn marks_key(host: &str) -> String {
 }
 
 pub fn members_key(host: &str, generation: u64) -> String {
-    format!("members.{host}.{generation}")
+    format!("{}{generation}", members_key_prefix(host))
+}
+
+/// The prefix of every generation of `host`'s members.
+pub fn members_key_prefix(host: &str) -> String {
+    format!("members.{host}.")
 }
 
 pub fn stats_key(host: &str, group: usize) -> String {
@@ -221,7 +232,7 @@ mod tests {
     #[test]
     fn a_mark_counts_only_for_members_and_behind_overrides_the_group() {
         let groups: Groups = vec![vec!["a".into(), "c".into()], vec!["d".into()]];
-        let marks = HostMarks { members: 1, up_to: vec![10, 20], behind: [("c".to_owned(), 4)].into() };
+        let marks = HostMarks { members: 1, up_to: vec![10, 20], behind: [("c".to_owned(), 4)].into(), writer: None };
         assert_eq!(marks.mark_of(&groups, "a"), Some(10));
         assert_eq!(marks.mark_of(&groups, "c"), Some(4));
         assert_eq!(marks.mark_of(&groups, "d"), Some(20));

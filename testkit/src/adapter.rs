@@ -205,6 +205,19 @@ impl Adapter {
         }
     }
 
+    /// Waits for the process to end by itself; returns how it ended.
+    pub async fn exited(&mut self) -> ExitStatus {
+        let host = self.config.host.clone();
+        let child = self.child.as_mut().expect("adapter is running");
+        let status = eventually(&format!("adapter {host} to exit"), Duration::from_secs(60), || {
+            let status = child.try_wait().expect("wait");
+            async move { status }
+        })
+        .await;
+        self.child = None;
+        status
+    }
+
     /// Starts the adapter again on the same port and waits until ready.
     pub async fn restart(&mut self) {
         self.spawn().await;
