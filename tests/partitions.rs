@@ -100,7 +100,9 @@ impl Fleet {
     /// Lets traffic run after healing, stops it, and checks the history.
     async fn finish(&self, run: Run, fault: &str, healed: Instant) -> (History, Report) {
         tokio::time::sleep(AFTER_HEAL).await;
+        let stopping = Instant::now();
         let history = run.traffic.stop().await;
+        eprintln!("traffic stopped in {:?}", stopping.elapsed());
         let mut acks: Vec<Acks> = Vec::new();
         for acker in run.ackers {
             acks.push(acker.stop().await);
@@ -108,6 +110,7 @@ impl Fleet {
         for adapter in [&self.a, &self.b] {
             adapter.wait_ready().await;
         }
+        eprintln!("ready {:?} after stopping", stopping.elapsed());
         let gateways = by_agent(&[("alice", &self.gateway_a), ("bob", &self.gateway_b)]);
         // Wakes for the last messages may still be on their way.
         let mut report = history.check(&self.a.api(), &gateways, &acks).await;
@@ -116,6 +119,7 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
             report = history.check(&self.a.api(), &gateways, &acks).await;
         }
+        eprintln!("checked {:?} after stopping", stopping.elapsed());
         table_row(fault, &history, &report, run.fault, healed);
         report.assert_clean(fault);
         (history, report)

@@ -259,10 +259,17 @@ impl Bus {
         })
     }
 
-    /// One message by id, if it still exists, as any caught-up replica has it.
+    /// One message by id, if it still exists. Any replica may answer; one
+    /// that has not caught up yet does not have the message, so "no such
+    /// message" is asked again of the stream's leader before it is believed
+    /// (an acknowledgement would otherwise be ignored, or a reply refused).
     pub async fn message(&self, seq: u64) -> Result<Option<RawMessage>, Unavailable> {
-        let batch = self.direct_batch(&self.stream, &self.subjects.every_message(), Start::Seq(seq), 1).await?;
-        Ok(batch.messages.into_iter().next().filter(|m| m.seq == seq))
+        let every = self.subjects.every_message();
+        let batch = self.direct_batch(&self.stream, &every, Start::Seq(seq), 1).await?;
+        if let Some(found) = batch.messages.into_iter().next().filter(|m| m.seq == seq) {
+            return Ok(Some(found));
+        }
+        Ok(self.first_on_leader_of(&[(every, seq)]).await?.filter(|m| m.seq == seq))
     }
 
     /// Id of the first message stored at or after `at`.

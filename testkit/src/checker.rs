@@ -140,8 +140,11 @@ pub struct Acker {
 #[derive(Debug, Default)]
 pub struct Acks {
     pub agent: String,
-    /// Ids whose acknowledgement was answered 200.
+    /// Ids whose acknowledgement was answered 200 (and not `ignored`).
     pub acked: HashSet<u64>,
+    /// Ids the adapter answered were in no inbox, though a read had just
+    /// listed them: each is a wrongly ignored acknowledgement.
+    pub ignored: Vec<u64>,
     /// Ids shown unread by a read that started after their ack was answered.
     pub came_back: Vec<u64>,
 }
@@ -181,7 +184,12 @@ impl Acker {
                 if let Ok(Ok(answer)) = tokio::time::timeout(ANSWER_TIMEOUT, api.try_post("/api/ack", &body)).await
                     && answer.status == 200
                 {
-                    acks.acked.extend(older);
+                    // An id the adapter found in no inbox is not acknowledged;
+                    // the check after healing finds out whether it was right.
+                    let ignored: HashSet<u64> =
+                        answer.body["ignored"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+                    acks.ignored.extend(older.iter().filter(|id| ignored.contains(id)));
+                    acks.acked.extend(older.into_iter().filter(|id| !ignored.contains(id)));
                 }
             }
             acks
@@ -235,6 +243,7 @@ impl History {
         let mut report = Report::default();
         let acked: HashSet<u64> = acks.iter().flat_map(|acks| acks.acked.iter().copied()).collect();
         report.came_back = acks.iter().flat_map(|acks| acks.came_back.iter().copied()).collect();
+        report.wrongly_ignored = acks.iter().flat_map(|acks| acks.ignored.iter().copied()).collect();
         // Every message in each recipient's inbox, read or not, by token.
         let mut stored: HashMap<String, Vec<(u64, bool)>> = HashMap::new();
         let recipients: HashSet<&str> = self.senders.iter().map(|s| s.to.as_str()).collect();
@@ -318,6 +327,8 @@ pub struct Report {
     /// Acknowledged (200), then shown unread by a later read while the
     /// traffic ran.
     pub came_back: Vec<u64>,
+    /// Listed unread, then answered as in no inbox when acknowledged.
+    pub wrongly_ignored: Vec<u64>,
     /// Acknowledged (200), and unread once everything healed.
     pub unread_after_ack: Vec<u64>,
     /// Refused with an error, stored all the same.
@@ -335,6 +346,7 @@ impl Report {
             && self.hidden.is_empty()
             && self.stored_refused.is_empty()
             && self.came_back.is_empty()
+            && self.wrongly_ignored.is_empty()
             && self.unread_after_ack.is_empty()
             && self.unwoken.is_empty();
         assert!(clean, "{what}: the bus broke a promise: {self:#?}");
