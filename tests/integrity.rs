@@ -259,7 +259,7 @@ async fn a_zero_retry_after_still_backs_off() {
 /// interleaved with another's, and `stuck`, a message of bob's that is never
 /// acknowledged.
 struct StuckFloor {
-    _nats: NatsServer,
+    nats: NatsServer,
     adapter: Adapter,
     api: Api,
     /// bob's messages, oldest first.
@@ -286,7 +286,7 @@ impl StuckFloor {
         let mut ids: Vec<u64> = sent.into_iter().filter(|(to, _)| *to == "bob").map(|(_, id)| id).collect();
         ids.sort_unstable();
         let stuck = ids[1];
-        StuckFloor { _nats: nats, adapter, api, ids, stuck }
+        StuckFloor { nats, adapter, api, ids, stuck }
     }
 
     /// Acknowledges `ids` one per call, four calls at a time; every call
@@ -322,7 +322,7 @@ impl StuckFloor {
     }
 
     async fn record(&self) -> Vec<u8> {
-        let kv = jetstream_of(&self._nats).await.get_key_value("CLAWBUS_STATE").await.unwrap();
+        let kv = jetstream_of(&self.nats).await.get_key_value("CLAWBUS_STATE").await.unwrap();
         kv.get("read.bob").await.unwrap().unwrap().to_vec()
     }
 }

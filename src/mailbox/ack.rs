@@ -103,14 +103,7 @@ impl Mailbox {
                 for id in &newly {
                     tracing::info!(target: "clawbus::lifecycle", id, agent = %inbox.agent, "acknowledged");
                 }
-                for id in given_up {
-                    tracing::warn!(
-                        target: "clawbus::lifecycle",
-                        id,
-                        agent = %inbox.agent,
-                        "treated as read, unacknowledged: the read record is full (too many unread holes)"
-                    );
-                }
+                log_given_up(&inbox.agent, &given_up);
                 return Ok(Acked { acked: newly.len() as u64, ignored });
             }
         }
@@ -129,8 +122,11 @@ impl Mailbox {
             let join = mark.join_floor();
             self.walk(inbox, &mut mark, join, 1).await?;
             let (before, after) = tokio::try_join!(self.unread(inbox, &current.mark), self.unread(inbox, &mark))?;
+            // A longer floor can tip a full record over its bound.
+            let given_up = self.bound(inbox, &mut mark, &current.mark).await?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
                 tracing::info!(target: "clawbus::lifecycle", up_to = seq, agent = %inbox.agent, "acknowledged");
+                log_given_up(&inbox.agent, &given_up);
                 return Ok(Acked { acked: before.saturating_sub(after), ignored: vec![] });
             }
         }
@@ -174,6 +170,18 @@ impl Mailbox {
         let join = mark.join_floor();
         self.walk(inbox, mark, join, 1).await?;
         Ok(given_up)
+    }
+}
+
+/// Names each message [`Mailbox::bound`] gave up, once its mark is saved.
+fn log_given_up(agent: &AgentName, ids: &[u64]) {
+    for id in ids {
+        tracing::warn!(
+            target: "clawbus::lifecycle",
+            id,
+            %agent,
+            "treated as read, unacknowledged: the read record is full (too many unread holes)"
+        );
     }
 }
 
