@@ -154,12 +154,13 @@ impl ReadMark {
         (whole, straddling.map(|start| self.runs[&start].end))
     }
 
-    /// Where to walk the inbox to join the runs of ids `first..=last`, just
-    /// marked read, to their neighbours.
-    pub fn join_around(&self, first: u64, last: u64) -> Join {
+    /// Where to walk the inbox to join the runs of `ids`, just marked read
+    /// (in any order), to their neighbours; `None` for no ids.
+    pub fn join_around(&self, ids: &[u64]) -> Option<Join> {
+        let (first, last) = (*ids.iter().min()?, *ids.iter().max()?);
         let below = self.runs.range(..first).next_back().map(|(start, _)| Anchor::Run(*start));
         let anchor = below.unwrap_or(Anchor::Floor);
-        Join { after: self.end_of(anchor), attached: Some(anchor), before: self.start_after(last) }
+        Some(Join { after: self.end_of(anchor), attached: Some(anchor), before: self.start_after(last) })
     }
 
     /// Where to walk the inbox to move the floor over the runs that follow
@@ -357,8 +358,7 @@ mod tests {
     /// at `limit`; returns the ids given up.
     fn ack(mark: &mut ReadMark, ids: &[u64], members: &[u64], limit: usize) -> Vec<u64> {
         let newly: Vec<u64> = ids.iter().copied().filter(|id| mark.insert(*id)).collect();
-        let (Some(&first), Some(&last)) = (newly.first(), newly.last()) else { return Vec::new() };
-        let join = mark.join_around(first, last);
+        let Some(join) = mark.join_around(&newly) else { return Vec::new() };
         walk(mark, join, members);
         bound(mark, members, limit)
     }
@@ -485,9 +485,9 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Ids(ids) => {
-                        let mut ids: Vec<u64> = ids.into_iter().filter(|id| inbox.contains(id)).collect();
-                        ids.sort_unstable();
-                        ids.dedup();
+                        // In the order asked, as an ack's ids come.
+                        let mut seen = BTreeSet::new();
+                        let ids: Vec<u64> = ids.into_iter().filter(|id| inbox.contains(id) && seen.insert(*id)).collect();
                         let given_up = ack(&mut read, &ids, &members, limit);
                         model.extend(ids);
                         prop_assert!(oldest_unread(&model, &members, &given_up), "not the oldest: {:?}", given_up);

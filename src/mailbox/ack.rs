@@ -93,10 +93,9 @@ impl Mailbox {
             let current = self.read_mark(&inbox.agent).await?;
             let mut mark = current.mark.clone();
             let newly: Vec<u64> = members.iter().copied().filter(|id| mark.insert(*id)).collect();
-            let (Some(&first), Some(&last)) = (newly.first(), newly.last()) else {
+            let Some(join) = mark.join_around(&newly) else {
                 return Ok(Acked { acked: 0, ignored });
             };
-            let join = mark.join_around(first, last);
             self.walk(inbox, &mut mark, join, newly.len()).await?;
             let given_up = self.bound(inbox, &mut mark, &current.mark).await?;
             if readstate::save(&self.bus, &inbox.agent, &current, &mark).await? {
