@@ -81,7 +81,8 @@ pub enum WakeOutcome {
     Coalesced,
     /// Worth retrying soon (connection error, 408, 429, 5xx).
     Retryable,
-    /// A 4xx other than 408/429: a configuration problem.
+    /// A 4xx other than 408/429, a redirect, or a 2xx that is not a wake:
+    /// a configuration problem.
     Rejected,
 }
 

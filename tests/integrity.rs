@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, NatsServer, OneHost, Reply, eventually};
+use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -252,4 +253,112 @@ async fn a_zero_retry_after_still_backs_off() {
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].arrived - w[0].arrived).collect();
     assert_eq!(calls.len(), 4, "{calls:?}");
     assert!(gaps.iter().all(|gap| *gap >= Duration::from_millis(100)), "retries back off: {gaps:?}");
+}
+
+/// A server whose payload limit is 16 KiB, one agent (bob) whose mail is
+/// interleaved with another's, and `stuck`, a message of bob's that is never
+/// acknowledged.
+struct StuckFloor {
+    nats: NatsServer,
+    adapter: Adapter,
+    api: Api,
+    /// bob's messages, oldest first.
+    ids: Vec<u64>,
+    stuck: u64,
+}
+
+impl StuckFloor {
+    async fn start(messages: usize) -> StuckFloor {
+        let nats = NatsServer::start_with("max_payload: 16384");
+        let config = AdapterConfig::new("hostA", nats.url())
+            .agent(AgentSpec::silent("alice"))
+            .agent(AgentSpec::silent("bob"))
+            .agent(AgentSpec::silent("carol"));
+        let adapter = Adapter::start_in_process(config).await;
+        let api = adapter.api();
+        let sends = stream::iter(0..messages).flat_map(|i| {
+            stream::iter(["bob", "carol"].map(|to| {
+                let api = api.clone();
+                async move { (to, api.send("alice", to, &format!("note {i}")).await) }
+            }))
+        });
+        let sent: Vec<(&str, u64)> = sends.buffer_unordered(16).collect().await;
+        let mut ids: Vec<u64> = sent.into_iter().filter(|(to, _)| *to == "bob").map(|(_, id)| id).collect();
+        ids.sort_unstable();
+        let stuck = ids[1];
+        StuckFloor { nats, adapter, api, ids, stuck }
+    }
+
+    /// Acknowledges `ids` one per call, four calls at a time; every call
+    /// must be answered 200 and acknowledge its message.
+    async fn ack_one_by_one(&self, ids: &[u64]) {
+        let answers: Vec<(u64, u16, Value)> = stream::iter(ids.iter().copied())
+            .map(|id| {
+                let api = self.api.clone();
+                async move {
+                    let answer = api.post("/api/ack", &json!({"agent": "bob", "ids": [id]})).await;
+                    (id, answer.status, answer.body)
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let failed: Vec<_> = answers.iter().filter(|(_, status, body)| *status != 200 || body["acked"] != 1).collect();
+        assert!(failed.is_empty(), "{} of {} acks failed, e.g. {:?}", failed.len(), ids.len(), failed.first());
+    }
+
+    /// bob's unread inbox, every page of it, and its `unread` count.
+    async fn unread(&self) -> (Vec<u64>, u64) {
+        let mut ids = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.api.ok(&format!("/api/inbox?agent=bob&limit=1000&after={after}")).await;
+            let unread = page["unread"].as_u64().unwrap();
+            let got = Api::ids(&page);
+            let Some(&last) = got.last() else { return (ids, unread) };
+            ids.extend(got);
+            after = last;
+        }
+    }
+
+    async fn record(&self) -> Vec<u8> {
+        let kv = jetstream_of(&self.nats).await.get_key_value("CLAWBUS_STATE").await.unwrap();
+        kv.get("read.bob").await.unwrap().unwrap().to_vec()
+    }
+}
+
+/// One unacknowledged message keeps the floor below it; thousands of later
+/// messages acknowledged one by one (their ids interleaved with another
+/// agent's mail) collapse into one run, so every ack lands and the record
+/// stays a few bytes.
+#[tokio::test]
+async fn thousands_of_acks_above_an_unacknowledged_message_keep_the_read_record_small() {
+    let bed = StuckFloor::start(4000).await;
+    let acked: Vec<u64> = bed.ids.iter().copied().filter(|id| *id != bed.stuck).collect();
+    bed.ack_one_by_one(&acked).await;
+    assert_eq!(bed.unread().await, (vec![bed.stuck], 1));
+    let record = bed.record().await;
+    assert!(record.len() < 100, "{}", String::from_utf8_lossy(&record));
+}
+
+/// Every other message acknowledged, so no two acknowledged ones can join:
+/// past the record's bound the oldest unread messages are given up, each
+/// named in the log, and every ack still lands.
+#[tokio::test]
+async fn past_the_read_record_bound_the_oldest_holes_are_given_up_and_named() {
+    let bed = StuckFloor::start(4000).await;
+    let (acked, holes): (Vec<u64>, Vec<u64>) =
+        bed.ids.iter().partition(|id| bed.ids.binary_search(id).unwrap() % 2 == 0);
+    assert!(holes.contains(&bed.stuck));
+    bed.ack_one_by_one(&acked).await;
+    let (unread, count) = bed.unread().await;
+    assert_eq!(count, unread.len() as u64);
+    assert!(holes.ends_with(&unread) && unread.len() < holes.len(), "{} unread of {} holes", unread.len(), holes.len());
+    let given_up = &holes[..holes.len() - unread.len()];
+    let log = bed.adapter.log();
+    let named: Vec<&str> = log.lines().filter(|line| line.contains("treated as read")).collect();
+    for id in given_up {
+        assert!(named.iter().any(|line| line.contains(&format!("id={id} "))), "{id} given up silently");
+    }
+    assert!(bed.record().await.len() <= 8 * 1024);
 }

@@ -270,3 +270,45 @@ async fn agents_delivered_by_the_channel_plugin_are_never_called_and_listed_as_s
     // Its mail waits in its inbox, unread, for the plugin to acknowledge.
     assert_eq!(api.inbox("carol").await["unread"], json!(1));
 }
+
+/// A wake is a 200 with `{"ok": true}`. A page, `{"ok": false}` and a
+/// redirect (to a login page, which is never fetched) are failed wakes:
+/// retried, shown as failing, and the mark stays where it was; once the
+/// gateway answers properly, one wake covers every message sent meanwhile.
+#[tokio::test]
+async fn answers_that_are_not_wakes_are_retried_and_move_no_mark() {
+    let host = OneHost::start(&["alice", "bob"]).await;
+    let (api, gateway) = (host.api(), &host.gateway);
+    let mut sent = Vec::new();
+    for reply in [Reply::Page, Reply::NotOk, Reply::Redirect] {
+        gateway.fail_with(Some(reply.clone()));
+        let before = gateway.calls().len();
+        let id = api.send("alice", "bob", &format!("while the gateway answers {reply:?}")).await;
+        sent.push(id);
+        // Two calls covering the message: the first answer and a retry.
+        eventually("a retried call", WAIT, || async {
+            let calls = gateway.calls();
+            (calls[before..].iter().filter(|c| c.up_to == Some(id) && c.status != 0).count() >= 2).then_some(())
+        })
+        .await;
+        let wakes = eventually("the failure shown for bob", WAIT, || async {
+            let agents = api.ok("/api/agents").await;
+            let bob = agents["agents"].as_array()?.iter().find(|row| row["name"] == "bob")?.clone();
+            (bob["wakes"]["last"]["outcome"] == "rejected" && bob["wakes"]["failing"].as_u64()? >= 1)
+                .then(|| bob["wakes"].clone())
+        })
+        .await;
+        assert!(wakes["woken_up_to"].as_u64().unwrap_or(0) < sent[0], "{reply:?} moved the mark: {wakes}");
+    }
+    assert!(gateway.wakes().is_empty(), "{:?}", gateway.wakes());
+    assert_eq!(gateway.logins(), 0, "a redirect was followed");
+    gateway.fail_with(None);
+    let last = *sent.last().unwrap();
+    let woken =
+        eventually("the wake once answered properly", WAIT, || async { gateway.wakes().first().cloned() }).await;
+    assert_eq!(woken.up_to, Some(last), "one wake covers every message sent meanwhile");
+    let inbox = api.inbox("bob").await;
+    assert_eq!(Api::ids(&inbox), sent, "{inbox}");
+    let log = host.adapter.log();
+    assert!(log.contains("redirect") && log.contains("not a wake"), "the failures are logged");
+}

@@ -83,12 +83,13 @@ pub struct Mailbox {
     rules: Arc<Rules>,
     fleet: Arc<fleet::FleetCache>,
     hub: Arc<live::Hub>,
+    acks: Arc<ack::Turns>,
 }
 
 impl Mailbox {
     pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
         let hub = Arc::new(live::Hub::new(bus.clone()));
-        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default(), hub }
+        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default(), hub, acks: Arc::default() }
     }
 
     fn may_write_for(&self, agent: &AgentName) -> bool {
@@ -147,25 +148,35 @@ impl Mailbox {
         }
     }
 
-    /// Unread messages in `inbox` under `mark`: direct messages above the
-    /// floor, plus others' broadcasts above it, less the out-of-order acks
-    /// of messages that still exist.
+    /// Unread messages in `inbox` under `mark`: its messages above the
+    /// floor, less those the runs above it cover that still exist.
     pub async fn unread(&self, inbox: &Inbox, mark: &ReadMark) -> Result<u64, Unavailable> {
+        let (above, oldest) = self.count_after(inbox, mark.floor).await?;
+        // Messages expire oldest first: runs below the oldest message left
+        // cover nothing now, and of the run it falls in, what follows it.
+        let (read, straddling) = mark.read_from(oldest.unwrap_or(u64::MAX));
+        let read_left = match straddling {
+            Some(end) => above.saturating_sub(self.count_after(inbox, end).await?.0),
+            None => 0,
+        };
+        Ok(above.saturating_sub(read).saturating_sub(read_left))
+    }
+
+    /// How many messages of `inbox` are stored after `after`, and a lower
+    /// bound of the oldest one's id.
+    async fn count_after(&self, inbox: &Inbox, after: u64) -> Result<(u64, Option<u64>), Unavailable> {
         let subjects = self.bus.subjects();
-        let above_floor = mark.floor.saturating_add(1);
-        let broadcasts_from = mark.floor.max(inbox.since).saturating_add(1);
+        let above = after.saturating_add(1);
+        let broadcasts_from = after.max(inbox.since).saturating_add(1);
         let (to, broadcasts, own) =
             (subjects.to(&inbox.agent), subjects.broadcasts(), subjects.broadcast(&inbox.agent));
         let (direct, broadcasts, own) = tokio::try_join!(
-            self.bus.count(&to, above_floor),
+            self.bus.count(&to, above),
             self.bus.count(&broadcasts, broadcasts_from),
             self.bus.count(&own, broadcasts_from),
         )?;
-        // Messages expire oldest first, so an acknowledged id below the first
-        // message still counted has expired and was not counted either.
-        let oldest = [direct.first, broadcasts.first].into_iter().flatten().min().unwrap_or(u64::MAX);
-        let acked = mark.acked.range(oldest..).count() as u64;
-        Ok((direct.total + broadcasts.total).saturating_sub(own.total).saturating_sub(acked))
+        let oldest = [direct.first, broadcasts.first].into_iter().flatten().min();
+        Ok(((direct.total + broadcasts.total).saturating_sub(own.total), oldest))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,8 @@ pub enum Delivered {
 pub enum Failed {
     /// Connection errors, timeouts, 408, 429 and 5xx.
     Transient { retry_after: Option<Duration>, cause: Cause },
-    /// Any other answer: the gateway refuses this call as configured.
+    /// Any other answer: the gateway refuses this call as configured, or
+    /// what answers at the hook URL is not the gateway's hook endpoint.
     Refused { cause: Cause },
 }
 
@@ -55,6 +56,14 @@ pub enum Cause {
     Unreachable(#[source] reqwest::Error),
     #[error("the gateway answered {status}: {body}")]
     Answered { status: StatusCode, body: String },
+    /// Hook calls follow no redirect: a login page fetched with GET says
+    /// nothing about the wake.
+    #[error("the hook URL answered {status}, a redirect to {location:?} (not followed)")]
+    Redirected { status: StatusCode, location: String },
+    /// A 2xx without `{"ok": true}`: an HTML page from a proxy or a web UI,
+    /// or the gateway saying it did not take the call.
+    #[error("the hook URL answered {status} but not a wake (no {{\"ok\": true}}): {body}")]
+    NotAWake { status: StatusCode, body: String },
     #[error("the messages to hand over could not be read")]
     Backlog(#[source] crate::bus::Unavailable),
 }
@@ -76,9 +85,11 @@ struct AgentBody<'a> {
     deliver: bool,
 }
 
+/// The gateway's answer to either hook: `ok` must be true.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WakeAnswer {
+struct HookAnswer {
+    ok: bool,
     event_outcome: Option<String>,
 }
 
@@ -134,19 +145,37 @@ pub async fn call(http: &reqwest::Client, hooks: &Hooks, call: &Call) -> Result<
         request.send().await.map_err(|err| Failed::Transient { retry_after: None, cause: Cause::Unreachable(err) })?;
     let status = response.status();
     let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let text = response.text().await.unwrap_or_default();
-    if status.is_success() {
-        let coalesced = serde_json::from_str::<WakeAnswer>(&text)
-            .ok()
-            .and_then(|a| a.event_outcome)
-            .is_some_and(|outcome| outcome == "coalesced");
-        return Ok(if coalesced { Delivered::Coalesced } else { Delivered::Queued });
+    let body = || text.chars().take(200).collect::<String>().trim().to_owned();
+    if status.is_redirection() {
+        return Err(Failed::Refused { cause: Cause::Redirected { status, location } });
     }
-    let cause = Cause::Answered { status, body: text.chars().take(200).collect::<String>().trim().to_owned() };
+    if status.is_success() {
+        return match serde_json::from_str::<HookAnswer>(&text) {
+            Ok(HookAnswer { ok: true, event_outcome }) if status == StatusCode::OK => {
+                Ok(if event_outcome.as_deref() == Some("coalesced") { Delivered::Coalesced } else { Delivered::Queued })
+            }
+            _ => Err(Failed::Refused { cause: Cause::NotAWake { status, body: body() } }),
+        };
+    }
+    let cause = Cause::Answered { status, body: body() };
     if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         Err(Failed::Transient { retry_after, cause })
     } else {
         Err(Failed::Refused { cause })
+    }
+}
+
+impl Cause {
+    /// What an operator should look at when the gateway refuses calls.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Cause::Redirected { .. } | Cause::NotAWake { .. } => {
+                "check the gateway url: it must reach the gateway's hooks"
+            }
+            _ => "check hook_token and openclaw_agent",
+        }
     }
 }
 

@@ -115,6 +115,10 @@ impl Wakes {
             .timeout(context.config.timeout)
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // A redirect is a failed wake (see `gateway::Cause::Redirected`):
+            // followed, it would turn the POST into a GET of whatever page
+            // it points to, and that page's 200 into a wake.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unavailable("cannot build the gateway client")?;
         let mut calls: HashMap<String, Arc<Semaphore>> = HashMap::new();

@@ -244,8 +244,8 @@ impl Waker {
                 tracing::error!(
                     gateway = %self.hooks.gateway,
                     error = &cause as &dyn std::error::Error,
-                    "gateway refused the wake; check hook_token and openclaw_agent. \
-                     Retrying in {:?}; messages stay in the inbox",
+                    "gateway refused the wake; {}. Retrying in {:?}; messages stay in the inbox",
+                    cause.hint(),
                     self.max_backoff
                 );
                 self.max_backoff

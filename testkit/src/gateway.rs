@@ -5,7 +5,9 @@
 //! `agentId`, 256 KiB body limit, POST only, `queued`/`coalesced`, one agent
 //! run per `Idempotency-Key`). It
 //! records every call with its arrival time, and can be scripted to fail,
-//! answer slowly, or go away entirely (connection refused).
+//! answer slowly, answer what is not a wake (a page, `{"ok": false}`, a
+//! redirect to a login page it serves), or go away entirely (connection
+//! refused).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -63,13 +65,25 @@ pub enum Reply {
     RetryAfter(u16, u64),
     /// Wait, then answer normally.
     Delay(Duration),
+    /// 200 with an HTML page, as a proxy or a web UI in front of the hooks.
+    Page,
+    /// 200 `{"ok": false}`.
+    NotOk,
+    /// 302 to the gateway's `GET /login` page, which answers 200 HTML.
+    Redirect,
 }
+
+const PAGE: &str = "<!doctype html><html><body>Sign in</body></html>";
 
 #[derive(Default)]
 struct Shared {
     token: String,
     agent_ids: Mutex<Option<HashSet<String>>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Answer for every call while set (see [`Gateway::fail_with`]).
+    fault: Mutex<Option<Reply>>,
+    /// `GET /login` requests: redirects followed.
+    logins: Mutex<usize>,
     delay: Mutex<Duration>,
     calls: Mutex<Vec<Call>>,
     auth_failures: Mutex<VecDeque<Instant>>,
@@ -112,6 +126,7 @@ impl Gateway {
         let router = Router::new()
             .route("/hooks/wake", post(wake))
             .route("/hooks/agent", post(agent))
+            .route("/login", get(login))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(self.shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -142,6 +157,17 @@ impl Gateway {
         self.shared.script.lock().unwrap().extend(replies);
     }
 
+    /// Every call gets `reply` until called again with `None`.
+    pub fn fail_with(&self, reply: Option<Reply>) {
+        *self.shared.fault.lock().unwrap() = reply;
+    }
+
+    /// How many times the login page a [`Reply::Redirect`] points to was
+    /// fetched.
+    pub fn logins(&self) -> usize {
+        *self.shared.logins.lock().unwrap()
+    }
+
     /// Every answer waits this long (a slow gateway).
     pub fn set_delay(&self, delay: Duration) {
         *self.shared.delay.lock().unwrap() = delay;
@@ -152,9 +178,10 @@ impl Gateway {
         self.shared.calls.lock().unwrap().clone()
     }
 
-    /// Calls answered 200.
+    /// Calls answered as the contract says a wake or agent run is taken:
+    /// 200 with `{"ok": true}` and an outcome.
     pub fn wakes(&self) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| c.status == 200).collect()
+        self.calls().into_iter().filter(|c| c.status == 200 && c.outcome.is_some()).collect()
     }
 
     /// Calls answered 200 for one `agentId`.
@@ -203,6 +230,15 @@ async fn wake(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
 
 async fn agent(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     handle(&shared, "agent", &headers, &body).await
+}
+
+async fn login(State(shared): State<Arc<Shared>>) -> Response {
+    *shared.logins.lock().unwrap() += 1;
+    page()
+}
+
+fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 fn text_answer(status: StatusCode, text: &'static str) -> Response {
@@ -282,11 +318,15 @@ async fn answer(
     {
         return bad_request("unknown agentId");
     }
-    let scripted = shared.script.lock().unwrap().pop_front();
+    let fault = shared.fault.lock().unwrap().clone();
+    let scripted = fault.or_else(|| shared.script.lock().unwrap().pop_front());
     match scripted {
         Some(Reply::Status(code)) => return scripted_status(code, None),
         Some(Reply::RetryAfter(code, seconds)) => return scripted_status(code, Some(seconds)),
         Some(Reply::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Reply::Page) => return page(),
+        Some(Reply::NotOk) => return Json(json!({"ok": false})).into_response(),
+        Some(Reply::Redirect) => return (StatusCode::FOUND, [(header::LOCATION, "/login")]).into_response(),
         None => {}
     }
     let delay = *shared.delay.lock().unwrap();

@@ -1,6 +1,7 @@
 // Follows one clawbus agent's mail and hands each message over, in order per
 // sender, acknowledging it on the bus only once it was handed over and
-// recorded as such (see state.js).
+// recorded as such (see state.js). A message it will not hand over (its
+// sender refused) is acknowledged at once, with a warning.
 //
 // Exact resumption, from the bus's read state: on every (re)connection the
 // live stream is opened first (the adapter fixes its starting point, the
@@ -29,7 +30,6 @@ export class Follower {
     this.sleep = sleep;
     this.seen = new Set();
     this.lanes = new Map();
-    this.refused = new Set();
     this.controller = new AbortController();
     this.connected = false;
   }
@@ -107,21 +107,15 @@ export class Follower {
       return;
     }
     if (!allowed(this.allowFrom, String(message.from))) {
-      if (!this.refused.has(id)) {
-        this.refused.add(id);
-        this.log.warn?.(
-          `message ${id} from ${JSON.stringify(message.from)} to ${this.agent} is not handed over: ` +
-            `the sender is not in channels.clawbus.allowFrom (it stays unread on the bus)`,
-        );
-      }
-      return;
+      return await this.settleRefused(message, "the sender is not in channels.clawbus.allowFrom");
     }
     let backoff = BACKOFF_MIN_MS;
     for (;;) {
       if (this.signal.aborted) return this.forget(id);
       try {
-        // "refused": OpenClaw's own policy blocked it; it stays unread.
-        if ((await this.handOver(message)) === "refused") return;
+        if ((await this.handOver(message)) === "refused") {
+          return await this.settleRefused(message, "OpenClaw's ingress policy blocked the sender");
+        }
         break;
       } catch (error) {
         if (this.signal.aborted) return this.forget(id);
@@ -131,6 +125,21 @@ export class Follower {
       }
     }
     await this.state.add(id);
+    await this.acknowledge(id);
+  }
+
+  /**
+   * A message that will never be handed over is acknowledged all the same,
+   * saying so: left unread, it would be offered again on every reconnection
+   * and keep the agent's read floor below it for good. It stays in the
+   * bus's history.
+   */
+  async settleRefused(message, why) {
+    const id = String(message.id);
+    this.log.warn?.(
+      `message ${id} from ${JSON.stringify(message.from)} to ${this.agent} is not handed over: ${why}; ` +
+        `acknowledged as refused (it stays in the bus's history)`,
+    );
     await this.acknowledge(id);
   }
 

@@ -151,24 +151,35 @@ test("handed over but not acknowledged before a stop: acknowledged, not handed o
   await f.done;
 });
 
-test("a failed hand-over is tried again; a sender outside allowFrom stays unread", { skip }, async () => {
+test("a failed hand-over is tried again; a refused sender's message is acknowledged and holds no floor", { skip }, async () => {
   const bus = new BusClient({ url });
   const state = await HandedOver.open(path.join(dir, "state4"), "bob");
   let failures = 1;
   const handed = [];
+  const warnings = [];
   const f = follower(state, async (m) => {
+    if (m.from === "carol" && m.content === "blocked by OpenClaw") return "refused";
     if (failures-- > 0) throw new Error("gateway busy");
     handed.push(m.id);
-  }, { allowFrom: ["alice", "car*"] });
+  }, { allowFrom: ["alice", "car*"], log: { ...quiet, warn: (line) => warnings.push(line) } });
   await until("following", async () => f.connected);
   const refused = (await bus.send({ from: "mallory", to: "bob", content: "let me in" })).id;
+  const blocked = (await bus.send({ from: "carol", to: "bob", content: "blocked by OpenClaw" })).id;
   const id = (await bus.send({ from: "carol", to: "bob", content: "retry me" })).id;
-  await until("handed over after a retry", async () => handed.length === 1 && !(await unread("bob")).includes(id));
+  await until("handed over after a retry", async () => handed.length === 1 && (await unread("bob")).length === 0);
   assert.deepEqual(handed, [id]);
-  assert.deepEqual(await unread("bob"), [refused]);
+  for (const settled of [refused, blocked]) {
+    assert.ok(warnings.some((w) => w.includes(`message ${settled} `) && w.includes("acknowledged as refused")), warnings.join("\n"));
+  }
+  // Later mail acknowledged one by one moves the floor past the refused ones:
+  // a message sent now is the only unread one, and acknowledged, none is.
+  const later = (await bus.send({ from: "alice", to: "bob", content: "after the refusals" })).id;
+  await until("the later one handed over", async () => handed.includes(later) && (await unread("bob")).length === 0);
+  const read = await bus.request("GET", `/api/inbox?agent=bob&unread=false&after=${refused - 1}&limit=1000`);
+  const states = Object.fromEntries(read.messages.map((m) => [m.id, m.read]));
+  assert.deepEqual([states[refused], states[blocked], states[id], states[later]], [true, true, true, true]);
   await f.stop();
   await f.done;
-  await bus.ack("bob", [refused]);
 });
 
 test("replies go out as the agent, with reply_to, once per Idempotency-Key", { skip }, async () => {
