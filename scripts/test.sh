@@ -12,6 +12,10 @@ export NATS_SERVER_BIN
 scripts/ensure-chromium.sh
 # libfaketime, for the tests of an adapter whose clock is off.
 scripts/ensure-faketime.sh
+# iproute2 and nftables, for the network fault tests (they need root, and
+# skip with a message without it; CLAWBUS_REQUIRE_NETNS=1 makes them fail
+# instead, as CI does).
+scripts/ensure-netns.sh
 echo "using $("$NATS_SERVER_BIN" --version)"
 
 # Node 20 or newer, for the OpenClaw channel plugin's tests.

@@ -4,7 +4,7 @@
 //! `clawbus doctor`. The skewed adapter runs under libfaketime (preloaded
 //! through `env`, so that the adapter keeps the pid the test kills).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -23,27 +23,6 @@ const WINDOW: time::Duration = time::Duration::seconds(60);
 const SLACK: time::Duration = time::Duration::seconds(1);
 const PAIR_PER_MINUTE: usize = 4;
 const DAVES_BUDGET: usize = 3;
-
-/// Where libfaketime's preload library is, if installed (`scripts/test.sh`
-/// installs it).
-fn libfaketime() -> Option<PathBuf> {
-    let listed = Command::new("dpkg").args(["-L", "libfaketime"]).stderr(Stdio::null()).output().ok()?;
-    String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .map(PathBuf::from)
-        .find(|path| path.ends_with("libfaketime.so.1") && path.is_file())
-}
-
-/// `env` with libfaketime preloaded, the clock `offset` off (`+10m`), the
-/// monotonic clock left alone.
-fn skewed(library: &Path, offset: &str) -> Vec<String> {
-    vec![
-        "env".into(),
-        format!("LD_PRELOAD={}", library.display()),
-        format!("FAKETIME={offset}"),
-        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
-    ]
-}
 
 fn parse_time(value: &Value) -> OffsetDateTime {
     OffsetDateTime::parse(value.as_str().unwrap_or_else(|| panic!("a time: {value}")), &Rfc3339).expect("RFC 3339")
@@ -137,11 +116,10 @@ fn doctor_clock(dir: &Path, config: &AdapterConfig, wrapper: &[String]) -> Strin
 }
 
 async fn a_skewed_host_goes_by_the_servers_clock(offset: &str, way: &str) {
-    let Some(library) = libfaketime() else {
+    let Some(wrapper) = clawbus_testkit::clock::skewed(offset) else {
         eprintln!("skipped: libfaketime is not installed (apt-get install libfaketime, or run scripts/test.sh)");
         return;
     };
-    let wrapper = skewed(&library, offset);
     let nats = NatsServer::start();
     let pair = format!("pair_per_minute = {PAIR_PER_MINUTE}");
     let skewed_config = AdapterConfig::new("skewed", nats.url())

@@ -58,6 +58,11 @@ struct Run {
 
 impl Fleet {
     async fn start(test: &str) -> Option<Fleet> {
+        Fleet::start_with(test, &[]).await
+    }
+
+    /// A fleet whose adapter A runs under `wrapper` (inside its host).
+    async fn start_with(test: &str, wrapper: &[&str]) -> Option<Fleet> {
         let lab = Lab::start_or_skip(test)?;
         let nodes: Vec<Host> = (1..=3).map(|i| lab.host(&format!("n{i}"))).collect();
         let (host_a, host_b) = (lab.host("a"), lab.host("b"));
@@ -67,7 +72,7 @@ impl Fleet {
         let config = |name: &str, host: &Host, agent: AgentSpec| {
             AdapterConfig::new(name, cluster.urls()).on(host).nats("replicas = 3").agent(agent)
         };
-        let a = Adapter::start(config("host-a", &host_a, AgentSpec::new("alice", &gateway_a))).await;
+        let a = Adapter::start(config("host-a", &host_a, AgentSpec::new("alice", &gateway_a)).wrapped(wrapper)).await;
         let b = Adapter::start(config("host-b", &host_b, AgentSpec::new("bob", &gateway_b))).await;
         Some(Fleet { a, b, gateway_a, gateway_b, cluster, nodes, host_a, host_b, lab })
     }
@@ -100,9 +105,7 @@ impl Fleet {
     /// Lets traffic run after healing, stops it, and checks the history.
     async fn finish(&self, run: Run, fault: &str, healed: Instant) -> (History, Report) {
         tokio::time::sleep(AFTER_HEAL).await;
-        let stopping = Instant::now();
         let history = run.traffic.stop().await;
-        eprintln!("traffic stopped in {:?}", stopping.elapsed());
         let mut acks: Vec<Acks> = Vec::new();
         for acker in run.ackers {
             acks.push(acker.stop().await);
@@ -110,7 +113,6 @@ impl Fleet {
         for adapter in [&self.a, &self.b] {
             adapter.wait_ready().await;
         }
-        eprintln!("ready {:?} after stopping", stopping.elapsed());
         let gateways = by_agent(&[("alice", &self.gateway_a), ("bob", &self.gateway_b)]);
         // Wakes for the last messages may still be on their way.
         let mut report = history.check(&self.a.api(), &gateways, &acks).await;
@@ -119,7 +121,6 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
             report = history.check(&self.a.api(), &gateways, &acks).await;
         }
-        eprintln!("checked {:?} after stopping", stopping.elapsed());
         table_row(fault, &history, &report, run.fault, healed);
         report.assert_clean(fault);
         (history, report)
@@ -286,4 +287,36 @@ async fn killing_an_adapters_node_during_a_partition_loses_nothing() {
     let (history, _) = fleet.finish(run, "A's node killed (-9) while B is cut from it", healed).await;
     assert!(served_within(&history, 0, fault, healed), "adapter A served again after its node died");
     assert!(served_within(&history, 1, fault, healed), "adapter B served during the fault");
+}
+
+/// Adapter A's clock is `offset` off the whole time; B's is right.
+async fn a_skewed_clock_loses_nothing(test: &str, offset: &str) {
+    let Some(skewed) = clawbus_testkit::clock::skewed(offset) else {
+        eprintln!("skipped {test}: libfaketime is not installed (scripts/ensure-faketime.sh installs it)");
+        return;
+    };
+    let wrapper: Vec<&str> = skewed.iter().map(String::as_str).collect();
+    let Some(fleet) = Fleet::start_with(test, &wrapper).await else { return };
+    let run = fleet.begin().await;
+    let fault = run.fault;
+    tokio::time::sleep(fault_time()).await;
+    // Each host sees the other's agent online, by the server's clock.
+    for (api, other) in [(fleet.a.api(), "bob"), (fleet.b.api(), "alice")] {
+        let agents = api.ok("/api/agents").await;
+        let row = agents["agents"].as_array().expect("agents").iter().find(|row| row["name"] == other).cloned();
+        assert_eq!(row.map(|row| row["online"].clone()), Some(true.into()), "{other} online through {}", api.base());
+    }
+    let healed = Instant::now();
+    let (history, _) = fleet.finish(run, &format!("A's clock {offset} (libfaketime)"), healed).await;
+    assert!(served_within(&history, 0, fault, healed) && served_within(&history, 1, fault, healed));
+}
+
+#[tokio::test]
+async fn an_adapter_whose_clock_is_ten_minutes_ahead_loses_nothing() {
+    a_skewed_clock_loses_nothing("clock ahead", "+10m").await;
+}
+
+#[tokio::test]
+async fn an_adapter_whose_clock_is_ten_minutes_behind_loses_nothing() {
+    a_skewed_clock_loses_nothing("clock behind", "-10m").await;
 }

@@ -42,6 +42,8 @@ fn accounts(dir: &std::path::Path, gateway: &Gateway) -> String {
         "admin",
         "--admin-password",
         "admin-pw",
+        "--max-file",
+        "1GB",
     ]);
     assert!(output.status.success(), "nats-auth: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()

@@ -10,10 +10,10 @@
 //! second the adapter asks JetStream, through its connection, for the state
 //! of the message stream and of the state bucket, and checks that each has
 //! a leader that hears a quorum of its replicas. When no probe has had a
-//! good answer for a few seconds, the adapter stops using the server (sends
-//! are refused at once with 503, not after the publish timeout), avoids it
-//! for a while, and reconnects to another server of `nats.url`. A good
-//! answer makes it ready again, wherever it is connected.
+//! good answer for 3 s, the adapter stops taking sends (refused at once with
+//! 503, not after the publish timeout); after 5 s it gives the server up,
+//! avoids it for a while, and reconnects to another server of `nats.url`. A
+//! good answer makes it ready again, wherever it is connected.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,10 +27,14 @@ use tokio::time::Instant;
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait for one probe's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long without a single good answer before the server is given up. A
-/// healthy leader answers in milliseconds, and a loaded host or a fsync
-/// stall delays one answer, not every answer for this long.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(3);
+/// How long without a single good answer before the adapter stops taking
+/// sends (503 at once). A healthy leader answers in milliseconds, and a
+/// loaded host or a fsync stall delays one answer, not every answer.
+const NOT_READY_AFTER: Duration = Duration::from_secs(3);
+/// How long without a good answer before the server is given up. Longer:
+/// while the cluster elects a new leader (seconds) no server answers, and
+/// moving would not help.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 /// How long a server that was given up is avoided when picking another.
 const AVOID_FOR: Duration = Duration::from_secs(30);
 /// A replica not heard from for this long does not count towards quorum
@@ -43,7 +47,7 @@ pub struct Status {
     /// The server connected to (its `server_name`); `None` while
     /// disconnected.
     pub server: Option<String>,
-    /// False once JetStream failed to answer properly several times in a row.
+    /// False once JetStream has not answered properly for a few seconds.
     pub ready: bool,
     /// Why it is not ready (the last probe's failure).
     pub reason: Option<String>,
@@ -78,19 +82,21 @@ impl Health {
         }
     }
 
-    /// Picks the server for the next connection attempt: the servers of the
-    /// pool in turn, starting from a random one (so that adapters spread
-    /// over the nodes), leaving out those recently given up unless nothing
-    /// else is left.
+    /// Picks the server for the next connection attempt: the one that has
+    /// failed the fewest connection attempts lately, preferring those not
+    /// given up in the last [`AVOID_FOR`], and among equals the next in turn
+    /// from a random start (so that adapters spread over the nodes). A
+    /// given-up server is thus tried again before a dead one is tried twice.
     pub fn pick(&self, servers: &[Server]) -> Option<ReconnectToServer> {
         let mut picker = self.picker.lock().expect("health lock");
         picker.pool = servers.len();
         let now = Instant::now();
         picker.avoided.retain(|(_, since)| now.duration_since(*since) < AVOID_FOR);
-        let usable: Vec<&Server> =
-            servers.iter().filter(|server| !picker.avoided.iter().any(|(addr, _)| same(addr, &server.addr))).collect();
-        let usable = if usable.is_empty() { servers.iter().collect() } else { usable };
-        let chosen = usable.get(picker.turn % usable.len().max(1))?.addr.clone();
+        let avoided = |server: &Server| picker.avoided.iter().any(|(addr, _)| same(addr, &server.addr));
+        let rank = |server: &Server| (server.failed_attempts, avoided(server));
+        let best = servers.iter().map(rank).min()?;
+        let candidates: Vec<&Server> = servers.iter().filter(|server| rank(server) == best).collect();
+        let chosen = candidates[picker.turn % candidates.len()].addr.clone();
         picker.turn = picker.turn.wrapping_add(1);
         picker.last = Some(chosen.clone());
         Some(ReconnectToServer { addr: chosen, delay: None })
@@ -184,10 +190,13 @@ pub fn watch(client: async_nats::Client, health: Arc<Health>, streams: [String; 
                     Err(_) => {}
                 },
             }
-            if last_good.elapsed() < GIVE_UP_AFTER {
+            if last_good.elapsed() < NOT_READY_AFTER {
                 continue;
             }
             health.failed(&last_failure);
+            if last_good.elapsed() < GIVE_UP_AFTER {
+                continue;
+            }
             // With a single server there is nowhere to go: stay, not ready,
             // and keep asking.
             let Some(from) = health.give_up_current() else { continue };

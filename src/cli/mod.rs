@@ -70,8 +70,9 @@ enum Command {
         /// Write passwords as bcrypt hashes.
         #[arg(long)]
         bcrypt: bool,
-        /// The account's JetStream file storage limit.
-        #[arg(long, default_value = "30GB")]
+        /// The account's JetStream file storage limit: at most the servers'
+        /// `max_file_store` (10GB in the shipped configs), or they refuse to start.
+        #[arg(long, default_value = "8GB")]
         max_file: String,
     },
     #[command(flatten)]

@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod api;
 pub mod browser;
 pub mod checker;
+pub mod clock;
 mod config;
 mod doctor;
 pub mod gateway;

@@ -576,9 +576,17 @@
     setText($('#stat-failing'), fmt(failing));
     $('#stats [data-stat="failing"]').classList.toggle('alert', failing > 0);
     $('#stats [data-stat="online"]').classList.toggle('alert', (stats.online ?? 0) < (stats.agents ?? 0));
-    const nats = stats.nats && stats.nats.connected ? 'NATS connected' : 'NATS disconnected';
+    const health = (stats.nats && stats.nats.health) || {};
+    const nats = stats.nats && stats.nats.connected ? `NATS ${health.server || 'connected'}` : 'NATS disconnected';
     setText($('#adapter'), `via ${stats.host || '?'} · ${nats}`);
-    banner('nats', stats.nats && !stats.nats.connected ? `Adapter ${stats.host} is not connected to NATS.` : '');
+    let trouble = '';
+    if (stats.nats && !stats.nats.connected) {
+      trouble = `Adapter ${stats.host} is not connected to NATS.`;
+    } else if (health.ready === false) {
+      // The adapter refuses sends until JetStream answers again (it moves to another server).
+      trouble = `Adapter ${stats.host} is not ready: ${health.reason || 'JetStream does not answer'}.`;
+    }
+    banner('nats', trouble);
   }
 
   let hostsKey = '';
