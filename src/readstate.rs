@@ -13,10 +13,12 @@
 //! adapters on different hosts can acknowledge for the same agent
 //! concurrently.
 //!
-//! Only a pattern with many unread holes makes many runs; the record is
-//! bounded at [`MAX_RECORD_BYTES`] by giving up the oldest holes (see
-//! [`ReadMark::bounded`]), so an acknowledgement never fails for the size of
-//! the record.
+//! Only a pattern with many unread holes makes many runs (an imported
+//! history where every other message was read makes one per message). The
+//! record is bounded by what the server can store (see [`record_limit`]) by
+//! giving up the oldest holes (see [`ReadMark::bounded`]), so an
+//! acknowledgement never fails for the size of the record; below that bound
+//! nothing unread is ever given up.
 
 use std::collections::BTreeMap;
 
@@ -26,9 +28,23 @@ use serde::{Deserialize, Serialize};
 use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
 use crate::names::AgentName;
 
-/// The largest read record written: far below the smallest payload limit a
-/// NATS server is run with (1 MiB by default), and a few hundred holes.
-pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+/// The largest read record written, whatever the server takes: tens of
+/// thousands of holes, half of NATS's default payload limit (1 MiB), and
+/// small enough to read with every inbox page.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// How large the read record may grow on a server that takes payloads of
+/// up to `max_payload` bytes (0: not known yet): half of that, leaving room
+/// for the message's headers, and at most [`MAX_RECORD_BYTES`]. Giving up a
+/// hole hides an unread message, so the bound is as high as the server
+/// allows rather than a fixed small size; a limit not known yet is taken as
+/// the largest, since a record the server refuses only fails that ack.
+pub fn record_limit(max_payload: usize) -> usize {
+    match max_payload {
+        0 => MAX_RECORD_BYTES,
+        payload => (payload / 2).min(MAX_RECORD_BYTES),
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
@@ -201,16 +217,12 @@ impl ReadMark {
         }
     }
 
-    /// Keeps the stored record within [`MAX_RECORD_BYTES`]. Past it, the
-    /// floor moves up over the oldest run: the unread messages below that
-    /// run are treated as read, the oldest first, so the newest holes and
-    /// every acknowledgement stay. Returns the ids given up, `(floor
-    /// before, floor after]`, for the caller to name them.
-    pub fn bounded(&mut self) -> Option<(u64, u64)> {
-        self.bounded_to(MAX_RECORD_BYTES)
-    }
-
-    fn bounded_to(&mut self, limit: usize) -> Option<(u64, u64)> {
+    /// Keeps the stored record within `limit` bytes (see [`record_limit`]).
+    /// Past it, the floor moves up over the oldest run: the unread messages
+    /// below that run are treated as read, the oldest first, so the newest
+    /// holes and every acknowledgement stay. Returns the ids given up,
+    /// `(floor before, floor after]`, for the caller to name them.
+    pub fn bounded(&mut self, limit: usize) -> Option<(u64, u64)> {
         let before = self.floor;
         while self.encoded_len() > limit
             && let Some((_, run)) = self.runs.pop_first()
@@ -367,7 +379,7 @@ mod tests {
     /// given up.
     fn bound(mark: &mut ReadMark, members: &[u64], limit: usize) -> Vec<u64> {
         let before = mark.clone();
-        let Some((from, to)) = mark.bounded_to(limit) else { return Vec::new() };
+        let Some((from, to)) = mark.bounded(limit) else { return Vec::new() };
         let join = mark.join_floor();
         walk(mark, join, members);
         members.iter().copied().filter(|id| *id > from && *id <= to && !before.is_read(*id)).collect()
