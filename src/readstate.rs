@@ -13,10 +13,12 @@
 //! adapters on different hosts can acknowledge for the same agent
 //! concurrently.
 //!
-//! Only a pattern with many unread holes makes many runs; the record is
-//! bounded at [`MAX_RECORD_BYTES`] by giving up the oldest holes (see
-//! [`ReadMark::bounded`]), so an acknowledgement never fails for the size of
-//! the record.
+//! Only a pattern with many unread holes makes many runs (an imported
+//! history where every other message was read makes one per message). The
+//! record is bounded by what the server can store (see [`record_limit`]) by
+//! giving up the oldest holes (see [`ReadMark::bounded`]), so an
+//! acknowledgement never fails for the size of the record; below that bound
+//! nothing unread is ever given up.
 
 use std::collections::BTreeMap;
 
@@ -26,9 +28,23 @@ use serde::{Deserialize, Serialize};
 use crate::bus::{Bus, KvValue, LeaderEntry, Unavailable};
 use crate::names::AgentName;
 
-/// The largest read record written: far below the smallest payload limit a
-/// NATS server is run with (1 MiB by default), and a few hundred holes.
-pub const MAX_RECORD_BYTES: usize = 8 * 1024;
+/// The largest read record written, whatever the server takes: tens of
+/// thousands of holes, half of NATS's default payload limit (1 MiB), and
+/// small enough to read with every inbox page.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// How large the read record may grow on a server that takes payloads of
+/// up to `max_payload` bytes (0: not known yet): half of that, leaving room
+/// for the message's headers, and at most [`MAX_RECORD_BYTES`]. Giving up a
+/// hole hides an unread message, so the bound is as high as the server
+/// allows rather than a fixed small size; a limit not known yet is taken as
+/// the largest, since a record the server refuses only fails that ack.
+pub fn record_limit(max_payload: usize) -> usize {
+    match max_payload {
+        0 => MAX_RECORD_BYTES,
+        payload => (payload / 2).min(MAX_RECORD_BYTES),
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
@@ -201,16 +217,12 @@ impl ReadMark {
         }
     }
 
-    /// Keeps the stored record within [`MAX_RECORD_BYTES`]. Past it, the
-    /// floor moves up over the oldest run: the unread messages below that
-    /// run are treated as read, the oldest first, so the newest holes and
-    /// every acknowledgement stay. Returns the ids given up, `(floor
-    /// before, floor after]`, for the caller to name them.
-    pub fn bounded(&mut self) -> Option<(u64, u64)> {
-        self.bounded_to(MAX_RECORD_BYTES)
-    }
-
-    fn bounded_to(&mut self, limit: usize) -> Option<(u64, u64)> {
+    /// Keeps the stored record within `limit` bytes (see [`record_limit`]).
+    /// Past it, the floor moves up over the oldest run: the unread messages
+    /// below that run are treated as read, the oldest first, so the newest
+    /// holes and every acknowledgement stay. Returns the ids given up,
+    /// `(floor before, floor after]`, for the caller to name them.
+    pub fn bounded(&mut self, limit: usize) -> Option<(u64, u64)> {
         let before = self.floor;
         while self.encoded_len() > limit
             && let Some((_, run)) = self.runs.pop_first()
@@ -378,7 +390,7 @@ mod tests {
     /// given up.
     fn bound(mark: &mut ReadMark, members: &[u64], limit: usize) -> Vec<u64> {
         let before = mark.clone();
-        let Some((from, to)) = mark.bounded_to(limit) else { return Vec::new() };
+        let Some((from, to)) = mark.bounded(limit) else { return Vec::new() };
         let join = mark.join_floor();
         walk(mark, join, members);
         members.iter().copied().filter(|id| *id > from && *id <= to && !before.is_read(*id)).collect()
@@ -459,6 +471,37 @@ mod tests {
         assert!(given_up.iter().all(|id| unread.iter().all(|left| id < left)), "the oldest go first");
     }
 
+    #[test]
+    fn the_bound_follows_the_server_payload_limit() {
+        assert_eq!(record_limit(16 * 1024), 8 * 1024);
+        assert_eq!(record_limit(1024 * 1024), MAX_RECORD_BYTES);
+        assert_eq!(record_limit(8 * 1024 * 1024), MAX_RECORD_BYTES);
+        assert_eq!(record_limit(0), MAX_RECORD_BYTES, "a limit not known yet gives nothing up");
+    }
+
+    /// An imported history of 5,000 messages, every other one read: a first
+    /// run acknowledged the oldest before it was stopped, the second the
+    /// rest in batches, newest batch first and each in reverse. That is one
+    /// run per unread message, past 8 KiB; on a server with the default
+    /// payload limit none of them may show read.
+    #[test]
+    fn an_import_with_every_other_message_read_hides_no_unread_one() {
+        let members: Vec<u64> = (1..=5000).collect();
+        let read: Vec<u64> = members.iter().copied().filter(|id| id % 2 == 1).collect();
+        let limit = record_limit(1024 * 1024);
+        let mut mark = ReadMark::default();
+        let (first_run, second_run) = read.split_at(600);
+        assert!(ack(&mut mark, first_run, &members, limit).is_empty());
+        for batch in second_run.chunks(500).rev() {
+            let reversed: Vec<u64> = batch.iter().rev().copied().collect();
+            assert!(ack(&mut mark, &reversed, &members, limit).is_empty());
+        }
+        assert!(mark.encoded_len() > 8 * 1024, "{}", mark.encoded_len());
+        for id in &members {
+            assert_eq!(mark.is_read(*id), id % 2 == 1, "message {id}");
+        }
+    }
+
     /// Whether `given_up` are the oldest messages not in `read`.
     fn oldest_unread(read: &BTreeSet<u64>, members: &[u64], given_up: &[u64]) -> bool {
         let unread: Vec<u64> = members.iter().copied().filter(|id| !read.contains(id)).collect();
@@ -468,14 +511,82 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         Ids(Vec<u64>),
+        /// Every other message of the inbox from the `from`th, `count` of
+        /// them, newest first if `reversed`: what an import of a history
+        /// where every other message was read acknowledges.
+        Alternate {
+            from: usize,
+            count: usize,
+            reversed: bool,
+        },
         UpTo(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             8 => proptest::collection::vec(1..120u64, 1..6).prop_map(Op::Ids),
+            2 => (0..80usize, 1..40usize, any::<bool>()).prop_map(|(from, count, reversed)| Op::Alternate { from, count, reversed }),
             1 => (0..120u64).prop_map(Op::UpTo),
         ]
+    }
+
+    /// Every other message of `members` from the `from`th, `count` of them.
+    fn alternate(members: &[u64], from: usize, count: usize, reversed: bool) -> Vec<u64> {
+        let mut ids: Vec<u64> = members.iter().copied().skip(from).step_by(2).take(count).collect();
+        if reversed {
+            ids.reverse();
+        }
+        ids
+    }
+
+    /// Acknowledges `ids` in `read` and in the plain set `model`.
+    fn acked(
+        read: &mut ReadMark,
+        model: &mut BTreeSet<u64>,
+        ids: &[u64],
+        members: &[u64],
+        limit: usize,
+    ) -> Result<(), TestCaseError> {
+        let given_up = ack(read, ids, members, limit);
+        model.extend(ids.iter().copied());
+        gave_up(model, members, given_up, limit)
+    }
+
+    /// Takes `given_up` into `model` as read: only past a small bound may
+    /// anything be given up, the oldest unread first.
+    fn gave_up(
+        model: &mut BTreeSet<u64>,
+        members: &[u64],
+        given_up: Vec<u64>,
+        limit: usize,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(oldest_unread(model, members, &given_up), "not the oldest: {:?}", given_up);
+        prop_assert!(given_up.is_empty() || limit < MAX_RECORD_BYTES, "given up: {:?}", given_up);
+        model.extend(given_up);
+        Ok(())
+    }
+
+    /// The checks of a mark against the plain set `model` of the inbox
+    /// `members` it has read: the same messages read, a record that
+    /// round-trips, the right counts, and no two runs kept apart that
+    /// nothing unread separates.
+    fn agrees(read: &ReadMark, model: &BTreeSet<u64>, members: &[u64]) -> Result<(), TestCaseError> {
+        for id in members {
+            prop_assert_eq!(read.is_read(*id), model.contains(id), "message {} in {:?}", id, read);
+        }
+        let record = serde_json::to_vec(read).unwrap();
+        prop_assert_eq!(&serde_json::from_slice::<ReadMark>(&record).unwrap(), read);
+        let above = model.iter().filter(|id| **id > read.floor).count() as u64;
+        prop_assert_eq!(read.read_from(0), (above, None));
+        // Everything joins that can: an unread message lies below every
+        // run, above the floor or the run before it.
+        let mut below = read.floor;
+        for (start, run) in &read.runs {
+            let hole = members.iter().any(|id| *id > below && *id < *start && !model.contains(id));
+            prop_assert!(hole, "run {}..={} could join what is below it: {:?}", start, run.end, read);
+            below = run.end;
+        }
+        Ok(())
     }
 
     proptest! {
@@ -483,7 +594,8 @@ mod tests {
         /// acknowledged messages (plus those it gave up, the oldest unread
         /// ones, only past the bound), round-trips through its record,
         /// counts its messages right, and keeps no two runs apart that
-        /// nothing unread separates.
+        /// nothing unread separates. Under the real bound, an inbox this
+        /// small never gives anything up.
         #[test]
         fn agrees_with_a_plain_set(
             inbox in proptest::collection::btree_set(1..120u64, 0..80),
@@ -499,10 +611,10 @@ mod tests {
                         // In the order asked, as an ack's ids come.
                         let mut seen = BTreeSet::new();
                         let ids: Vec<u64> = ids.into_iter().filter(|id| inbox.contains(id) && seen.insert(*id)).collect();
-                        let given_up = ack(&mut read, &ids, &members, limit);
-                        model.extend(ids);
-                        prop_assert!(oldest_unread(&model, &members, &given_up), "not the oldest: {:?}", given_up);
-                        model.extend(given_up);
+                        acked(&mut read, &mut model, &ids, &members, limit)?;
+                    }
+                    Op::Alternate { from, count, reversed } => {
+                        acked(&mut read, &mut model, &alternate(&members, from, count, reversed), &members, limit)?;
                     }
                     Op::UpTo(seq) => {
                         read = read.raised_to(seq);
@@ -510,26 +622,44 @@ mod tests {
                         walk(&mut read, join, &members);
                         model.extend(members.iter().copied().filter(|id| *id <= seq));
                         let given_up = bound(&mut read, &members, limit);
-                        prop_assert!(oldest_unread(&model, &members, &given_up), "not the oldest: {:?}", given_up);
-                        model.extend(given_up);
+                        gave_up(&mut model, &members, given_up, limit)?;
                     }
                 }
                 prop_assert!(read.encoded_len() <= limit || read.runs.is_empty(), "{}", read.encoded_len());
-                for id in &members {
-                    prop_assert_eq!(read.is_read(*id), model.contains(id), "message {} in {:?}", id, read);
-                }
-                let record = serde_json::to_vec(&read).unwrap();
-                prop_assert_eq!(&serde_json::from_slice::<ReadMark>(&record).unwrap(), &read);
-                let above = model.iter().filter(|id| **id > read.floor).count() as u64;
-                prop_assert_eq!(read.read_from(0), (above, None));
-                // Everything joins that can: an unread message lies below
-                // every run, above the floor or the run before it.
-                let mut below = read.floor;
-                for (start, run) in &read.runs {
-                    let hole = members.iter().any(|id| *id > below && *id < *start && !model.contains(id));
-                    prop_assert!(hole, "run {}..={} could join what is below it: {:?}", start, run.end, read);
-                    below = run.end;
-                }
+                agrees(&read, &model, &members)?;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// An import's pattern at its scale: thousands of messages (among
+        /// other inboxes' mail), every other one read, some acknowledged
+        /// by a first run, the rest in batches in any order. On a server
+        /// with the default payload limit nothing unread is given up, and
+        /// the mark agrees with the plain set after every batch.
+        #[test]
+        fn alternate_batches_at_scale_give_nothing_up(
+            (members, read_ids) in (500..6000usize, 1..4u64, 0..2usize).prop_flat_map(|(len, spread, parity)| {
+                let members: Vec<u64> = (1..=len as u64).map(|i| i * spread).collect();
+                let read = alternate(&members, parity, len, false);
+                (Just(members), Just(read).prop_shuffle())
+            }),
+            first_run in 0..3000usize,
+            batch in 1..1500usize,
+        ) {
+            let limit = record_limit(1024 * 1024);
+            let mut read = ReadMark::default();
+            let mut model = BTreeSet::new();
+            let (first, rest) = read_ids.split_at(first_run.min(read_ids.len()));
+            let mut first = first.to_vec();
+            first.sort_unstable();
+            for ids in std::iter::once(&first[..]).chain(rest.chunks(batch)) {
+                let given_up = ack(&mut read, ids, &members, limit);
+                prop_assert!(given_up.is_empty(), "given up: {:?}", given_up);
+                model.extend(ids.iter().copied());
+                agrees(&read, &model, &members)?;
             }
         }
     }

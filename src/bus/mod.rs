@@ -149,6 +149,12 @@ impl Bus {
         self.client.connection_state() == State::Connected
     }
 
+    /// The largest payload the connected server takes, in bytes (0 before
+    /// the first connection).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
     /// Fails fast instead of letting a request queue up behind a reconnect.
     pub fn ensure_connected(&self) -> Result<(), Unavailable> {
         if self.is_connected() { Ok(()) } else { Err(Unavailable::new("not connected")) }

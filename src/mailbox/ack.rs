@@ -168,7 +168,9 @@ impl Mailbox {
     /// Keeps `mark` within the record's bound; returns the unread messages
     /// that were given up to do so (read under `before`, they were not).
     async fn bound(&self, inbox: &Inbox, mark: &mut ReadMark, before: &ReadMark) -> Result<Vec<u64>, Unavailable> {
-        let Some((from, to)) = mark.bounded() else { return Ok(Vec::new()) };
+        let Some((from, to)) = mark.bounded(readstate::record_limit(self.bus.max_payload())) else {
+            return Ok(Vec::new());
+        };
         let mut given_up = Vec::new();
         let mut scan = self.bus.scan(inbox.cursors(self.bus.subjects(), from), MAX_CHUNK);
         while let Some(raw) = scan.next().await? {
