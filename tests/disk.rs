@@ -244,3 +244,56 @@ async fn a_disk_full_below_the_limit_loses_nothing_and_recovers_on_restart() {
         refusal.status, refusal.body, unaided.status, unaided.body
     );
 }
+
+/// The campaign's full-store run: steady traffic through two adapters (with
+/// an acker per recipient) while large sends fill the store to its limit;
+/// it stays full for the fault's time, then the operator raises the limit.
+/// The checker's promises hold throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_under_traffic_through_two_adapters_breaks_no_promise() {
+    use clawbus_testkit::Gateway;
+    use clawbus_testkit::checker::{Acker, Sender, Traffic, by_agent};
+
+    let Some(disk) = Tmpfs::mount("64m") else { return };
+    let nats = NatsServer::start_on(disk.path(), "max_file_store: 8MB", "");
+    let (gateway_a, gateway_b) = (Gateway::start("hook-a").await, Gateway::start("hook-b").await);
+    let a = Adapter::start(AdapterConfig::new("host-a", nats.url()).agent(AgentSpec::new("alice", &gateway_a))).await;
+    let b = Adapter::start(AdapterConfig::new("host-b", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
+    let senders = vec![
+        Sender { label: "a".into(), api: a.api(), from: "alice".into(), to: "bob".into() },
+        Sender { label: "b".into(), api: b.api(), from: "bob".into(), to: "alice".into() },
+    ];
+    let traffic = Traffic::start(senders, 5);
+    let every = Duration::from_millis(700);
+    let ackers = [Acker::start(b.api(), "bob", every), Acker::start(a.api(), "alice", every)];
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let at = Instant::now();
+    let (filled, _, refusal) = fill(&a.api(), "campaign").await;
+    assert_eq!(refusal.status, 507, "{refusal:?}");
+    let secs = std::env::var("CLAWBUS_FAULT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let healed = Instant::now();
+    nats.set_limits("max_file_store: 48MB");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let history = traffic.stop().await;
+    let mut acks = Vec::new();
+    for acker in ackers {
+        acks.push(acker.stop().await);
+    }
+    let gateways = by_agent(&[("alice", &gateway_a), ("bob", &gateway_b)]);
+    let report = eventually("the recipients' last wakes", WAIT, || async {
+        let report = history.check(&a.api(), &gateways, &acks).await;
+        report.unwoken.is_empty().then_some(report)
+    })
+    .await;
+    history.table_row("the store full at its limit (8 MB), then raised", &report, at, healed);
+    report.assert_clean("full store");
+    let refused_full = history.ops.iter().any(|op| {
+        op.started >= at
+            && op.ended < healed
+            && matches!(op.outcome, clawbus_testkit::checker::Outcome::Refused { status: 507, .. })
+    });
+    assert!(refused_full, "sends were refused with 507 while the store was full");
+    assert!(history.served_again(0, healed).is_some() && history.served_again(1, healed).is_some());
+    assert_all_readable(&a.api(), &filled).await;
+}

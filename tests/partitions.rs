@@ -11,7 +11,6 @@
 //! runs a minute each) and, where `CLAWBUS_CHAOS_TABLE` names a file, each
 //! test appends its row of the campaign's table to it.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use clawbus_testkit::checker::{Acker, Acks, History, Outcome, Report, Sender, Traffic, by_agent};
@@ -77,14 +76,27 @@ impl Fleet {
         Some(Fleet { a, b, gateway_a, gateway_b, cluster, nodes, host_a, host_b, lab })
     }
 
-    /// The node an adapter is connected to and JetStream answers through.
+    /// The node an adapter is connected to and JetStream answers through,
+    /// once it is ready (asked of `/readyz`, each time briefly: an adapter
+    /// on a paused node may take seconds to answer until it notices).
     async fn node_of(&self, adapter: &Adapter) -> usize {
-        let name = eventually("the adapter to name a ready server", WAIT, || async {
-            let health = adapter.api().try_get("/api/stats").await.ok()?.body["nats"]["health"].clone();
-            (health["ready"] == true).then(|| health["server"].as_str().map(str::to_owned))?
+        self.ready_on(adapter, None).await
+    }
+
+    /// [`Fleet::node_of`], once that is another node than `old`.
+    async fn moved_from(&self, adapter: &Adapter, old: usize) -> usize {
+        self.ready_on(adapter, Some(old)).await
+    }
+
+    async fn ready_on(&self, adapter: &Adapter, not: Option<usize>) -> usize {
+        eventually("the adapter to be ready on a server", WAIT, || async {
+            let answer = tokio::time::timeout(Duration::from_secs(1), adapter.api().try_get("/readyz")).await;
+            let answer = answer.ok()?.ok().filter(|answer| answer.status == 200)?;
+            let name = answer.body["server"].as_str()?;
+            let node = name.trim_start_matches('n').parse::<usize>().expect("a node name") - 1;
+            (Some(node) != not).then_some(node)
         })
-        .await;
-        name.trim_start_matches('n').parse::<usize>().expect("a node name") - 1
+        .await
     }
 
     /// Starts traffic both ways and an acker per recipient, and warms up.
@@ -121,31 +133,9 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(200)).await;
             report = history.check(&self.a.api(), &gateways, &acks).await;
         }
-        table_row(fault, &history, &report, run.fault, healed);
+        history.table_row(fault, &report, run.fault, healed);
         report.assert_clean(fault);
         (history, report)
-    }
-}
-
-/// One row of the campaign's table (see the module docs).
-fn table_row(fault: &str, history: &History, report: &Report, at: Instant, healed: Instant) {
-    let seconds = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
-    let row = format!(
-        "| {fault} | {} | {} | {} ({} stored) | {} | {} | {} | {} | {} |",
-        report.ok,
-        report.refused,
-        report.indeterminate,
-        report.indeterminate_stored,
-        report.lost.len(),
-        report.duplicated.len(),
-        report.unwoken.len(),
-        seconds(history.served_again(0, at)),
-        seconds(history.served_again(0, healed)),
-    );
-    eprintln!("{row}");
-    if let Ok(path) = std::env::var("CLAWBUS_CHAOS_TABLE") {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("chaos table");
-        writeln!(file, "{row}").expect("write chaos table");
     }
 }
 
@@ -156,21 +146,58 @@ fn served_within(history: &History, sender: usize, from: Instant, to: Instant) -
     })
 }
 
-#[tokio::test]
-async fn an_adapter_whose_node_loses_its_cluster_routes_moves_to_a_healthy_node() {
-    let Some(fleet) = Fleet::start("cut routes").await else { return };
+/// A's node fails (`fail`, given the node's index) while the rest of the
+/// cluster is fine: A must be ready on another node while the fault lasts,
+/// and serve again before `restore` ends it; B serves throughout.
+async fn a_moves_off_its_node(
+    fleet: &mut Fleet,
+    fault: &str,
+    fail: fn(&mut Fleet, usize),
+    restore: fn(&mut Fleet, usize),
+) {
     let node = fleet.node_of(&fleet.a).await;
     let run = fleet.begin().await;
-    let fault = run.fault;
-    fleet.lab.block_port(&fleet.nodes[node], LAB_ROUTE_PORT);
-    let moved = fleet.node_of(&fleet.a).await;
-    assert_ne!(moved, node, "adapter A is ready only once on another node");
-    tokio::time::sleep(fault_time().saturating_sub(fault.elapsed())).await;
+    let at = run.fault;
+    fail(fleet, node);
+    fleet.moved_from(&fleet.a, node).await;
+    tokio::time::sleep(fault_time().saturating_sub(at.elapsed())).await;
     let healed = Instant::now();
-    fleet.lab.heal();
-    let (history, _) = fleet.finish(run, "a node's cluster routes cut", healed).await;
-    assert!(served_within(&history, 0, fault, healed), "adapter A served again while its old node was cut off");
-    assert!(served_within(&history, 1, fault, healed), "adapter B served during the fault");
+    restore(fleet, node);
+    let (history, _) = fleet.finish(run, fault, healed).await;
+    assert!(served_within(&history, 0, at, healed), "adapter A served again while its old node was out");
+    assert!(served_within(&history, 1, at, healed), "adapter B served during the fault");
+}
+
+#[tokio::test]
+async fn an_adapter_whose_node_loses_its_cluster_routes_moves_to_a_healthy_node() {
+    let Some(mut fleet) = Fleet::start("cut routes").await else { return };
+    let cut = |fleet: &mut Fleet, node: usize| fleet.lab.block_port(&fleet.nodes[node], LAB_ROUTE_PORT);
+    a_moves_off_its_node(&mut fleet, "a node's cluster routes cut", cut, |fleet, _| fleet.lab.heal()).await;
+}
+
+#[tokio::test]
+async fn an_adapter_whose_node_is_paused_moves_to_a_healthy_node() {
+    let Some(mut fleet) = Fleet::start("paused node").await else { return };
+    let (freeze, thaw) = (
+        |fleet: &mut Fleet, node: usize| fleet.cluster.nodes[node].freeze(),
+        |fleet: &mut Fleet, node: usize| fleet.cluster.nodes[node].thaw(),
+    );
+    a_moves_off_its_node(&mut fleet, "A's node paused (SIGSTOP)", freeze, thaw).await;
+}
+
+#[tokio::test]
+async fn killing_an_adapters_node_during_a_partition_loses_nothing() {
+    let Some(mut fleet) = Fleet::start("node killed during a partition").await else { return };
+    // B cannot reach A's node, and then A's node dies.
+    let kill = |fleet: &mut Fleet, node: usize| {
+        fleet.lab.cut(&fleet.host_b, &fleet.nodes[node]);
+        fleet.cluster.nodes[node].kill();
+    };
+    let revive = |fleet: &mut Fleet, node: usize| {
+        fleet.cluster.nodes[node].start_again();
+        fleet.lab.heal();
+    };
+    a_moves_off_its_node(&mut fleet, "A's node killed (-9) while B is cut from it", kill, revive).await;
 }
 
 #[tokio::test]
@@ -184,7 +211,8 @@ async fn the_minority_side_refuses_at_once_and_the_majority_keeps_serving() {
     tokio::time::sleep(fault_time()).await;
     let healed = Instant::now();
     fleet.lab.heal();
-    let (history, _) = fleet.finish(run, "minority partition {A, its node} | {2 nodes, B}", healed).await;
+    let (history, _) =
+        fleet.finish(run, "minority partition: A and its node cut off from two nodes and B", healed).await;
     assert!(served_within(&history, 1, fault, healed), "adapter B, on the majority side, served during the partition");
     let noticed: Vec<&Outcome> = history
         .ops
@@ -239,22 +267,6 @@ async fn flapping_links_lose_nothing() {
 }
 
 #[tokio::test]
-async fn an_adapter_whose_node_is_paused_moves_to_a_healthy_node() {
-    let Some(fleet) = Fleet::start("paused node").await else { return };
-    let node = fleet.node_of(&fleet.a).await;
-    let run = fleet.begin().await;
-    let fault = run.fault;
-    fleet.cluster.nodes[node].freeze();
-    let moved = fleet.node_of(&fleet.a).await;
-    assert_ne!(moved, node, "adapter A is ready only once on another node");
-    tokio::time::sleep(fault_time().saturating_sub(fault.elapsed())).await;
-    let healed = Instant::now();
-    fleet.cluster.nodes[node].thaw();
-    let (history, _) = fleet.finish(run, "A's node paused (SIGSTOP)", healed).await;
-    assert!(served_within(&history, 0, fault, healed), "adapter A served again while its old node was paused");
-}
-
-#[tokio::test]
 async fn a_paused_adapter_serves_again_when_it_resumes() {
     let Some(fleet) = Fleet::start("paused adapter").await else { return };
     let run = fleet.begin().await;
@@ -266,27 +278,6 @@ async fn a_paused_adapter_serves_again_when_it_resumes() {
     let (history, _) = fleet.finish(run, "adapter A paused (SIGSTOP)", healed).await;
     assert!(served_within(&history, 1, fault, healed), "adapter B served while A was paused");
     assert!(history.served_again(0, healed).is_some(), "A serves again after it resumes");
-}
-
-#[tokio::test]
-async fn killing_an_adapters_node_during_a_partition_loses_nothing() {
-    let Some(mut fleet) = Fleet::start("node killed during a partition").await else { return };
-    let node = fleet.node_of(&fleet.a).await;
-    let run = fleet.begin().await;
-    let fault = run.fault;
-    // B cannot reach A's node; then A's node dies, and A must move.
-    fleet.lab.cut(&fleet.host_b, &fleet.nodes[node]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    fleet.cluster.nodes[node].kill();
-    let moved = fleet.node_of(&fleet.a).await;
-    assert_ne!(moved, node, "adapter A is ready only once on another node");
-    tokio::time::sleep(fault_time().saturating_sub(fault.elapsed())).await;
-    fleet.cluster.nodes[node].start_again();
-    let healed = Instant::now();
-    fleet.lab.heal();
-    let (history, _) = fleet.finish(run, "A's node killed (-9) while B is cut from it", healed).await;
-    assert!(served_within(&history, 0, fault, healed), "adapter A served again after its node died");
-    assert!(served_within(&history, 1, fault, healed), "adapter B served during the fault");
 }
 
 /// Adapter A's clock is `offset` off the whole time; B's is right.

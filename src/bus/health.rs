@@ -35,6 +35,9 @@ const NOT_READY_AFTER: Duration = Duration::from_secs(3);
 /// while the cluster elects a new leader (seconds) no server answers, and
 /// moving would not help.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+/// Failed connection attempts after which a server is no better than one
+/// given up: from there on, such servers take turns.
+const TRIES_BEFORE_TURNS: usize = 2;
 /// How long a server that was given up is avoided when picking another.
 const AVOID_FOR: Duration = Duration::from_secs(30);
 /// A replica not heard from for this long does not count towards quorum
@@ -82,18 +85,21 @@ impl Health {
         }
     }
 
-    /// Picks the server for the next connection attempt: the one that has
-    /// failed the fewest connection attempts lately, preferring those not
-    /// given up in the last [`AVOID_FOR`], and among equals the next in turn
-    /// from a random start (so that adapters spread over the nodes). A
-    /// given-up server is thus tried again before a dead one is tried twice.
+    /// Picks the server for the next connection attempt: one not given up
+    /// lately and that has not failed to connect lately, if any; otherwise
+    /// the servers take turns, so that a server given up is tried again
+    /// before a dead one is tried over and over, and a node that was out of
+    /// reach (a partition that healed) gets its turn again. Turns start at
+    /// a random server, so that adapters spread over the nodes.
     pub fn pick(&self, servers: &[Server]) -> Option<ReconnectToServer> {
         let mut picker = self.picker.lock().expect("health lock");
         picker.pool = servers.len();
         let now = Instant::now();
         picker.avoided.retain(|(_, since)| now.duration_since(*since) < AVOID_FOR);
         let avoided = |server: &Server| picker.avoided.iter().any(|(addr, _)| same(addr, &server.addr));
-        let rank = |server: &Server| (server.failed_attempts, avoided(server));
+        let rank = |server: &Server| {
+            server.failed_attempts.min(TRIES_BEFORE_TURNS) + if avoided(server) { TRIES_BEFORE_TURNS } else { 0 }
+        };
         let best = servers.iter().map(rank).min()?;
         let candidates: Vec<&Server> = servers.iter().filter(|server| rank(server) == best).collect();
         let chosen = candidates[picker.turn % candidates.len()].addr.clone();

@@ -236,6 +236,31 @@ impl History {
         served.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
     }
 
+    /// Prints one row of the fault campaign's table (`scripts/chaos.sh`)
+    /// for a fault from `at` to `healed`, and appends it to the file that
+    /// `CLAWBUS_CHAOS_TABLE` names, if set.
+    pub fn table_row(&self, fault: &str, report: &Report, at: Instant, healed: Instant) {
+        let seconds = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+        let row = format!(
+            "| {fault} | {} | {} | {} ({} stored) | {} | {} | {} | {} | {} |",
+            report.ok,
+            report.refused,
+            report.indeterminate,
+            report.indeterminate_stored,
+            report.lost.len(),
+            report.duplicated.len(),
+            report.unwoken.len(),
+            seconds(self.served_again(0, at)),
+            seconds(self.served_again(0, healed)),
+        );
+        eprintln!("{row}");
+        if let Ok(path) = std::env::var("CLAWBUS_CHAOS_TABLE") {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("chaos table");
+            writeln!(file, "{row}").expect("write chaos table");
+        }
+    }
+
     /// Checks the bus's promises against what is stored now, read through
     /// `api` (any adapter; the faults must have healed), and what the
     /// recipients' gateways recorded.
