@@ -7,10 +7,13 @@
 // before then would hand it over a second time. So the state file has one
 // follower at a time in the process: a start waits until the previous
 // follower of the same file has fully stopped (its hand-overs finished and
-// recorded), then reads what it handed over.
+// recorded), then reads what it handed over. A lock file next to the state
+// file (lock.js) does the same between gateway processes.
 
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { Follower } from "./follower.js";
+import { defaultSleep, Follower } from "./follower.js";
+import { takeLock } from "./lock.js";
 import { HandedOver } from "./state.js";
 
 /** State file -> resolves once its newest follower has fully stopped. */
@@ -29,7 +32,9 @@ export async function followAccount({ stateDir, agent, client, allowFrom, log, h
   const mine = new Promise((resolve) => { stopped = resolve; });
   const turn = (previous ?? Promise.resolve()).then(() => mine);
   followers.set(file, turn);
-  const done = () => {
+  let unlock;
+  const done = async () => {
+    await unlock?.();
     stopped();
     turn.then(() => {
       if (followers.get(file) === turn) followers.delete(file);
@@ -40,11 +45,13 @@ export async function followAccount({ stateDir, agent, client, allowFrom, log, h
     if (previous) {
       log.info?.(`${agent}: waiting for its previous follower to finish the hand-overs it began`);
       await untilSettled(previous, signal);
-      if (signal.aborted) return done();
     }
+    await mkdir(stateDir, { recursive: true });
+    unlock = await takeLock(`${file}.lock`, { signal, log, sleep: defaultSleep });
+    if (!unlock) return await done();
     state = await HandedOver.open(stateDir, agent, { log });
   } catch (error) {
-    done();
+    await done();
     throw error;
   }
   const follower = new Follower({ agent, client, state, allowFrom, log, handOver: (message) => handOver(message, state) });
@@ -62,7 +69,7 @@ export async function followAccount({ stateDir, agent, client, allowFrom, log, h
       .catch((error) => log.error?.(`${agent}: writing its state on the last stop: ${error?.message ?? error}`))
       .finally(() => {
         onClose?.(state);
-        done();
+        return done();
       });
   }
 }

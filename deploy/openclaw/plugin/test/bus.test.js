@@ -213,6 +213,7 @@ test("a start while the account's previous follower is still in a turn: every me
   stopped.abort();
   await second;
   assert.deepEqual([count(handed, slow), count(handed, later)], [1, 1], `handed over: ${handed.join(", ")}`);
+  await until("the lock released once both fully stopped", async () => !existsSync(path.join(stateDir, "bob.json.lock")));
   const kept = await HandedOver.open(stateDir, "bob");
   assert.ok(kept.has(slow) && kept.has(later), "both recorded as handed over");
   await kept.close();
