@@ -6,14 +6,19 @@
 // (a container's gateway restarted under the same pid, say) is not taken
 // for the holder. A lock of this host whose process is gone, or is this
 // process (which never takes a lock twice: see account.js), is stale and
-// taken over with a warning; one of another host is waited for, naming the
-// file to remove if that host is gone for good.
+// taken over at once, with a warning. The holder also touches the file
+// every REFRESH_MS; a lock seen unchanged for STALE_MS by the waiter's own
+// clock (no clocks compared) is stale too, whatever its host: a container
+// created anew has a new host name, and its predecessor's lock must not
+// block it for good.
 
 import { readFileSync } from "node:fs";
-import { link, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { link, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 
 const POLL_MS = 1000;
+const REFRESH_MS = 10000;
+const STALE_MS = 60000;
 let temporaries = 0;
 
 /** The identity of process `pid`: its start time, where /proc says it. */
@@ -30,25 +35,43 @@ export function startedAt(pid) {
  * Takes the lock `file`, waiting while another live process holds it;
  * answers a function that releases it, or undefined if `signal` aborted first.
  */
-export async function takeLock(file, { signal, log, sleep }) {
+export async function takeLock(file, { signal, log, sleep, staleMs = STALE_MS }) {
   const mine = JSON.stringify({ host: hostname(), pid: process.pid, started: startedAt(process.pid) });
   let told = false;
+  let seen;
   while (!signal.aborted) {
-    if (await create(file, mine)) return () => unlink(file).catch(() => {});
-    const text = await readFile(file, "utf8").catch(() => undefined);
-    const why = text === undefined ? undefined : stale(text);
+    if (await create(file, mine)) return held(file, log);
+    const [text, modified] = await Promise.all([
+      readFile(file, "utf8").catch(() => undefined),
+      stat(file).then((s) => s.mtimeMs, () => undefined),
+    ]);
+    if (seen?.text !== text || seen?.modified !== modified) seen = { text, modified, since: performance.now() };
+    const why = text === undefined ? undefined : (stale(text) ?? unrefreshed(seen, staleMs));
     if (why) {
       log.warn?.(`${file}: ${why}; taking it over`);
       await removeIf(file, text);
       continue;
     }
     if (!told && text !== undefined) {
-      log.warn?.(`${file} is held by ${text}; waiting for it (remove the file if that process is gone)`);
+      log.warn?.(`${file} is held by ${text}; waiting for it`);
       told = true;
     }
     await sleep(POLL_MS, signal);
   }
   return undefined;
+}
+
+/** Keeps the taken lock `file` fresh; answers the function that releases it. */
+function held(file, log) {
+  const refresh = setInterval(() => {
+    const now = new Date();
+    utimes(file, now, now).catch((error) => log.error?.(`${file}: could not refresh the lock: ${error?.message ?? error}`));
+  }, REFRESH_MS);
+  refresh.unref?.();
+  return async () => {
+    clearInterval(refresh);
+    await unlink(file).catch(() => {});
+  };
 }
 
 /** Creates `file` holding `text`, whole or not at all; false if it exists. */
@@ -85,6 +108,12 @@ function stale(text) {
   if (holder.started !== undefined && started !== undefined && started !== holder.started) {
     return `its process ${holder.pid} is gone (the pid now names another)`;
   }
+  return undefined;
+}
+
+/** Why a lock `seen` unchanged since `seen.since` is stale, if it is by now. */
+function unrefreshed(seen, staleMs) {
+  if (performance.now() - seen.since >= staleMs) return `unchanged for ${Math.round(staleMs / 1000)} s: its holder is gone`;
   return undefined;
 }
 

@@ -70,3 +70,18 @@ test("waiting for a lock ends when the start is called off", async (t) => {
   assert.equal(await taking, undefined);
   assert.equal(JSON.parse(await readFile(file, "utf8")).host, `not-${hostname()}`, "the other host's lock is left alone");
 });
+
+test("another host's lock left unchanged for the stale time is taken over", async (t) => {
+  const file = await lockDir(t);
+  await writeFile(file, JSON.stringify({ host: `not-${hostname()}`, pid: 1 }));
+  const warnings = [];
+  const release = await takeLock(file, {
+    signal: new AbortController().signal,
+    sleep: defaultSleep,
+    staleMs: 1,
+    log: { warn: (line) => warnings.push(line) },
+  });
+  assert.ok(warnings.some((w) => w.includes("its holder is gone")), warnings.join("\n"));
+  assert.equal(JSON.parse(await readFile(file, "utf8")).pid, process.pid);
+  await release();
+});
