@@ -21,7 +21,7 @@
 // a warning: nothing here says what is left to do (the bus's read marks
 // do), so the worst it costs is a message handed over again.
 
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 
 const KEEP = 2000;
@@ -64,6 +64,7 @@ export class HandedOver {
   static async load(dir, file, log) {
     const state = new HandedOver(file);
     await mkdir(dir, { recursive: true });
+    await removeLeftovers(dir, file);
     let text;
     try {
       text = await readFile(file, "utf8");
@@ -171,6 +172,19 @@ export class HandedOver {
       await dir.sync();
     } finally {
       await dir.close();
+    }
+  }
+}
+
+/**
+ * Removes temporaries of `file` a crash left behind: read before any write
+ * of this instance, and under the agent's lock (lock.js), none is in use.
+ */
+async function removeLeftovers(dir, file) {
+  const prefix = `${path.basename(file)}.`;
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(prefix) && /^\d+\.\d+\.tmp$/.test(name.slice(prefix.length))) {
+      await unlink(path.join(dir, name)).catch(() => {});
     }
   }
 }

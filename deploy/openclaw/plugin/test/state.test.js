@@ -69,3 +69,14 @@ test("an empty or unreadable state file is taken as no state, with a warning nam
     await reopened.close();
   }
 });
+
+test("temporaries a crash left behind are removed on open, nothing else", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "clawbus-state-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  for (const name of ["bob.json.4242.7.tmp", "bob.json.lock", "bob.json.lock.4242.1.tmp", "bobby.json.4242.7.tmp"]) {
+    await writeFile(path.join(dir, name), "");
+  }
+  const state = await HandedOver.open(dir, "bob");
+  await state.close();
+  assert.deepEqual((await readdir(dir)).sort(), ["bob.json.lock", "bob.json.lock.4242.1.tmp", "bobby.json.4242.7.tmp"]);
+});
