@@ -11,14 +11,13 @@ import { resolveChannelInboundRouteEnvelope } from "openclaw/plugin-sdk/channel-
 import { createMessageReceiptFromOutboundResults, defineChannelMessageAdapter } from "openclaw/plugin-sdk/channel-outbound";
 import { isReplyPayloadTerminalContent } from "openclaw/plugin-sdk/reply-payload";
 import { resolveStateDir } from "openclaw/plugin-sdk/state-paths";
+import { followAccount } from "./account.js";
 import { BusClient } from "./client.js";
 import { CHANNEL_ID, channelSection, listAccountIds, resolveAccount } from "./config.js";
-import { Follower } from "./follower.js";
 import { busId, headerLine, idempotencyKey, inboundFacts, isHostNotice, parseTarget, targetOf } from "./mapping.js";
-import { HandedOver } from "./state.js";
 
 let pluginRuntime;
-/** Account id -> what its follower handed over (state.js), while it runs. */
+/** Account id -> what its follower handed over (state.js), while in use. */
 const states = new Map();
 
 /** Keeps the runtime OpenClaw hands the plugin at registration. */
@@ -204,28 +203,25 @@ async function startAccount(ctx) {
   const channelRuntime = ctx.channelRuntime ?? pluginRuntime?.channel;
   if (!channelRuntime?.inbound) throw new Error("clawbus: OpenClaw did not provide the channel runtime");
   ctx.setStatus({ accountId: account.accountId, running: true, configured: true, enabled: account.enabled });
-  const state = await HandedOver.open(path.join(resolveStateDir(), "clawbus"), account.agent);
-  const follower = new Follower({
-    agent: account.agent,
-    client: clientFor(account),
-    state,
-    allowFrom: account.allowFrom,
-    log,
-    handOver: async (message) => {
-      // The config as it stands for this message (policy may have changed).
-      const cfg = pluginRuntime?.config?.current?.() ?? ctx.cfg;
-      return await handOver({ cfg, account, channelRuntime, state, message, log });
-    },
-  });
-  states.set(account.accountId, state);
-  const stop = () => follower.stop();
-  ctx.abortSignal.addEventListener("abort", stop, { once: true });
   try {
-    await follower.run();
+    await followAccount({
+      stateDir: path.join(resolveStateDir(), "clawbus"),
+      agent: account.agent,
+      client: clientFor(account),
+      allowFrom: account.allowFrom,
+      log,
+      signal: ctx.abortSignal,
+      handOver: async (message, state) => {
+        // The config as it stands for this message (policy may have changed).
+        const cfg = pluginRuntime?.config?.current?.() ?? ctx.cfg;
+        return await handOver({ cfg, account, channelRuntime, state, message, log });
+      },
+      onOpen: (state) => states.set(account.accountId, state),
+      onClose: (state) => {
+        if (states.get(account.accountId) === state) states.delete(account.accountId);
+      },
+    });
   } finally {
-    ctx.abortSignal.removeEventListener("abort", stop);
-    await follower.stop();
-    if (states.get(account.accountId) === state) states.delete(account.accountId);
     ctx.setStatus({ accountId: account.accountId, running: false });
   }
 }

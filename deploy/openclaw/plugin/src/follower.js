@@ -165,7 +165,8 @@ export class Follower {
   }
 }
 
-function defaultSleep(ms, signal) {
+/** Sleeps `ms`, or until `signal` aborts. */
+export function defaultSleep(ms, signal) {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
     const timer = setTimeout(done, ms);

@@ -14,13 +14,22 @@
 //
 // File: <state dir>/clawbus/<agent>.json, {"version": 1, "handed": [ids],
 // "open": {sender: id}}, the newest ids (at most KEEP), written to a
-// temporary file, synced and renamed, so a crash leaves either the old or
-// the new list.
+// temporary file of its own (no two writes share one), synced and renamed,
+// so a crash leaves either the old or the new list. One instance per file in
+// the process, its writes one after the other, so no write undoes another's
+// update. A file that is empty or does not parse is taken as no state, with
+// a warning: nothing here says what is left to do (the bus's read marks
+// do), so the worst it costs is a message handed over again.
 
-import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 
 const KEEP = 2000;
+
+/** State file -> { state, users }: its one instance here, while in use. */
+const live = new Map();
+/** Numbers this process's temporary files. */
+let writes = 0;
 
 export class HandedOver {
   constructor(file) {
@@ -32,28 +41,65 @@ export class HandedOver {
     this.pending = undefined;
   }
 
-  static async open(dir, agent) {
-    const state = new HandedOver(path.join(dir, `${agent}.json`));
+  /**
+   * The state of `agent` in `dir`: the instance already in use in this
+   * process, or one read from its file. Each `open` wants a `close`.
+   */
+  static async open(dir, agent, { log } = {}) {
+    const file = path.join(dir, `${agent}.json`);
+    let entry = live.get(file);
+    if (!entry) {
+      entry = { state: HandedOver.load(dir, file, log), users: 0 };
+      live.set(file, entry);
+    }
+    entry.users += 1;
+    try {
+      return await entry.state;
+    } catch (error) {
+      HandedOver.leave(file, entry);
+      throw error;
+    }
+  }
+
+  static async load(dir, file, log) {
+    const state = new HandedOver(file);
     await mkdir(dir, { recursive: true });
+    await removeLeftovers(dir, file);
     let text;
     try {
-      text = await readFile(state.file, "utf8");
+      text = await readFile(file, "utf8");
     } catch (error) {
       if (error?.code !== "ENOENT") throw error;
     }
-    if (text !== undefined) {
-      let parsed;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw new Error(`${state.file} is not the JSON this channel writes; move it away to start afresh`);
-      }
-      for (const id of Array.isArray(parsed?.handed) ? parsed.handed : []) state.remember(String(id));
-      if (parsed?.open && typeof parsed.open === "object") {
-        for (const [sender, id] of Object.entries(parsed.open)) state.open[sender] = String(id);
-      }
+    if (text === undefined) return state;
+    let parsed;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      log?.warn?.(`${file} is ${text.trim() ? `not the JSON this channel writes (${error.message})` : "empty"}; starting without it (a message handed over just before it was damaged may be handed over again)`);
+      return state;
+    }
+    for (const id of Array.isArray(parsed?.handed) ? parsed.handed : []) state.remember(String(id));
+    if (parsed?.open && typeof parsed.open === "object") {
+      for (const [sender, id] of Object.entries(parsed.open)) state.open[sender] = String(id);
     }
     return state;
+  }
+
+  static leave(file, entry) {
+    entry.users -= 1;
+    if (entry.users === 0 && live.get(file) === entry) live.delete(file);
+  }
+
+  /**
+   * Done with this state; resolves once its writes are on disk. The
+   * instance stays the file's until then, so a later `open` never reads the
+   * file from before a write still under way.
+   */
+  async close() {
+    const entry = live.get(this.file);
+    await this.writing;
+    if (entry) HandedOver.leave(this.file, entry);
   }
 
   has(id) {
@@ -107,20 +153,38 @@ export class HandedOver {
   }
 
   async write(text) {
-    const temporary = `${this.file}.tmp`;
-    const handle = await open(temporary, "w", 0o600);
+    const temporary = `${this.file}.${process.pid}.${++writes}.tmp`;
     try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
+      const handle = await open(temporary, "wx", 0o600);
+      try {
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temporary, this.file);
+    } catch (error) {
+      await unlink(temporary).catch(() => {});
+      throw error;
     }
-    await rename(temporary, this.file);
     const dir = await open(path.dirname(this.file), "r");
     try {
       await dir.sync();
     } finally {
       await dir.close();
+    }
+  }
+}
+
+/**
+ * Removes temporaries of `file` a crash left behind: read before any write
+ * of this instance, and under the agent's lock (lock.js), none is in use.
+ */
+async function removeLeftovers(dir, file) {
+  const prefix = `${path.basename(file)}.`;
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(prefix) && /^\d+\.\d+\.tmp$/.test(name.slice(prefix.length))) {
+      await unlink(path.join(dir, name)).catch(() => {});
     }
   }
 }

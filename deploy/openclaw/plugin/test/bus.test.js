@@ -7,12 +7,13 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { followAccount } from "../src/account.js";
 import { BusClient } from "../src/client.js";
 import { Follower } from "../src/follower.js";
 import { HandedOver } from "../src/state.js";
@@ -180,6 +181,64 @@ test("a failed hand-over is tried again; a refused sender's message is acknowled
   assert.deepEqual([states[refused], states[blocked], states[id], states[later]], [true, true, true, true]);
   await f.stop();
   await f.done;
+});
+
+function count(ids, id) {
+  return ids.filter((x) => x === id).length;
+}
+
+test("a start while the account's previous follower is still in a turn: every message handed over once", { skip }, async () => {
+  const bus = new BusClient({ url });
+  const stateDir = path.join(dir, "state5");
+  const handed = [];
+  let endTurn;
+  const turn = new Promise((resolve) => { endTurn = resolve; });
+  let inTurn;
+  const started = new Promise((resolve) => { inTurn = resolve; });
+  const account = (signal, handOver, log = quiet) =>
+    followAccount({ stateDir, agent: "bob", client: new BusClient({ url }), log, signal, graceMs: 50, handOver });
+  const reloaded = new AbortController();
+  const first = account(reloaded.signal, async (m) => { handed.push(m.id); inTurn(m.id); await turn; });
+  const slow = (await bus.send({ from: "alice", to: "bob", content: "a long turn" })).id;
+  assert.equal(await started, slow);
+  reloaded.abort(); // a config reload: the gateway stops the account...
+  await first; // ...which answers after its grace, the turn still running
+  const lines = [];
+  const stopped = new AbortController();
+  const second = account(stopped.signal, async (m) => { handed.push(m.id); }, { ...quiet, info: (line) => lines.push(line) });
+  await until("the second start waits or follows", async () => lines.length > 0);
+  const later = (await bus.send({ from: "carol", to: "bob", content: "after the reload" })).id;
+  endTurn();
+  await until("both handed over and acknowledged", async () => handed.includes(later) && (await unread("bob")).length === 0);
+  stopped.abort();
+  await second;
+  assert.deepEqual([count(handed, slow), count(handed, later)], [1, 1], `handed over: ${handed.join(", ")}`);
+  await until("the lock released once both fully stopped", async () => !existsSync(path.join(stateDir, "bob.json.lock")));
+  const kept = await HandedOver.open(stateDir, "bob");
+  assert.ok(kept.has(slow) && kept.has(later), "both recorded as handed over");
+  await kept.close();
+});
+
+test("an empty or corrupt state file does not stop the account", { skip }, async () => {
+  const bus = new BusClient({ url });
+  for (const [n, text] of [[6, ""], [7, "{\"version\": 1, \"handed\": [1, 2"]]) {
+    const stateDir = path.join(dir, `state${n}`);
+    await mkdir(stateDir, { recursive: true });
+    await writeFile(path.join(stateDir, "bob.json"), text);
+    const id = (await bus.send({ from: "alice", to: "bob", content: `state file ${JSON.stringify(text)}` })).id;
+    const handed = [];
+    const warnings = [];
+    const stop = new AbortController();
+    const running = followAccount({
+      stateDir, agent: "bob", client: new BusClient({ url }), signal: stop.signal,
+      log: { ...quiet, warn: (line) => warnings.push(line) },
+      handOver: async (m) => { handed.push(m.id); },
+    });
+    await until("handed over and acknowledged", async () => handed.includes(id) && (await unread("bob")).length === 0);
+    stop.abort();
+    await running;
+    assert.ok(warnings.some((w) => w.includes(path.join(stateDir, "bob.json"))), warnings.join("\n"));
+  }
 });
 
 test("replies go out as the agent, with reply_to, once per Idempotency-Key", { skip }, async () => {
