@@ -309,6 +309,67 @@ impl StreamInfo {
 mod tests {
     use super::*;
 
+    fn server(port: u16, failed_attempts: usize) -> Server {
+        let addr: ServerAddr = format!("nats://127.0.0.1:{port}").parse().expect("an address");
+        Server { addr, failed_attempts, did_connect: true, is_discovered: false, last_error: None }
+    }
+
+    fn picked(health: &Health, servers: &[Server]) -> u16 {
+        health.pick(servers).expect("a server").addr.port()
+    }
+
+    /// Gives up the server on `port`, as the probe task does with the one
+    /// connected to.
+    fn give_up(health: &Health, servers: &[Server], port: u16) {
+        let _ = health.pick(servers);
+        health.picker.lock().unwrap().last = Some(server(port, 0).addr);
+        health.give_up_current().expect("somewhere to go");
+    }
+
+    #[test]
+    fn a_given_up_server_is_left_while_another_works() {
+        let health = Health::new();
+        let servers = [server(1, 0), server(2, 0), server(3, 0)];
+        let first = picked(&health, &servers);
+        health.give_up_current().expect("three servers: somewhere to go");
+        for _ in 0..6 {
+            assert_ne!(picked(&health, &servers), first, "the given-up server is avoided");
+        }
+    }
+
+    #[test]
+    fn a_dead_server_is_not_tried_over_and_over_when_given_up_ones_remain() {
+        let health = Health::new();
+        let servers = [server(1, 0), server(2, 0), server(3, 0)];
+        // Servers 1 and 2 were given up (say, during an election); 3 died.
+        for port in [1, 2] {
+            give_up(&health, &servers, port);
+        }
+        let dead = |failed| [server(1, 0), server(2, 0), server(3, failed)];
+        assert_eq!(picked(&health, &dead(0)), 3, "the one not given up first");
+        assert_eq!(picked(&health, &dead(1)), 3, "once more after one failure");
+        let turns: std::collections::HashSet<u16> = (0..6).map(|_| picked(&health, &dead(5))).collect();
+        assert_eq!(turns, [1, 2, 3].into(), "then all take turns");
+    }
+
+    #[test]
+    fn a_node_that_was_out_of_reach_gets_its_turn_again() {
+        let health = Health::new();
+        // On the minority side: 1 connects but was given up; 2 and 3 failed
+        // to connect while the partition lasted, and then it healed.
+        let servers = [server(1, 0), server(2, 7), server(3, 9)];
+        give_up(&health, &servers, 1);
+        let turns: std::collections::HashSet<u16> = (0..6).map(|_| picked(&health, &servers)).collect();
+        assert_eq!(turns, [1, 2, 3].into());
+    }
+
+    #[test]
+    fn with_one_server_there_is_nothing_to_give_up() {
+        let health = Health::new();
+        let _ = health.pick(&[server(1, 0)]);
+        assert!(health.give_up_current().is_none());
+    }
+
     fn judged(json: &str) -> Result<(), String> {
         serde_json::from_str::<StreamInfo>(json).expect("parses").judge("S")
     }
