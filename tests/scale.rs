@@ -150,3 +150,88 @@ async fn a_broadcast_to_1000_agents_on_two_hosts_costs_bounded_writes_and_a_cras
         assert_eq!(wakes_covering(&gateway, agent, id), 1, "{agent} woken exactly once in all");
     }
 }
+
+/// A server taking payloads of at most 16 KiB: a few hundred agents with
+/// long names pass it as they would pass the default 1 MiB in the tens of
+/// thousands.
+fn small_payload_server() -> NatsServer {
+    NatsServer::start_with("max_payload: 16384")
+}
+
+/// `count` names of 64 characters, the longest an agent may have.
+fn long_names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i:04}-{}", "x".repeat(58 - prefix.len()))).collect()
+}
+
+#[tokio::test]
+async fn a_host_whose_members_pass_the_payload_limit_starts_wakes_and_resumes_without_repeats() {
+    let nats = small_payload_server();
+    let gateway = Gateway::start("hook").await;
+    let agents = long_names("long", 300);
+    let mut adapter = Adapter::start(host("wide", &nats, &agents, &gateway).agent(AgentSpec::silent("sender"))).await;
+    let first = adapter.api().send("sender", "*", "before the restart").await;
+    for agent in &agents {
+        eventually("the broadcast woke everyone", WAIT, || async {
+            (wakes_covering(&gateway, agent, first) > 0).then_some(())
+        })
+        .await;
+    }
+    let api = adapter.api();
+    let everyone: Vec<&String> = agents.iter().collect();
+    eventually("and marked it", WAIT, || marked(&api, &everyone, first, true)).await;
+
+    // Started again, the host reads its members back from their parts.
+    adapter.kill();
+    adapter.restart().await;
+    let second = adapter.api().send("sender", "*", "after the restart").await;
+    for agent in &agents {
+        eventually("the second broadcast woke everyone", WAIT, || async {
+            (wakes_covering(&gateway, agent, second) > 0).then_some(())
+        })
+        .await;
+    }
+    for agent in &agents {
+        let covering_first_only =
+            gateway.wakes_for(agent).iter().filter(|call| call.up_to.is_some_and(|up_to| up_to < second)).count();
+        assert_eq!(covering_first_only, 1, "{agent} woken once for the first broadcast, not again after the restart");
+    }
+}
+
+#[tokio::test]
+async fn a_host_with_more_agents_behind_than_its_marks_can_list_keeps_marking_the_others() {
+    let nats = small_payload_server();
+    let gateway = Gateway::start("hook").await;
+    // Sorted, the refused agents come first: the first group holds them and
+    // 750 others, the second group only agents the gateway takes.
+    let refused = long_names("a", 250);
+    let others = names("z", 800);
+    let agents: Vec<String> = refused.iter().chain(&others).cloned().collect();
+    let second_group: Vec<&String> = others[750..].iter().collect();
+    gateway.only_agents(&others.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut adapter = Adapter::start(host("crowd", &nats, &agents, &gateway).agent(AgentSpec::silent("sender"))).await;
+    let id = adapter.api().send("sender", "*", "all hands").await;
+    let api = adapter.api();
+    eventually("the second group's marks written", WAIT, || marked(&api, &second_group, id, true)).await;
+    let held: Vec<&String> = refused.iter().collect();
+    eventually("the refused agents not marked", WAIT, || marked(&api, &held, id, false)).await;
+    eventually("the overflow logged as an error", WAIT, || async {
+        let log = adapter.log();
+        log.lines().find(|line| line.contains("ERROR") && line.contains("do not fit")).map(|line| line.to_owned())
+    })
+    .await;
+
+    // Nothing was lost: back with a gateway that takes everyone, every
+    // refused agent is woken for the broadcast.
+    adapter.kill();
+    gateway.only_agents(&agents.iter().map(String::as_str).collect::<Vec<_>>());
+    adapter.restart().await;
+    for agent in &refused {
+        eventually("the refused agents woken after the restart", WAIT, || async {
+            (wakes_covering(&gateway, agent, id) > 0).then_some(())
+        })
+        .await;
+    }
+    for agent in &second_group {
+        assert_eq!(wakes_covering(&gateway, agent, id), 1, "{agent}'s mark was written: woken once");
+    }
+}

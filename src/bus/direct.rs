@@ -25,6 +25,28 @@ const READ_ATTEMPTS: usize = 3;
 /// Most subjects one "newest of each" request names.
 pub const MAX_LAST_SUBJECTS: usize = 256;
 
+/// `subjects` in runs one "newest of each" request each can name: at most
+/// [`MAX_LAST_SUBJECTS`], and at most `limit` bytes of names (a request
+/// past the server's payload limit is refused, and a few hundred long keys
+/// pass a small one).
+pub fn requests(subjects: &[String], limit: usize) -> Vec<&[String]> {
+    let mut runs = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, subject) in subjects.iter().enumerate() {
+        // `"subject",`
+        let cost = subject.len() + 3;
+        if i > start && (i - start == MAX_LAST_SUBJECTS || size + cost > limit) {
+            runs.push(&subjects[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += cost;
+    }
+    if start < subjects.len() {
+        runs.push(&subjects[start..]);
+    }
+    runs
+}
+
 /// Where a scan starts.
 #[derive(Clone, Copy, Debug)]
 pub enum Start {
@@ -225,4 +247,19 @@ fn parse(headers: Option<HeaderMap>, payload: Bytes) -> Result<RawMessage, Unava
         .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok())
         .ok_or_else(|| bad("timestamp"))?;
     Ok(RawMessage { seq, subject, stored, headers, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_split_into_requests_within_both_bounds_in_order() {
+        let subjects: Vec<String> = (0..1000).map(|i| format!("$KV.STATE.agent.{i:0>60}")).collect();
+        let runs = requests(&subjects, 8192);
+        assert!(runs.iter().all(|run| !run.is_empty() && run.len() <= MAX_LAST_SUBJECTS));
+        assert!(runs.iter().all(|run| run.iter().map(|s| s.len() + 3).sum::<usize>() <= 8192));
+        assert_eq!(runs.concat(), subjects);
+        assert_eq!(requests(&subjects, usize::MAX).len(), 4, "256 a request when size is no bound");
+    }
 }

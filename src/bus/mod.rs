@@ -402,7 +402,8 @@ impl Bus {
         let subject_prefix = format!("$KV.{}.", self.kv_bucket);
         let subjects: Vec<String> = keys.iter().map(|key| format!("{subject_prefix}{key}")).collect();
         let stream = format!("KV_{}", self.kv_bucket);
-        let reads = subjects.chunks(direct::MAX_LAST_SUBJECTS).map(|chunk| self.direct_last(&stream, chunk));
+        let limit = crate::readstate::record_limit(self.max_payload());
+        let reads = direct::requests(&subjects, limit).into_iter().map(|chunk| self.direct_last(&stream, chunk));
         let mut values = HashMap::new();
         for message in futures_util::future::try_join_all(reads).await?.into_iter().flatten() {
             let Some(key) = message.subject.strip_prefix(&subject_prefix) else { continue };

@@ -1,6 +1,7 @@
 //! Routes stored messages to the wakers of this host's agents.
 //!
-//! The agents are split into groups of at most [`GROUP_SIZE`]; one ordered
+//! The agents are split into groups of at most [`GROUP_SIZE`] (fewer where
+//! their filters would pass the server's payload limit); one ordered
 //! consumer per group, filtered to its agents' direct subjects plus
 //! broadcasts, follows the stream from the oldest message any member has
 //! not been woken for. So a host receives only its own agents' mail,

@@ -12,20 +12,21 @@
 //! `STATS_PACE`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Group;
+use super::members;
 use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
 use crate::bus::{Bus, OrUnavailable, Owned, Unavailable};
 use crate::message::format_time;
 use crate::metrics::WakeOutcome;
 use crate::names::AgentName;
+use crate::readstate;
 
 /// Least time between two writes of the marks.
 const FLUSH_PACE: Duration = Duration::from_millis(100);
@@ -39,8 +40,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 pub struct Stored {
     /// Generation of the members record for the groups in use now.
     pub generation: u64,
-    /// Generations no longer referred to once the marks are written.
-    retired: Vec<u64>,
+    /// Members keys no longer referred to once the marks are written.
+    retired: Vec<String>,
     /// Revision of the marks record as read (`None`: there is none).
     revision: Option<u64>,
     pub marks: HashMap<AgentName, u64>,
@@ -60,19 +61,18 @@ pub async fn load(
     let own = bus.kv_get::<HostMarks>(record::marks_key(host)).await?;
     let revision = own.as_ref().map(|own| own.revision);
     let previous = own.map(|own| own.value.members);
-    let mut generations = bus.kv_values::<Groups>(&record::members_key_prefix(host)).await?;
-    let before = previous.and_then(|generation| generations.remove(&generation.to_string())).map(|m| m.value);
-    // Generations no marks refer to are left by a start that ended before
-    // its marks were written.
-    let leftovers: Vec<u64> = generations.keys().filter_map(|generation| generation.parse().ok()).collect();
+    let mut generations = members::generations(bus, host).await?;
+    let before = previous.and_then(|generation| generations.get_mut(&generation)).and_then(|g| g.groups.take());
     let generation = match (previous, &before) {
         (Some(generation), Some(before)) if before == groups => generation,
-        _ => previous.into_iter().chain(leftovers.iter().copied()).max().unwrap_or(0) + 1,
+        _ => previous.into_iter().chain(generations.keys().copied()).max().unwrap_or(0) + 1,
     };
-    let mut retired = leftovers;
+    // Every other generation: the one the marks refer to now, and any left
+    // by a start that ended before its marks were written.
+    let retired: Vec<String> =
+        generations.into_iter().filter(|(g, _)| *g != generation).flat_map(|(_, g)| g.keys).collect();
     if previous != Some(generation) {
-        retired.extend(previous);
-        save_members(bus, host, generation, groups).await?;
+        members::save(bus, host, generation, groups).await?;
     }
     let stats_groups = before.map_or(0, |before| before.len());
     // Counts of groups that no longer exist would show beside the new ones.
@@ -108,26 +108,6 @@ pub async fn load(
     Ok(Stored { generation, retired, revision, marks, stats })
 }
 
-/// Creates generation `generation` of `host`'s members: a generation is
-/// written once, so an existing one means another adapter writes this
-/// host's records.
-async fn save_members(bus: &Bus, host: &str, generation: u64, groups: &Groups) -> Result<(), Unavailable> {
-    let members = serde_json::to_vec(groups).expect("groups serialize");
-    match bus.kv().create(record::members_key(host, generation), members.into()).await {
-        Ok(_) => Ok(()),
-        Err(err) => {
-            if err.kind() == kv::CreateErrorKind::AlreadyExists {
-                tracing::error!(
-                    %host, generation,
-                    "members record {generation} of host {host} was created by another adapter meanwhile: \
-                     is a second adapter running as this host?"
-                );
-            }
-            Err(Unavailable::caused("cannot save members", err))
-        }
-    }
-}
-
 pub struct WakeMarks {
     bus: Bus,
     host: String,
@@ -146,9 +126,37 @@ pub struct WakeMarks {
     instance: String,
     /// Set once another process wrote the marks: this one writes no more.
     lost: AtomicBool,
-    /// Members generations no longer referred to once the marks are written.
-    retired: Mutex<Vec<u64>>,
+    /// Members keys no longer referred to once the marks are written.
+    retired: Mutex<Vec<String>>,
     changed: Notify,
+    /// Agents behind left out of the marks last written (see `bound_behind`).
+    left_out: AtomicUsize,
+    /// Set while writes of the marks fail.
+    failing: AtomicBool,
+}
+
+/// Lists `behind` (group, agent, mark) in `marks`, lowest marks first, as
+/// long as the record stays within `limit` bytes, and returns how many did
+/// not fit. The group of each agent left out keeps a mark no higher than
+/// its own: nothing it was not woken for is marked, at worst a wake is
+/// repeated after a restart. A record the server refuses would stop every
+/// flush, every agent's marks with it.
+fn bound_behind(marks: &mut HostMarks, mut behind: Vec<(usize, String, u64)>, limit: usize) -> usize {
+    let mut size = serde_json::to_vec(marks).expect("marks serialize").len();
+    behind.sort_by_key(|(_, _, woken)| *woken);
+    let mut left_out = 0;
+    for (group, agent, woken) in behind {
+        // `"agent":woken,`
+        let cost = agent.len() + woken.to_string().len() + 4;
+        if size + cost <= limit {
+            size += cost;
+            marks.behind.insert(agent, woken);
+        } else {
+            left_out += 1;
+            marks.up_to[group] = marks.up_to[group].min(woken);
+        }
+    }
+    left_out
 }
 
 impl WakeMarks {
@@ -175,6 +183,8 @@ impl WakeMarks {
             lost: AtomicBool::new(false),
             retired: Mutex::new(stored.retired),
             changed: Notify::new(),
+            left_out: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -214,17 +224,32 @@ impl WakeMarks {
     }
 
     /// The marks as they stand: per group, what its consumer has routed
-    /// (read first), and the members whose wakes lag behind that.
+    /// (read first), and the members whose wakes lag behind that, as many
+    /// as the record can hold (see `bound_behind`).
     fn snapshot(&self) -> HostMarks {
         let mut marks =
             HostMarks { members: self.generation, writer: Some(self.instance.clone()), ..HostMarks::default() };
-        for group in &self.groups {
+        let mut behind = Vec::new();
+        for (i, group) in self.groups.iter().enumerate() {
             marks.up_to.push(group.routed());
             for slot in &group.slots {
                 if let Some(woken) = slot.behind() {
-                    marks.behind.insert(slot.inbox.agent.to_string(), woken);
+                    behind.push((i, slot.inbox.agent.to_string(), woken));
                 }
             }
+        }
+        let left_out = bound_behind(&mut marks, behind, readstate::record_limit(self.bus.max_payload()));
+        let before = self.left_out.swap(left_out, Ordering::Relaxed);
+        if left_out > 0 && before == 0 {
+            tracing::error!(
+                host = %self.host, left_out,
+                "the wake marks of host {} cannot list every agent whose wakes lag behind: {left_out} do not fit \
+                 the server's payload limit; their groups' marks stay at the lowest of theirs, so a restart may \
+                 repeat wakes of that group until they catch up",
+                self.host
+            );
+        } else if left_out == 0 && before > 0 {
+            tracing::info!(host = %self.host, "the wake marks of host {} list every agent again", self.host);
         }
         marks
     }
@@ -247,6 +272,9 @@ impl WakeMarks {
             let key = record::marks_key(&self.host);
             match self.bus.kv_write_owned(&key, value.into(), &self.revision, ours).await {
                 Ok(Owned::Written) => {
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(host = %self.host, "wake marks of host {} written again", self.host);
+                    }
                     *self.written.lock().expect("marks lock") = Some(marks);
                     self.retire().await;
                 }
@@ -262,7 +290,13 @@ impl WakeMarks {
                     return true;
                 }
                 Err(err) => {
-                    tracing::debug!("wake marks not written yet: {err}");
+                    // Once per run of failures: they are retried every
+                    // `RETRY_PAUSE` while NATS is away.
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(host = %self.host, "wake marks of host {} not written: {err}", self.host);
+                    } else {
+                        tracing::debug!("wake marks not written yet: {err}");
+                    }
                     landed = false;
                 }
             }
@@ -310,10 +344,10 @@ impl WakeMarks {
     /// Deletes the members generations the marks no longer refer to.
     async fn retire(&self) {
         let retired = std::mem::take(&mut *self.retired.lock().expect("marks lock"));
-        for generation in retired {
-            if let Err(err) = self.bus.kv().delete(record::members_key(&self.host, generation)).await {
+        for key in retired {
+            if let Err(err) = self.bus.kv().delete(&key).await {
                 tracing::debug!("old members record not deleted yet: {err}");
-                self.retired.lock().expect("marks lock").push(generation);
+                self.retired.lock().expect("marks lock").push(key);
             }
         }
     }
@@ -346,5 +380,30 @@ impl WakeMarks {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_behind_that_do_not_fit_hold_their_group_back_and_the_record_fits() {
+        let mut marks = HostMarks { members: 1, up_to: vec![100, 200], ..HostMarks::default() };
+        let behind: Vec<(usize, String, u64)> =
+            (0..40).map(|i| (i % 2, format!("agent-with-a-long-name-{i:02}"), 50 + i as u64)).collect();
+        let limit = 600;
+        let left_out = bound_behind(&mut marks, behind.clone(), limit);
+        assert!(left_out > 0 && left_out < 40, "{left_out}");
+        assert!(serde_json::to_vec(&marks).unwrap().len() <= limit);
+        let groups: Vec<Vec<String>> =
+            (0..2).map(|g| behind.iter().filter(|(i, _, _)| *i == g).map(|(_, a, _)| a.clone()).collect()).collect();
+        for (group, agent, woken) in &behind {
+            let mut sorted = groups.clone();
+            sorted[*group].sort();
+            let mark = marks.mark_of(&sorted, agent).unwrap();
+            assert!(mark <= *woken, "{agent}: marked {mark}, woken only up to {woken}");
+        }
+        assert_eq!(marks.behind.len(), 40 - left_out);
     }
 }

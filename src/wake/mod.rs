@@ -10,6 +10,7 @@ mod backlog;
 mod dispatch;
 mod gateway;
 mod marks;
+mod members;
 mod notice;
 mod pending;
 mod record;
@@ -32,7 +33,7 @@ use crate::registry::Registered;
 use dispatch::Group;
 use gateway::Hooks;
 use marks::WakeMarks;
-use record::{GROUP_SIZE, Groups};
+use record::Groups;
 pub use record::{WakeRecord, fleet as fleet_records, of as record_of};
 use waker::{Slot, Waker};
 
@@ -76,8 +77,8 @@ impl Wakes {
             return Ok(wakes);
         }
         waking.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
-        let members: Groups =
-            waking.chunks(GROUP_SIZE).map(|chunk| chunk.iter().map(|(a, _)| a.name.to_string()).collect()).collect();
+        let limit = crate::readstate::record_limit(bus.max_payload());
+        let members: Groups = record::grouped(waking.iter().map(|(a, _)| a.name.to_string()).collect(), limit);
         let previous: Vec<(AgentName, Option<String>)> =
             waking.iter().map(|(agent, registered)| (agent.name.clone(), registered.was.clone())).collect();
         let stored = marks::load(&bus, &context.host, &members, &previous).await?;
@@ -90,9 +91,12 @@ impl Wakes {
             .collect();
         // Each group's consumer starts just after its lowest mark: nothing a
         // member has not been woken for is older.
-        let groups: Vec<Arc<Group>> = slots
-            .chunks(GROUP_SIZE)
-            .map(|chunk| {
+        let mut rest = slots.as_slice();
+        let groups: Vec<Arc<Group>> = members
+            .iter()
+            .map(|names| {
+                let (chunk, tail) = rest.split_at(names.len());
+                rest = tail;
                 let from = chunk.iter().map(|slot| slot.woken()).min().unwrap_or(0).saturating_add(1);
                 Arc::new(Group::new(chunk.to_vec(), from))
             })

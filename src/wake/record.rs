@@ -10,7 +10,8 @@
 //!   yet answered, a gateway down, an agent another host serves).
 //! - `members.<host>.<generation>`: the groups those marks speak for,
 //!   written once each time the host's list of agents changes (created, never
-//!   overwritten: a generation is only ever one list). A mark counts
+//!   overwritten: a generation is only ever one list), in parts if one
+//!   record would pass the server's payload limit (see `members`). A mark counts
 //!   only for an agent that was a member when it was written: an agent added
 //!   to a host has not been woken by it for anything.
 //! - `stats.<host>.<group>`: per agent, the last call and counts, written
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::members;
 use crate::bus::{Bus, Unavailable};
 use crate::names::AgentName;
 
@@ -32,6 +34,32 @@ use crate::names::AgentName;
 /// (measured: about 50 ms for 1,000 filters, 1.8 s for 5,000, and again
 /// after every reconnect).
 pub const GROUP_SIZE: usize = 1000;
+
+/// Bytes a consumer's filter takes besides its agent's name
+/// (`"clawbus.msg.<agent>.*",`), at most.
+const FILTER_OVERHEAD: usize = 20;
+
+/// `names` (sorted) in groups of at most [`GROUP_SIZE`] whose consumer's
+/// filters take at most `limit` bytes: a consumer create request past the
+/// server's payload limit is refused, and would be retried for ever.
+pub fn grouped(names: Vec<String>, limit: usize) -> Groups {
+    let mut groups: Groups = Vec::new();
+    let mut size = 0;
+    for name in names {
+        let cost = name.len() + FILTER_OVERHEAD;
+        match groups.last_mut() {
+            Some(group) if group.len() < GROUP_SIZE && size + cost <= limit => {
+                size += cost;
+                group.push(name);
+            }
+            _ => {
+                size = cost;
+                groups.push(vec![name]);
+            }
+        }
+    }
+    groups
+}
 
 /// The wake marks of one host's agents (`wakes.<host>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -104,15 +132,6 @@ pub fn marks_key(host: &str) -> String {
     format!("wakes.{host}")
 }
 
-pub fn members_key(host: &str, generation: u64) -> String {
-    format!("{}{generation}", members_key_prefix(host))
-}
-
-/// The prefix of every generation of `host`'s members.
-pub fn members_key_prefix(host: &str) -> String {
-    format!("members.{host}.")
-}
-
 pub fn stats_key(host: &str, group: usize) -> String {
     format!("stats.{host}.{group}")
 }
@@ -174,12 +193,8 @@ pub async fn recorded_marks(
 
 /// The groups each host's marks speak for, by host.
 async fn members_of(bus: &Bus, marks: &[(String, HostMarks)]) -> Result<HashMap<String, Groups>, Unavailable> {
-    let keys: Vec<String> = marks.iter().map(|(host, marks)| members_key(host, marks.members)).collect();
-    let mut members = bus.kv_get_many::<Groups>(keys).await?;
-    Ok(marks
-        .iter()
-        .filter_map(|(host, marks)| Some((host.clone(), members.remove(&members_key(host, marks.members))?.value)))
-        .collect())
+    let generations: Vec<(String, u64)> = marks.iter().map(|(host, marks)| (host.clone(), marks.members)).collect();
+    members::of_hosts(bus, &generations).await
 }
 
 /// Every host's wake records, by agent and host (an agent two hosts list
@@ -214,9 +229,9 @@ pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, U
 /// `agent`'s wakes on `host`, if that host wakes it.
 pub async fn of(bus: &Bus, host: &str, agent: &AgentName) -> Result<Option<WakeRecord>, Unavailable> {
     let Some(marks) = bus.kv_get::<HostMarks>(marks_key(host)).await? else { return Ok(None) };
-    let Some(groups) = bus.kv_get::<Groups>(members_key(host, marks.value.members)).await? else { return Ok(None) };
-    let (Some(group), Some(up_to)) =
-        (group_of(&groups.value, agent.as_str()), marks.value.mark_of(&groups.value, agent.as_str()))
+    let generation = [(host.to_owned(), marks.value.members)];
+    let Some(groups) = members::of_hosts(bus, &generation).await?.remove(host) else { return Ok(None) };
+    let (Some(group), Some(up_to)) = (group_of(&groups, agent.as_str()), marks.value.mark_of(&groups, agent.as_str()))
     else {
         return Ok(None);
     };
@@ -237,6 +252,16 @@ mod tests {
         assert_eq!(marks.mark_of(&groups, "c"), Some(4));
         assert_eq!(marks.mark_of(&groups, "d"), Some(20));
         assert_eq!(marks.mark_of(&groups, "b"), None, "not a member: not woken here");
+    }
+
+    #[test]
+    fn groups_hold_at_most_group_size_agents_and_filters_within_the_limit() {
+        let names: Vec<String> = (0..2500).map(|i| format!("agent-{i:04}")).collect();
+        let groups = grouped(names.clone(), usize::MAX);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [1000, 1000, 500]);
+        let groups = grouped(names.clone(), 3000);
+        assert!(groups.iter().all(|g| g.iter().map(|n| n.len() + FILTER_OVERHEAD).sum::<usize>() <= 3000));
+        assert_eq!(groups.concat(), names);
     }
 
     #[test]
