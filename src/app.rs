@@ -6,16 +6,18 @@
 //! Tests start it in-process: [`App::bind`], [`App::local_addr`],
 //! [`App::run`].
 
+mod stream;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{self, Bus, Nats};
+use crate::bus::{self, Bus, Missing, Nats};
 use crate::config::{Config, LocalAgent};
 use crate::embedded::Embedded;
 use crate::http::{self, AppState};
@@ -184,6 +186,10 @@ impl Startup<'_> {
     /// idempotent.
     async fn attempt(&self) -> Result<Running, HostError> {
         let bus = Bus::open(self.nats.clone(), self.config).await?;
+        if !self.config.nats.least_privilege && bus.missing().await? == Some(Missing::Stream) {
+            let first = stream::create(&bus, self.config).await?;
+            tracing::info!(first, "created the stream");
+        }
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
         // Before anything of the host's is written: a second adapter with
@@ -216,7 +222,10 @@ pub async fn setup(config: &Config) -> anyhow::Result<String> {
         }
     });
     reached.await.map_err(|_| anyhow::anyhow!("NATS at {} not reachable within {SETUP_TIMEOUT:?}", config.nats.url))?;
-    Bus::setup(nats, config).await?;
+    let bus = Bus::setup(nats, config).await?;
+    if bus.missing().await? == Some(Missing::Stream) {
+        stream::create(&bus, config).await?;
+    }
     let nats = &config.nats;
     Ok(format!(
         "stream {} and bucket {}_STATE are set up: {} replica(s), messages kept {}, duplicate window {}",
@@ -234,13 +243,14 @@ pub async fn setup(config: &Config) -> anyhow::Result<String> {
 /// and writes none of the host's records again).
 async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, shutdown: CancellationToken) -> bool {
     let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut stream_gone = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = shutdown.cancelled() => return true,
         }
         tokio::select! {
-            tended = tend(&running, &config, &names) => match tended {
+            tended = tend(&running, &config, &names, &mut stream_gone) => match tended {
                 Ok(()) => {}
                 Err(HostError::Unavailable(err)) => {
                     tracing::debug!(error = &err as &dyn std::error::Error, "upkeep skipped");
@@ -260,16 +270,45 @@ async fn upkeep(running: Arc<Running>, config: Config, names: Vec<AgentName>, sh
     }
 }
 
-async fn tend(running: &Running, config: &Config, names: &[AgentName]) -> Result<(), HostError> {
+/// One heartbeat's upkeep. `stream_gone`: since when the stream has been
+/// missing, as this adapter noticed.
+async fn tend(
+    running: &Running,
+    config: &Config,
+    names: &[AgentName],
+    stream_gone: &mut Option<Instant>,
+) -> Result<(), HostError> {
     let Running { bus, registry, wakes } = running;
-    if let Some(missing) = bus.missing().await? {
-        if config.nats.least_privilege {
+    let missing = bus.missing().await?;
+    if missing != Some(Missing::Stream) {
+        *stream_gone = None;
+    }
+    match missing {
+        None => {}
+        Some(missing) if config.nats.least_privilege => {
             tracing::error!("the {missing} was deleted; this host may not re-create it: run `clawbus setup`");
-            return Ok(());
         }
-        tracing::error!("the {missing} was deleted behind the adapter's back; re-creating it");
-        bus.recreate(config, missing).await?;
-        registry.register(&policies(config)).await?;
+        Some(Missing::Bucket) => {
+            tracing::error!("the state bucket was deleted behind the adapter's back; re-creating it");
+            bus.create_bucket(config).await?;
+            registry.register(&policies(config)).await?;
+        }
+        Some(Missing::Stream) => match stream_gone {
+            None => {
+                tracing::error!(
+                    "the message stream was deleted behind the adapter's back; re-creating it in {:?}, \
+                     once every adapter has said which ids it knows of",
+                    stream::RECREATE_AFTER
+                );
+                *stream_gone = Some(Instant::now());
+            }
+            Some(since) if since.elapsed() >= stream::RECREATE_AFTER => {
+                let first = stream::create(bus, config).await?;
+                tracing::warn!(first, "re-created the message stream");
+                registry.register(&policies(config)).await?;
+            }
+            Some(_) => {}
+        },
     }
     // A reading missed leaves the last one in use: it is carried forward
     // by the monotonic clock, and is no reason to skip the heartbeat.

@@ -20,7 +20,7 @@
 //! acknowledgement never fails for the size of the record; below that bound
 //! nothing unread is ever given up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -224,6 +224,7 @@ impl ReadMark {
     /// `(floor before, floor after]`, for the caller to name them.
     pub fn bounded(&mut self, limit: usize) -> Option<(u64, u64)> {
         let before = self.floor;
+        let limit = limit.saturating_sub(STREAM_TAG_BYTES);
         while self.encoded_len() > limit
             && let Some((_, run)) = self.runs.pop_first()
         {
@@ -304,6 +305,27 @@ fn key(agent: &AgentName) -> String {
     format!("read.{agent}")
 }
 
+/// What the stream incarnation adds to a stored mark, at most
+/// (`,"stream":"` and an RFC 3339 time to the nanosecond, with an offset).
+const STREAM_TAG_BYTES: usize = 64;
+
+/// A mark as stored: with the stream incarnation whose ids it holds (see
+/// `bus::Incarnation`). A mark of another incarnation reads as never
+/// written: its ids may name other messages now.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    mark: ReadMark,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+}
+
+impl Stored {
+    fn current(self, bus: &Bus) -> Option<ReadMark> {
+        bus.is_current(self.stream.as_deref()).then_some(self.mark)
+    }
+}
+
 /// `agent`'s mark, from the bucket's leader (see [`Bus::kv_leader_entry`]):
 /// a mark older than one already acknowledged against would show read
 /// messages unread again.
@@ -313,10 +335,13 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
         Some(LeaderEntry { value: Some(value), revision, stored }) => Versioned {
             // A mark that does not parse is as if never written (all unread):
             // better shown twice than hidden.
-            mark: serde_json::from_slice(&value).unwrap_or_else(|err| {
-                tracing::error!(%agent, "read mark does not parse, taken as empty: {err}");
-                ReadMark::default()
-            }),
+            mark: match serde_json::from_slice::<Stored>(&value) {
+                Ok(stored) => stored.current(bus).unwrap_or_default(),
+                Err(err) => {
+                    tracing::error!(%agent, "read mark does not parse, taken as empty: {err}");
+                    ReadMark::default()
+                }
+            },
             revision: Some(revision),
             written: Some(stored),
         },
@@ -327,16 +352,30 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
     })
 }
 
-/// Every agent's mark, read in one pass.
-pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, KvValue<ReadMark>>, Unavailable> {
-    bus.kv_values("read.").await
+/// Every agent's mark of the current stream, read in one pass.
+pub async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, Unavailable> {
+    let stored = bus.kv_values::<Stored>("read.").await?;
+    Ok(stored
+        .into_iter()
+        .filter_map(|(agent, KvValue { value, revision, stored })| {
+            Some((agent, KvValue { value: value.current(bus)?, revision, stored }))
+        })
+        .collect())
+}
+
+/// The highest message id any agent's mark mentions, whichever stream it
+/// speaks of.
+pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+    let stored = bus.kv_values::<Stored>("read.").await?;
+    Ok(stored.values().map(|stored| stored.value.mark.highest()).max().unwrap_or(0))
 }
 
 /// Writes `mark` if nobody changed it since `previous` was read. False on
 /// a conflict: the caller reloads and tries again.
 pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &ReadMark) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
-    let value: bytes::Bytes = serde_json::to_vec(mark).expect("serializes").into();
+    let stored = Stored { mark: mark.clone(), stream: bus.incarnation().map(|i| i.to_string()) };
+    let value: bytes::Bytes = serde_json::to_vec(&stored).expect("serializes").into();
     let written = match previous.revision {
         Some(revision) => match bus.kv().update(key(agent), value.clone(), revision).await {
             Ok(revision) => revision,

@@ -30,7 +30,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bus::{Bus, KvValue, OrUnavailable, Unavailable};
+use crate::bus::{Bus, Incarnation, KvValue, OrUnavailable, Unavailable};
 use crate::config::WakeMode;
 use crate::message::{Inbox, format_time};
 use crate::names::AgentName;
@@ -57,6 +57,17 @@ struct AgentRecord {
     /// The agent's own conversation safety settings, for every adapter.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     policy: Policy,
+    /// The stream incarnation `since` is an id of (see `bus::Incarnation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+}
+
+impl AgentRecord {
+    /// `since` in the current stream: a registration made before the stream
+    /// was created again predates all of it.
+    fn since(&self, bus: &Bus) -> u64 {
+        if bus.is_current(self.stream.as_deref()) { self.since } else { 0 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,6 +78,19 @@ struct HostRecord {
     /// The adapter process that wrote it (`None`: an older version's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     instance: Option<String>,
+    /// The highest message id the adapter knew of: a stream created again
+    /// starts above every host's.
+    #[serde(default)]
+    seen: u64,
+}
+
+/// The highest message id any registration or host record mentions,
+/// whichever stream it speaks of.
+pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+    let (agents, hosts) =
+        tokio::try_join!(bus.kv_values::<AgentRecord>("agent."), bus.kv_values::<HostRecord>("host."))?;
+    let since = agents.values().map(|record| record.value.since).max().unwrap_or(0);
+    Ok(since.max(hosts.values().map(|host| host.value.seen).max().unwrap_or(0)))
 }
 
 /// One row of `GET /api/agents` (without the unread count).
@@ -91,8 +115,9 @@ pub struct Registered {
 pub struct Registry {
     bus: Bus,
     host: String,
-    /// Agent → `since`, for agents known to be registered.
-    known: RwLock<HashMap<AgentName, u64>>,
+    /// Agent → `since`, for agents known to be registered, and the stream
+    /// incarnation it was read in.
+    known: RwLock<HashMap<AgentName, (u64, Option<Incarnation>)>>,
     /// This host's agents and their settings.
     local: RwLock<HashMap<AgentName, Policy>>,
     /// Other agents' settings, as last read.
@@ -186,10 +211,13 @@ impl Registry {
         let policy = self.local.read().expect("registry lock").get(agent).cloned().unwrap_or_default();
         loop {
             let written = match &existing {
-                Some((record, _)) if record.host == self.host && record.policy == policy => return Ok(record.since),
+                Some((record, _)) if record.host == self.host && record.policy == policy => {
+                    return Ok(record.since(&self.bus));
+                }
                 Some((record, revision)) if record.host == self.host => {
                     let updated = AgentRecord { policy: policy.clone(), ..record.clone() };
-                    kv.update(&key, encode(&updated), *revision).await.map(|_| updated.since).map_err(|e| e.to_string())
+                    let since = updated.since(&self.bus);
+                    kv.update(&key, encode(&updated), *revision).await.map(|_| since).map_err(|e| e.to_string())
                 }
                 Some((record, revision)) => {
                     match &previous {
@@ -206,7 +234,8 @@ impl Registry {
                         policy: policy.clone(),
                         ..record.clone()
                     };
-                    kv.update(&key, encode(&moved), *revision).await.map(|_| moved.since).map_err(|e| e.to_string())
+                    let since = moved.since(&self.bus);
+                    kv.update(&key, encode(&moved), *revision).await.map(|_| since).map_err(|e| e.to_string())
                 }
                 None => {
                     let record = AgentRecord {
@@ -215,6 +244,7 @@ impl Registry {
                         registered_at: format_time(self.bus.now()),
                         previous: None,
                         policy: policy.clone(),
+                        stream: self.incarnation(),
                     };
                     kv.create(&key, encode(&record)).await.map(|_| last).map_err(|e| e.to_string())
                 }
@@ -250,6 +280,7 @@ impl Registry {
                     registered_at: format_time(self.bus.now()),
                     previous: None,
                     policy: Policy::default(),
+                    stream: self.incarnation(),
                 };
                 let revision = kv
                     .update(agent_key(agent), encode(&record), entry.revision)
@@ -315,21 +346,23 @@ impl Registry {
     }
 
     fn remember(&self, agent: AgentName, since: u64) -> Inbox {
-        self.known.write().expect("registry lock").insert(agent.clone(), since);
+        self.known.write().expect("registry lock").insert(agent.clone(), (since, self.bus.incarnation()));
         Inbox { agent, since }
     }
 
     /// The inbox of a registered agent, or `None` if no adapter ever
     /// registered it.
     pub async fn inbox(&self, agent: &AgentName) -> Result<Option<Inbox>, Unavailable> {
-        if let Some(since) = self.known.read().expect("registry lock").get(agent) {
+        if let Some((since, _)) =
+            self.known.read().expect("registry lock").get(agent).filter(|(_, seen)| *seen == self.bus.incarnation())
+        {
             return Ok(Some(Inbox { agent: agent.clone(), since: *since }));
         }
         self.bus.ensure_connected()?;
         let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
         Ok(value
             .and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok())
-            .map(|record| self.remember(agent.clone(), record.since)))
+            .map(|record| self.remember(agent.clone(), record.since(&self.bus))))
     }
 
     /// The host `agent` is registered on.
@@ -337,6 +370,10 @@ impl Registry {
         self.bus.ensure_connected()?;
         let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
         Ok(value.and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok()).map(|record| record.host))
+    }
+
+    fn incarnation(&self) -> Option<String> {
+        self.bus.incarnation().map(|i| i.to_string())
     }
 
     /// This adapter process's id, as its host record and wake records name it.
@@ -367,7 +404,7 @@ impl Registry {
                 let record = record.value;
                 let online = hosts.alive(&record.host, now);
                 let last_seen = hosts.0.get(&record.host).map(|beat| format_time(beat.stored));
-                let inbox = self.remember(agent, record.since);
+                let inbox = self.remember(agent, record.since(&self.bus));
                 Some(AgentStatus { inbox, host: record.host, online, last_seen, wake_mode: record.policy.wake })
             })
             .collect();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, NatsServer, OneHost, Reply, eventually};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, OneHost, Reply, eventually};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 
@@ -361,4 +361,103 @@ async fn past_the_read_record_bound_the_oldest_holes_are_given_up_and_named() {
         assert!(named.iter().any(|line| line.contains(&format!("id={id} "))), "{id} given up silently");
     }
     assert!(bed.record().await.len() <= 8 * 1024);
+}
+
+/// The stream deleted while the adapter that serves bob is down, and
+/// re-created by an adapter that had seen only the first id: the new
+/// stream continues above every id the fleet's records mention (bob's read
+/// mark, hostB's wake marks and last heartbeat), not above what the
+/// re-creating adapter saw. So both adapters list the new mail unread and
+/// bob is woken for it.
+#[tokio::test]
+async fn a_re_created_stream_continues_above_every_id_the_fleet_knows() {
+    let nats = NatsServer::start();
+    let gateway = Gateway::start("hook-secret").await;
+    let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"))).await;
+    let mut b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway))).await;
+    let first = a.api().send("alice", "bob", "through A").await;
+    let mut ids = vec![first];
+    for i in 0..20 {
+        ids.push(b.api().send("alice", "bob", &format!("through B {i}")).await);
+    }
+    let last = *ids.iter().max().unwrap();
+    b.api().post("/api/ack", &json!({"agent": "bob", "up_to": last})).await;
+    eventually("bob woken up to the last", WAIT, || async {
+        gateway.wakes().iter().any(|w| w.up_to == Some(last)).then_some(())
+    })
+    .await;
+    b.terminate().await;
+
+    jetstream_of(&nats).await.delete_stream("CLAWBUS").await.unwrap();
+    eventually("A to re-create the stream", Duration::from_secs(60), || async {
+        a.api().is_ready().await.then_some(())
+    })
+    .await;
+    b.restart().await;
+    let fresh: Vec<u64> = {
+        let mut fresh = Vec::new();
+        for i in 0..10 {
+            fresh.push(a.api().send("alice", "bob", &format!("after {i}")).await);
+        }
+        fresh
+    };
+    assert!(fresh.iter().all(|id| *id > last), "new ids {fresh:?} continue above {last}");
+    for api in [a.api(), b.api()] {
+        assert_eq!(Api::ids(&api.inbox("bob").await), fresh, "the new mail is unread through {}", api.base());
+    }
+    let newest = *fresh.iter().max().unwrap();
+    eventually("bob woken for the new mail", WAIT, || async {
+        gateway.wakes().iter().any(|w| w.up_to == Some(newest)).then_some(())
+    })
+    .await;
+}
+
+/// A stream that someone re-creates by hand numbers its messages from 1
+/// again. The read and wake marks of the stream before speak of other
+/// messages: they are not trusted, so the new mail shows unread (also after
+/// a restart), bob is woken for it, and every answer names the new stream.
+#[tokio::test]
+async fn marks_of_a_stream_before_are_not_trusted_when_it_is_re_created_by_hand() {
+    let mut host = OneHost::spawn_with(&["alice", "bob"], |config, _| config).await;
+    let api = host.api();
+    let old: Vec<u64> = vec![
+        api.send("alice", "bob", "old one").await,
+        api.send("alice", "bob", "old two").await,
+        api.send("alice", "bob", "old three").await,
+    ];
+    api.post("/api/ack", &json!({"agent": "bob", "ids": old})).await;
+    let gateway = &host.gateway;
+    eventually("bob woken for the old mail", WAIT, || async {
+        gateway.wakes().iter().any(|w| w.up_to == Some(old[2])).then_some(())
+    })
+    .await;
+    let before = stream_header(&api).await;
+
+    let js = jetstream_of(&host.nats).await;
+    let config = js.get_stream("CLAWBUS").await.unwrap().cached_info().config.clone();
+    js.delete_stream("CLAWBUS").await.unwrap();
+    js.create_stream(jetstream::stream::Config { first_sequence: None, ..config }).await.unwrap();
+    let woken_before = gateway.wakes().len();
+    let fresh = api.send("alice", "bob", "new one").await;
+    assert!(fresh <= old[2], "the stream numbers afresh: {fresh}");
+    eventually("the new mail unread: the old read mark does not hide it", WAIT, || async {
+        (Api::ids(&api.inbox("bob").await) == [fresh]).then_some(())
+    })
+    .await;
+    let after = stream_header(&api).await;
+    assert!(after.is_some() && after != before, "answers name the new stream: {after:?} after {before:?}");
+    eventually("bob woken for the new mail", WAIT, || async {
+        gateway.wakes()[woken_before..].iter().any(|w| w.up_to >= Some(fresh)).then_some(())
+    })
+    .await;
+
+    host.adapter.terminate().await;
+    host.adapter.restart().await;
+    assert_eq!(Api::ids(&host.api().inbox("bob").await), [fresh], "nor after a restart");
+}
+
+/// The stream incarnation an answer names (`Clawbus-Stream`).
+async fn stream_header(api: &Api) -> Option<String> {
+    let response = reqwest::get(format!("{}/api/inbox?agent=bob", api.base())).await.unwrap();
+    response.headers().get("clawbus-stream").map(|v| v.to_str().unwrap().to_owned())
 }

@@ -7,7 +7,10 @@
 //! consumer at once after a reconnect (a restarted server has forgotten it)
 //! or any error, always from the sequence after the last one delivered, and
 //! drops anything older should a recreated consumer start too early. So a
-//! follower never skips or repeats a message.
+//! follower never skips or repeats a message. A stream created again is
+//! followed from its start: its ids may be below the last one delivered
+//! (see `incarnation`), and the follower's owner learns of it through
+//! [`Follower::incarnation`].
 
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{Bus, OrUnavailable, RawMessage, Unavailable};
+use super::{Bus, Incarnation, OrUnavailable, RawMessage, Unavailable};
 
 pub struct Follower {
     bus: Bus,
@@ -23,6 +26,10 @@ pub struct Follower {
     next: u64,
     messages: Option<pull::Ordered>,
     connects: watch::Receiver<u64>,
+    /// The stream incarnation followed (`None`: not opened yet), and the
+    /// bus's news of it.
+    incarnation: Option<Incarnation>,
+    incarnations: watch::Receiver<Option<Incarnation>>,
 }
 
 /// Longest pull request: idle heartbeats come every half of it, and two
@@ -31,8 +38,15 @@ const MAX_EXPIRES: Duration = Duration::from_secs(2);
 
 impl Follower {
     pub(super) fn new(bus: Bus, filters: Vec<String>, from: u64) -> Self {
-        let connects = bus.connects.clone();
-        Self { bus, filters, next: from.max(1), messages: None, connects }
+        let (connects, incarnations) = (bus.connects.clone(), bus.incarnations());
+        Self { bus, filters, next: from.max(1), messages: None, connects, incarnation: None, incarnations }
+    }
+
+    /// The incarnation of the stream the messages come from: it changes
+    /// when the stream was created again, and the next message is then the
+    /// new stream's first.
+    pub fn incarnation(&self) -> Option<&Incarnation> {
+        self.incarnation.as_ref()
     }
 
     /// The next message; waits for one, retrying through outages.
@@ -72,12 +86,19 @@ impl Follower {
     async fn try_next(&mut self) -> Result<RawMessage, Unavailable> {
         if self.messages.is_none() {
             self.connects.mark_unchanged();
-            self.messages = Some(open(&self.bus, &self.filters, self.next).await?);
+            let (messages, incarnation) = open(&self.bus, &self.filters, self.next, self.incarnation.as_ref()).await?;
+            if self.incarnation.as_ref().is_some_and(|followed| *followed != incarnation) {
+                self.next = 1;
+            }
+            self.incarnation = Some(incarnation);
+            self.incarnations.mark_unchanged();
+            self.messages = Some(messages);
         }
         let messages = self.messages.as_mut().expect("opened above");
         let message = tokio::select! {
             message = messages.next() => message.ok_or_else(|| Unavailable::new("consumer ended"))?,
             _ = self.connects.changed() => return Err(Unavailable::new("reconnected to NATS")),
+            _ = self.incarnations.changed() => return Err(Unavailable::new("the stream was re-created")),
         }
         .unavailable("the consumer failed")?;
         let info = message.info().map_err(|e| Unavailable::new(format!("a message without metadata: {e}")))?;
@@ -96,19 +117,28 @@ impl Follower {
     }
 }
 
-/// An ordered consumer from `next` on. (A free function: holding `&Follower`
-/// across the awaits would make the follower's future need `Sync`.)
-async fn open(bus: &Bus, filters: &[String], next: u64) -> Result<pull::Ordered, Unavailable> {
+/// An ordered consumer from `next` on, or from the start of the stream if
+/// it is not the incarnation `followed`. (A free function: holding
+/// `&Follower` across the awaits would make the follower's future need
+/// `Sync`.)
+async fn open(
+    bus: &Bus,
+    filters: &[String],
+    next: u64,
+    followed: Option<&Incarnation>,
+) -> Result<(pull::Ordered, Incarnation), Unavailable> {
     bus.ensure_connected()?;
-    let stream = bus.js.get_stream_no_info(&bus.stream).await.unavailable("cannot reach the stream")?;
+    let stream = bus.js.get_stream(&bus.stream).await.unavailable("cannot reach the stream")?;
+    let incarnation = bus.saw_created(stream.cached_info().created);
+    let start_sequence = if followed.is_some_and(|followed| *followed != incarnation) { 1 } else { next };
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subjects: filters.to_vec(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
             max_expires: MAX_EXPIRES,
             ..Default::default()
         })
         .await
         .unavailable("cannot create a consumer")?;
-    consumer.messages().await.unavailable("cannot follow the consumer")
+    Ok((consumer.messages().await.unavailable("cannot follow the consumer")?, incarnation))
 }

@@ -11,6 +11,7 @@ mod direct;
 mod follow;
 mod full;
 mod health;
+mod incarnation;
 mod owned;
 mod provision;
 mod publish;
@@ -34,7 +35,9 @@ pub use connect::{Nats, connect, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
 pub use health::Status as Health;
+pub use incarnation::Incarnation;
 pub use owned::Owned;
+pub use provision::Missing;
 pub use publish::{Outgoing, SendError, Stored};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
@@ -128,6 +131,9 @@ pub struct Bus {
     newest: Arc<std::sync::Mutex<HashMap<String, (LeaderEntry, tokio::time::Instant)>>>,
     /// The server's time, which every decision goes by (see `clock`).
     clock: Arc<clock::ServerClock>,
+    /// The stream's incarnation, which records are written for (see
+    /// `incarnation`).
+    incarnation: Arc<incarnation::Current>,
 }
 
 /// How long a version this adapter saw outranks an older one that a leader
@@ -214,6 +220,7 @@ impl Bus {
         .await
         .map_err(|_| Unavailable::new("the stream's leader did not answer in time"))??;
         self.saw(info.state.last_sequence);
+        self.saw_created(info.created);
         Ok(info)
     }
 

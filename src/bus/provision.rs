@@ -28,11 +28,13 @@ impl std::fmt::Display for Missing {
 }
 
 impl Bus {
-    /// The bus as `serve` needs it. Creates or updates the stream and the
-    /// state bucket (idempotent: every adapter runs it at start-up and none
-    /// resets what another stored), unless this host has least privilege:
-    /// then they must exist already, made by `clawbus setup`. Either way the
-    /// bus has read the server's time before it is used.
+    /// The bus as `serve` needs it. Creates or updates the state bucket and
+    /// updates the stream (idempotent: every adapter runs it at start-up and
+    /// none resets what another stored), unless this host has least
+    /// privilege: then they must exist already, made by `clawbus setup`.
+    /// Either way the bus has read the server's time before it is used. A
+    /// stream that does not exist is left to [`Bus::create_stream`]: where
+    /// it starts depends on what the fleet's records say.
     pub async fn open(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         if !config.nats.least_privilege {
             return Bus::setup(connection, config).await;
@@ -45,16 +47,22 @@ impl Bus {
             ))
         };
         let kv = js.get_key_value(config.bucket()).await.map_err(|_| missing("state bucket"))?;
-        js.get_stream(&config.nats.stream).await.map_err(|_| missing("stream"))?;
-        Bus::new(connection, js, kv, config).with_clock().await
+        let bus = Bus::new(connection, js, kv, config).with_clock().await?;
+        let info = bus.js.get_stream(&config.nats.stream).await.map_err(|_| missing("stream"))?.cached_info().created;
+        bus.saw_created(info);
+        Ok(bus)
     }
 
-    /// Creates the stream and the state bucket, or updates them to `config`.
+    /// Creates or updates the state bucket, and updates the stream to
+    /// `config` if it exists.
     pub async fn setup(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         let js = context(&connection, config);
-        create_stream(&js, config, &Subjects::new(config.subject_prefix()), None).await?;
         let kv = create_bucket(&js, &config.bucket(), config.nats.replicas).await?;
-        Bus::new(connection, js, kv, config).with_clock().await
+        let bus = Bus::new(connection, js, kv, config).with_clock().await?;
+        if bus.missing().await? != Some(Missing::Stream) {
+            bus.write_stream(config, None).await?;
+        }
+        Ok(bus)
     }
 
     async fn with_clock(self) -> Result<Bus, Unavailable> {
@@ -81,17 +89,22 @@ impl Bus {
             replies: Arc::new(super::replies::Replies::new(nats.reply_buffer)),
             newest: Arc::default(),
             clock: Arc::default(),
+            incarnation: Arc::default(),
         }
     }
 
     /// Which of the stream and the bucket no longer exists.
     pub async fn missing(&self) -> Result<Option<Missing>, Unavailable> {
         self.ensure_connected()?;
-        for (name, missing) in [(&self.stream, Missing::Stream), (&format!("KV_{}", self.kv_bucket), Missing::Bucket)] {
+        // The bucket first: a stream is re-created from what the bucket says.
+        for (name, missing) in [(&format!("KV_{}", self.kv_bucket), Missing::Bucket), (&self.stream, Missing::Stream)] {
             let found = tokio::time::timeout(READ_TIMEOUT, self.js.get_stream(name))
                 .await
                 .map_err(|_| Unavailable::new("JetStream did not answer in time"))?;
             match found {
+                Ok(stream) if missing == Missing::Stream => {
+                    self.saw_created(stream.cached_info().created);
+                }
                 Ok(_) => {}
                 Err(err) if is_not_found(err.kind()) => return Ok(Some(missing)),
                 Err(err) => return Err(Unavailable::caused("cannot look up the stream", err)),
@@ -100,44 +113,42 @@ impl Bus {
         Ok(None)
     }
 
-    /// Re-creates what was deleted behind the adapter's back. The stream
-    /// continues after the highest id this adapter has seen. (With least
-    /// privilege the server refuses; `clawbus setup` has to.)
-    /// (Handles to the bucket keep working: they address it by name.)
-    pub async fn recreate(&self, config: &Config, missing: Missing) -> Result<(), Unavailable> {
-        match missing {
-            Missing::Stream => {
-                let first_seq = (self.seen() > 0).then(|| self.seen() + 1);
-                create_stream(&self.js, config, &self.subjects, first_seq).await
-            }
-            Missing::Bucket => create_bucket(&self.js, &self.kv_bucket, config.nats.replicas).await.map(drop),
-        }
+    /// Creates the stream, its first message id `first`: above every id
+    /// that the fleet's records mention, so that no id is handed out twice.
+    /// (With least privilege the server refuses; `clawbus setup` has to.)
+    pub async fn create_stream(&self, config: &Config, first: u64) -> Result<(), Unavailable> {
+        self.write_stream(config, (first > 1).then_some(first)).await
     }
-}
 
-async fn create_stream(
-    js: &jetstream::Context,
-    config: &Config,
-    subjects: &Subjects,
-    first_seq: Option<u64>,
-) -> Result<(), Unavailable> {
-    let nats = &config.nats;
-    js.create_or_update_stream(stream::Config {
-        name: nats.stream.clone(),
-        description: Some("clawbus agent messages".into()),
-        subjects: subjects.stream_subjects(),
-        storage: stream::StorageType::File,
-        num_replicas: nats.replicas,
-        max_age: nats.max_age,
-        duplicate_window: nats.duplicate_window,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::Old,
-        first_sequence: first_seq,
-        ..Default::default()
-    })
-    .await
-    .unavailable("cannot create or update the stream")
-    .map(drop)
+    /// Re-creates the state bucket deleted behind the adapter's back.
+    /// (Handles to it keep working: they address it by name.)
+    pub async fn create_bucket(&self, config: &Config) -> Result<(), Unavailable> {
+        create_bucket(&self.js, &self.kv_bucket, config.nats.replicas).await.map(drop)
+    }
+
+    /// Creates the stream or updates it to `config`.
+    async fn write_stream(&self, config: &Config, first_seq: Option<u64>) -> Result<(), Unavailable> {
+        let nats = &config.nats;
+        let stream = self
+            .js
+            .create_or_update_stream(stream::Config {
+                name: nats.stream.clone(),
+                description: Some("clawbus agent messages".into()),
+                subjects: self.subjects.stream_subjects(),
+                storage: stream::StorageType::File,
+                num_replicas: nats.replicas,
+                max_age: nats.max_age,
+                duplicate_window: nats.duplicate_window,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::Old,
+                first_sequence: first_seq,
+                ..Default::default()
+            })
+            .await
+            .unavailable("cannot create or update the stream")?;
+        self.saw_created(stream.created);
+        Ok(())
+    }
 }
 
 fn context(connection: &Nats, config: &Config) -> jetstream::Context {

@@ -113,7 +113,7 @@ pub async fn stream(
     let live = state.mailbox()?.live(agent.as_ref(), after).await?;
     // The slot lives as long as the stream: the client's going frees it.
     let events = stream::unfold((live, slot), |(mut live, slot)| async move {
-        let message = live.next().await;
+        let message = live.next().await?;
         let data = serde_json::to_string(&message).expect("serializes");
         let event = Event::default().event("message").id(message.id.to_string()).data(data);
         Some((Ok(event), (live, slot)))

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -118,6 +119,22 @@ async fn measure(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
+/// Names the stream's incarnation on every API answer (`Clawbus-Stream`):
+/// a client that keeps message ids, as the channel plugin does, learns when
+/// the stream was created again and its ids name other messages (see
+/// `bus::Incarnation`).
+async fn stamp(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let incarnation = state.mailbox().ok().and_then(|mailbox| mailbox.bus().incarnation());
+    if let Some(value) = incarnation.and_then(|i| HeaderValue::from_str(i.as_str()).ok()) {
+        response.headers_mut().insert(STREAM_HEADER, value);
+    }
+    response
+}
+
+/// The response header that names the stream's incarnation.
+const STREAM_HEADER: &str = "clawbus-stream";
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/send", post(handlers::send))
@@ -129,7 +146,8 @@ pub fn router(state: AppState) -> Router {
         .route("/messages/{id}", get(fleet::message))
         .route("/threads/{id}/release", post(handlers::release_thread))
         .route("/stream", get(handlers::stream))
-        .route_layer(middleware::from_fn_with_state(state.clone(), origin::check));
+        .route_layer(middleware::from_fn_with_state(state.clone(), origin::check))
+        .route_layer(middleware::from_fn_with_state(state.clone(), stamp));
     Router::new()
         .nest("/api", api.clone())
         .merge(api)

@@ -6,7 +6,8 @@
 //! takes the hub's. Ids increase, so anything at or below the last id shown
 //! is a message it already has and is passed over: nothing is skipped or
 //! repeated. A client that falls too far behind the hub subscribes again and
-//! reads back from its next id.
+//! reads back from its next id. A stream created again ends the live stream
+//! (see `bus::Incarnation`): its ids start afresh, and the client reconnects.
 
 mod hub;
 
@@ -14,10 +15,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{MailError, Mailbox, view};
-use crate::bus::{Bus, RawMessage, Start, Unavailable};
+use crate::bus::{Bus, Incarnation, RawMessage, Start, Unavailable};
 use crate::message::{Inbox, MessageView};
 use crate::names::AgentName;
 use crate::readstate::ReadMark;
@@ -44,13 +45,16 @@ pub struct Live {
     read_up_to: Option<u64>,
     /// Read back, to be shown before anything the receiver has.
     backlog: VecDeque<Arc<RawMessage>>,
+    /// The stream incarnation whose messages this shows.
+    incarnation: Option<Incarnation>,
 }
 
 impl Live {
-    /// The next message; waits for it.
-    pub async fn next(&mut self) -> MessageView {
+    /// The next message; waits for it. `None`: the stream was created
+    /// again, and this live stream ends.
+    pub async fn next(&mut self) -> Option<MessageView> {
         loop {
-            let raw = self.next_stored().await;
+            let raw = self.next_stored().await?;
             if raw.seq < self.next {
                 continue;
             }
@@ -64,7 +68,7 @@ impl Live {
                 None => false,
             };
             if let Some(view) = view(&raw, read) {
-                return view;
+                return Some(view);
             }
         }
     }
@@ -72,19 +76,22 @@ impl Live {
     /// The next stored message for this stream's filters (or, from the hub,
     /// any message), in id order; possibly one already shown. Retries
     /// through outages.
-    async fn next_stored(&mut self) -> Arc<RawMessage> {
+    async fn next_stored(&mut self) -> Option<Arc<RawMessage>> {
         let mut failures = 0u32;
         loop {
             if let Some(raw) = self.backlog.pop_front() {
-                return raw;
+                return Some(raw);
             }
             let result = match (&mut self.receiver, self.read_up_to) {
                 (None, _) => self.hub.subscribe().await.map(|subscription| self.subscribed(subscription)),
                 (Some(_), Some(up_to)) => self.read_back(up_to).await,
                 (Some(receiver), None) => match receiver.recv().await {
-                    Ok(raw) => return raw,
+                    Ok(raw) => return Some(raw),
+                    // The hub stops following only when nobody is
+                    // subscribed, or when the stream was created again.
+                    Err(RecvError::Closed) if self.bus.incarnation() != self.incarnation => return None,
                     // Lagged: the channel dropped messages this client had
-                    // not taken. (Closed cannot happen while subscribed.)
+                    // not taken.
                     Err(_) => {
                         tracing::info!(from = self.next, "a live stream fell behind; reading back from the stream");
                         self.receiver = None;
@@ -168,6 +175,7 @@ impl Mailbox {
             receiver: None,
             read_up_to: None,
             backlog: VecDeque::new(),
+            incarnation: self.bus.incarnation(),
         };
         live.subscribed(subscription);
         Ok(live)

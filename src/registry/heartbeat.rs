@@ -84,11 +84,12 @@ impl Heartbeat {
         format!("host.{}", self.host)
     }
 
-    fn record(&self, running: bool) -> bytes::Bytes {
+    fn record(&self, bus: &Bus, running: bool) -> bytes::Bytes {
         encode(&HostRecord {
             running,
             version: env!("CARGO_PKG_VERSION").into(),
             instance: Some(self.instance.clone()),
+            seen: bus.seen(),
         })
     }
 
@@ -110,7 +111,7 @@ impl Heartbeat {
                 self.outwait(bus, held.revision).await?;
             }
             *self.revision.lock().expect("heartbeat lock") = held.map(|held| held.revision);
-            match bus.kv_write_owned(&self.key(), self.record(true), &self.revision, |v| self.is_ours(v)).await? {
+            match bus.kv_write_owned(&self.key(), self.record(bus, true), &self.revision, |v| self.is_ours(v)).await? {
                 Owned::Written => return Ok(()),
                 Owned::Lost => tracing::debug!("host record changed meanwhile; reading it again"),
             }
@@ -150,7 +151,7 @@ impl Heartbeat {
     /// Reports this instance alive (or, on shutdown, stopped), with
     /// compare-and-set on the revision it last wrote.
     pub async fn beat(&self, bus: &Bus, running: bool) -> Result<(), HostError> {
-        match bus.kv_write_owned(&self.key(), self.record(running), &self.revision, |v| self.is_ours(v)).await? {
+        match bus.kv_write_owned(&self.key(), self.record(bus, running), &self.revision, |v| self.is_ours(v)).await? {
             Owned::Written => Ok(()),
             Owned::Lost => Err(HostTaken { host: self.host.clone() }.into()),
         }

@@ -57,11 +57,24 @@ impl Group {
         let by_name: HashMap<&str, &Arc<Slot>> =
             self.slots.iter().map(|slot| (slot.inbox.agent.as_str(), slot)).collect();
         let mut follower = bus.follow(filters, self.routed() + 1);
+        let mut followed = None;
         loop {
             let message = tokio::select! {
                 message = follower.next() => message,
                 _ = shutdown.cancelled() => return,
             };
+            // A stream created again: what the members were woken for are
+            // ids of the stream before.
+            if followed.as_ref().is_some_and(|before| Some(before) != follower.incarnation()) {
+                tracing::warn!(
+                    agents = self.slots.len(),
+                    "the stream was re-created; waking its agents from its start"
+                );
+                for slot in &self.slots {
+                    slot.restart();
+                }
+            }
+            followed = follower.incarnation().cloned();
             if let Some(route) = subjects.route(&message.subject) {
                 let recipients: Vec<&Arc<Slot>> = match route {
                     Route::Direct { to, .. } => by_name.get(to).copied().into_iter().collect(),

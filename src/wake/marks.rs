@@ -227,8 +227,12 @@ impl WakeMarks {
     /// (read first), and the members whose wakes lag behind that, as many
     /// as the record can hold (see `bound_behind`).
     fn snapshot(&self) -> HostMarks {
-        let mut marks =
-            HostMarks { members: self.generation, writer: Some(self.instance.clone()), ..HostMarks::default() };
+        let mut marks = HostMarks {
+            members: self.generation,
+            writer: Some(self.instance.clone()),
+            stream: self.bus.incarnation().map(|i| i.to_string()),
+            ..HostMarks::default()
+        };
         let mut behind = Vec::new();
         for (i, group) in self.groups.iter().enumerate() {
             marks.up_to.push(group.routed());

@@ -75,6 +75,10 @@ pub struct HostMarks {
     /// only it writes over them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
+    /// The stream incarnation whose ids they are (see `bus::Incarnation`):
+    /// marks of another are no marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 /// The groups of a host's agents, each sorted (`members.<host>.<generation>`).
@@ -177,6 +181,7 @@ pub async fn recorded_marks(
         }
         None => bus.kv_values::<HostMarks>("wakes.").await?.into_iter().map(|(host, m)| (host, m.value)).collect(),
     };
+    let per_host = of_current(bus, per_host);
     let groups = members_of(bus, &per_host).await?;
     let mut found = HashMap::new();
     for (host, marks) in &per_host {
@@ -191,6 +196,18 @@ pub async fn recorded_marks(
     Ok(found)
 }
 
+/// The hosts' marks that speak of the current stream.
+fn of_current(bus: &Bus, marks: Vec<(String, HostMarks)>) -> Vec<(String, HostMarks)> {
+    marks.into_iter().filter(|(_, marks)| bus.is_current(marks.stream.as_deref())).collect()
+}
+
+/// The highest message id any host's wake marks mention, whichever stream
+/// they speak of.
+pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+    let marks = bus.kv_values::<HostMarks>("wakes.").await?;
+    Ok(marks.values().flat_map(|m| m.value.up_to.iter().chain(m.value.behind.values())).copied().max().unwrap_or(0))
+}
+
 /// The groups each host's marks speak for, by host.
 async fn members_of(bus: &Bus, marks: &[(String, HostMarks)]) -> Result<HashMap<String, Groups>, Unavailable> {
     let generations: Vec<(String, u64)> = marks.iter().map(|(host, marks)| (host.clone(), marks.members)).collect();
@@ -202,7 +219,7 @@ async fn members_of(bus: &Bus, marks: &[(String, HostMarks)]) -> Result<HashMap<
 pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, Unavailable> {
     let (marks, stats) =
         tokio::try_join!(bus.kv_values::<HostMarks>("wakes."), bus.kv_values::<BTreeMap<String, WakeStats>>("stats."))?;
-    let marks: Vec<(String, HostMarks)> = marks.into_iter().map(|(host, marks)| (host, marks.value)).collect();
+    let marks = of_current(bus, marks.into_iter().map(|(host, marks)| (host, marks.value)).collect());
     let groups = members_of(bus, &marks).await?;
     let mut records = HashMap::new();
     for (host, marks) in &marks {
@@ -229,6 +246,9 @@ pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, U
 /// `agent`'s wakes on `host`, if that host wakes it.
 pub async fn of(bus: &Bus, host: &str, agent: &AgentName) -> Result<Option<WakeRecord>, Unavailable> {
     let Some(marks) = bus.kv_get::<HostMarks>(marks_key(host)).await? else { return Ok(None) };
+    if !bus.is_current(marks.value.stream.as_deref()) {
+        return Ok(None);
+    }
     let generation = [(host.to_owned(), marks.value.members)];
     let Some(groups) = members::of_hosts(bus, &generation).await?.remove(host) else { return Ok(None) };
     let (Some(group), Some(up_to)) = (group_of(&groups, agent.as_str()), marks.value.mark_of(&groups, agent.as_str()))
@@ -247,7 +267,8 @@ mod tests {
     #[test]
     fn a_mark_counts_only_for_members_and_behind_overrides_the_group() {
         let groups: Groups = vec![vec!["a".into(), "c".into()], vec!["d".into()]];
-        let marks = HostMarks { members: 1, up_to: vec![10, 20], behind: [("c".to_owned(), 4)].into(), writer: None };
+        let marks =
+            HostMarks { members: 1, up_to: vec![10, 20], behind: [("c".to_owned(), 4)].into(), ..Default::default() };
         assert_eq!(marks.mark_of(&groups, "a"), Some(10));
         assert_eq!(marks.mark_of(&groups, "c"), Some(4));
         assert_eq!(marks.mark_of(&groups, "d"), Some(20));

@@ -76,6 +76,14 @@ impl Slot {
         self.arrived.notify_one();
     }
 
+    /// Forgets what the agent was woken for: the stream was created again,
+    /// and those ids are not its messages.
+    pub fn restart(&self) {
+        self.woken.store(0, Ordering::Release);
+        self.noted.store(0, Ordering::Release);
+        *self.pending.lock().expect("slot lock") = Pending::default();
+    }
+
     pub fn serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
     }

@@ -78,12 +78,21 @@ async fn forward(
     sender: broadcast::Sender<Arc<RawMessage>>,
     mut follower: Follower,
 ) {
+    let mut followed = None;
     loop {
         let message = tokio::select! {
             message = follower.next() => Some(Arc::new(message)),
             () = sender.closed() => None,
         };
         let mut state = following.lock().expect("hub lock");
+        // A stream created again ends every live stream: a client that
+        // knows ids of the stream before learns of it when it reconnects
+        // (see `bus::Incarnation`).
+        if followed.as_ref().is_some_and(|before| Some(before) != follower.incarnation()) {
+            *state = None;
+            return;
+        }
+        followed = follower.incarnation().cloned();
         let nobody = match message {
             Some(message) => {
                 state.as_mut().expect("only this task stops following").last = message.seq;

@@ -1,0 +1,39 @@
+//! Creating the message stream where the fleet's records allow.
+//!
+//! Message ids are stream sequences. A stream deleted and created again
+//! would number its messages from 1, and ids that read marks, wake marks
+//! and registrations already speak of would name new messages: a read mark
+//! would hide them, a wake mark skip them. So a stream is created with its
+//! first id above every id those records mention, and above the highest id
+//! any adapter reported in its host record. A running adapter that finds
+//! the stream gone waits [`RECREATE_AFTER`] before creating it: by then
+//! every live adapter has written its last heartbeat since the stream went,
+//! with the highest id it saw. (Records of the stream before are also
+//! tagged with its incarnation, see `bus::Incarnation`, for a stream that
+//! someone else re-creates.)
+
+use std::time::Duration;
+
+use crate::bus::{Bus, Unavailable};
+use crate::config::Config;
+use crate::registry::{self, HEARTBEAT_INTERVAL};
+use crate::{readstate, wake};
+
+/// How long a stream is missing before a running adapter creates it:
+/// two heartbeats.
+pub const RECREATE_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+
+/// Creates the stream, continuing after every id the fleet knows of.
+pub async fn create(bus: &Bus, config: &Config) -> Result<u64, Unavailable> {
+    let first = high_water(bus).await? + 1;
+    bus.create_stream(config, first).await?;
+    Ok(first)
+}
+
+/// The highest message id that any record of the fleet mentions, or that
+/// this adapter saw.
+async fn high_water(bus: &Bus) -> Result<u64, Unavailable> {
+    let (read, woken, registered) =
+        tokio::try_join!(readstate::highest(bus), wake::highest(bus), registry::highest(bus))?;
+    Ok(read.max(woken).max(registered).max(bus.seen()))
+}
