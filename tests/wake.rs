@@ -207,7 +207,7 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
     let carol = gateway.wakes_for("carol");
     let mut handed: Vec<u64> = Vec::new();
     for call in &carol {
-        let ids = message_ids(&call.text);
+        let ids = call.message_ids();
         assert!(!ids.is_empty() && ids.len() <= 20, "{} messages in one call", ids.len());
         assert_eq!(call.up_to, ids.last().copied(), "a call covers up to its last message");
         assert_eq!(call.idempotency_key, Some(format!("clawbus-carol-{}", ids.last().unwrap())));
@@ -218,11 +218,6 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
     assert!(carol.len() >= 3, "{} calls for 46 messages", carol.len());
     let runs: Vec<_> = gateway.wakes().into_iter().filter(|w| w.outcome.as_deref() == Some("duplicate")).collect();
     assert!(runs.is_empty(), "a call was swallowed as a duplicate: {runs:?}");
-}
-
-/// The ids of the messages in a `/hooks/agent` text.
-fn message_ids(text: &str) -> Vec<u64> {
-    text.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["id"].as_u64()).collect()
 }
 
 /// The wake line tells an agent how to read and how to acknowledge (body
