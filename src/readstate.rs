@@ -20,7 +20,7 @@
 //! acknowledgement never fails for the size of the record; below that bound
 //! nothing unread is ever given up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
@@ -327,8 +327,15 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
     })
 }
 
+/// The marks of `agents` that exist and parse, in one batched read (from
+/// any replica, so a moment old at worst).
+pub async fn load_many(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentName, ReadMark>, Unavailable> {
+    let mut marks = bus.kv_get_many::<ReadMark>(agents.iter().map(|agent| key(agent)).collect()).await?;
+    Ok(agents.iter().filter_map(|agent| Some(((*agent).clone(), marks.remove(&key(agent))?.value))).collect())
+}
+
 /// Every agent's mark, read in one pass.
-pub async fn load_all(bus: &Bus) -> Result<std::collections::HashMap<String, KvValue<ReadMark>>, Unavailable> {
+pub async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, Unavailable> {
     bus.kv_values("read.").await
 }
 
