@@ -50,7 +50,8 @@ pub struct Stored {
 }
 
 /// Reads what this host, and the hosts `agents` come from, recorded for
-/// them, and saves `groups` as a new generation of members if they changed.
+/// them (for an agent none of them covers, its read floor), and saves
+/// `groups` as a new generation of members if they changed.
 /// `agents` pairs each local agent with the host its registration named
 /// before this start (`None`: registered just now, nothing to resume).
 pub async fn load(
