@@ -250,7 +250,7 @@ impl WakeMarks {
         self.changed.notify_one();
     }
 
-    /// A mark moved without a call (see `Waker::acknowledged`).
+    /// A mark moved without a call (see `Waker::nothing_left`).
     pub fn moved(&self) {
         self.changed.notify_one();
     }

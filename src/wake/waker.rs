@@ -151,7 +151,7 @@ impl Waker {
             }
             let outcome = match self.call_for(&batch).await {
                 Ok(None) => {
-                    self.acknowledged(batch.up_to);
+                    self.nothing_left(batch.up_to);
                     continue;
                 }
                 Ok(Some(call)) => {
@@ -184,7 +184,8 @@ impl Waker {
     }
 
     /// The call that covers `batch`, or its next slice in `agent` mode;
-    /// `None` when the agent has acknowledged every message left in it.
+    /// `None` when no message left in it is to be handed over (the agent
+    /// acknowledged them, or they expired).
     async fn call_for(&self, batch: &Pending) -> Result<Option<Call>, Cause> {
         let agent = &self.slot.inbox.agent;
         if self.mode != WakeMode::Agent {
@@ -202,12 +203,12 @@ impl Waker {
         Ok(Some(Call { up_to, hook: Hook::Agent { message, idempotency_key: format!("clawbus-{agent}-{up_to}") } }))
     }
 
-    /// Nothing up to `up_to` is left to hand over: the agent acknowledged
-    /// it all. The mark moves without a call.
-    fn acknowledged(&self, up_to: u64) {
+    /// Nothing up to `up_to` is left to hand over: the mark moves without a
+    /// call, which would run the agent for nothing.
+    fn nothing_left(&self, up_to: u64) {
         self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
         self.marks.moved();
-        tracing::debug!(id = up_to, "nothing unacknowledged to hand over up to id");
+        tracing::debug!(id = up_to, "nothing left to hand over up to id: acknowledged or expired");
     }
 
     fn delivered(&self, delivered: Delivered, batch: &Pending, up_to: u64) {
