@@ -352,6 +352,16 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
     })
 }
 
+/// The marks of `agents` of the current stream that exist and parse, in
+/// one batched read (from any replica, so a moment old at worst).
+pub async fn load_many(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentName, ReadMark>, Unavailable> {
+    let mut marks = bus.kv_get_many::<Stored>(agents.iter().map(|agent| key(agent)).collect()).await?;
+    Ok(agents
+        .iter()
+        .filter_map(|agent| Some(((*agent).clone(), marks.remove(&key(agent))?.value.current(bus)?)))
+        .collect())
+}
+
 /// Every agent's mark of the current stream, read in one pass.
 pub async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, Unavailable> {
     let stored = bus.kv_values::<Stored>("read.").await?;

@@ -1,9 +1,10 @@
 //! Adapters come and go: restarts keep everything, and several hosts share
 //! one bus.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Gateway, NatsServer, OneHost, eventually};
+use clawbus_testkit::{Adapter, AdapterConfig, AgentSpec, Api, Call, Gateway, NatsServer, OneHost, eventually};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -100,7 +101,7 @@ async fn two_hosts_exchange_messages_and_agree_on_read_state() {
 #[tokio::test]
 async fn two_hosts_claiming_one_agent_never_wake_it_twice_or_hide_it() {
     let nats = NatsServer::start();
-    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats).await;
+    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats, "wake").await;
     let api = a.api();
     let first = api.send("alice", "bob", "to A's bob").await;
     eventually("A wakes bob", WAIT, || async {
@@ -140,7 +141,7 @@ async fn two_hosts_claiming_one_agent_never_wake_it_twice_or_hide_it() {
 #[tokio::test]
 async fn an_agent_of_a_crashed_host_is_reclaimed_by_the_host_that_still_lists_it() {
     let nats = NatsServer::start();
-    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats).await;
+    let (a, gateway_a, gateway_b) = bob_on_host_a(&nats, "wake").await;
     let mut b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b))).await;
     b.kill();
     // A sees B's claim while B's last heartbeat is fresh, and pauses.
@@ -154,6 +155,63 @@ async fn an_agent_of_a_crashed_host_is_reclaimed_by_the_host_that_still_lists_it
     })
     .await;
     assert_eq!(host_of(&api, "bob").await, ("hostA".into(), true));
+}
+
+/// An agent moved the natural way: removed from host A's config, A
+/// restarted without it, then added to host B's. A's wake record no longer
+/// speaks for it, and B has handed it nothing: B hands over again every
+/// message it has not acknowledged (at least once), and none it has.
+#[tokio::test]
+async fn an_agent_moved_to_another_host_is_handed_again_only_what_it_has_not_acknowledged() {
+    let nats = NatsServer::start();
+    let (mut a, gateway_a, gateway_b) = bob_on_host_a(&nats, "agent").await;
+    let api = a.api();
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(api.send("alice", "bob", &format!("task {i}")).await);
+    }
+    eventually("A to hand bob every message", WAIT, || async {
+        let handed = handed(&gateway_a, "bob");
+        sent.iter().all(|id| handed.contains(id)).then_some(())
+    })
+    .await;
+    let acknowledged = [sent[0], sent[1], sent[3], sent[4]];
+    assert_eq!(api.post("/api/ack", &json!({"agent": "bob", "ids": acknowledged})).await.body["acked"], 4);
+
+    let (status, _) = a.terminate().await;
+    assert!(status.success());
+    let without_bob = AdapterConfig::new("hostA", nats.url())
+        .agent(AgentSpec::silent("alice"))
+        .agent(AgentSpec::new("carol", &gateway_a));
+    let a = Adapter::start(without_bob).await;
+    // A writes its marks with its first wake: from then on they are those
+    // of its new list, without bob.
+    let id = a.api().send("alice", "carol", "hello").await;
+    eventually("carol's wake", WAIT, || async {
+        gateway_a.wakes_for("carol").into_iter().find(|w| w.up_to >= Some(id))
+    })
+    .await;
+    let kv = state_bucket(&nats).await;
+    eventually("A's marks of its list without bob", WAIT, || async {
+        let marks: serde_json::Value = serde_json::from_slice(&kv.get("wakes.hostA").await.unwrap()?).unwrap();
+        (marks["members"] == 2).then_some(())
+    })
+    .await;
+
+    let b =
+        Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(AgentSpec::new("bob", &gateway_b).wake("agent")))
+            .await;
+    let after = b.api().send("alice", "bob", "after the move").await;
+    let expected: BTreeSet<u64> = [sent[2], sent[5], after].into();
+    // B hands over oldest first: once the newest message is handed, so is
+    // everything older it would hand.
+    let by_b = eventually("B to hand bob what he has not acknowledged", WAIT, || async {
+        let by_b = handed(&gateway_b, "bob");
+        by_b.is_superset(&expected).then_some(by_b)
+    })
+    .await;
+    let again: Vec<u64> = acknowledged.into_iter().filter(|id| by_b.contains(id)).collect();
+    assert!(again.is_empty(), "acknowledged messages handed again by B: {again:?} (B handed {by_b:?})");
 }
 
 #[tokio::test]
@@ -326,14 +384,19 @@ async fn state_bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
     js.get_key_value("CLAWBUS_STATE").await.unwrap()
 }
 
-/// Host A with alice (silent) and bob (woken through the first gateway), and
-/// a second gateway for a host B that will list bob too.
-async fn bob_on_host_a(nats: &NatsServer) -> (Adapter, Gateway, Gateway) {
+/// Host A with alice (silent) and bob (woken through the first gateway in
+/// wake mode `mode`), and a second gateway for a host B that will list bob too.
+async fn bob_on_host_a(nats: &NatsServer, mode: &str) -> (Adapter, Gateway, Gateway) {
     let (gateway_a, gateway_b) = (Gateway::start("token-a").await, Gateway::start("token-b").await);
     let config = AdapterConfig::new("hostA", nats.url())
         .agent(AgentSpec::silent("alice"))
-        .agent(AgentSpec::new("bob", &gateway_a));
+        .agent(AgentSpec::new("bob", &gateway_a).wake(mode));
     (Adapter::start(config).await, gateway_a, gateway_b)
+}
+
+/// The ids of every message `gateway` took for `agent` in agent calls.
+fn handed(gateway: &Gateway, agent: &str) -> BTreeSet<u64> {
+    gateway.wakes_for(agent).iter().flat_map(Call::message_ids).collect()
 }
 
 /// `(host, online)` of `agent` in `/api/agents`.

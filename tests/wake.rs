@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clawbus_testkit::{AgentSpec, Api, OneHost, Reply, eventually};
+use clawbus_testkit::{AgentSpec, Api, Call, Gateway, OneHost, Reply, eventually};
 use futures_util::{StreamExt, stream};
 use serde_json::json;
 
@@ -141,6 +141,55 @@ async fn agent_mode_hands_the_content_to_hooks_agent() {
     );
 }
 
+/// In agent mode only what the agent has not acknowledged is handed over:
+/// messages it acknowledged before their turn (read through the inbox while
+/// its gateway failed) are left out, and a backlog acknowledged whole needs
+/// no call at all: the wake mark moves without one.
+#[tokio::test]
+async fn agent_mode_leaves_out_what_the_agent_acknowledged_before_its_turn() {
+    let host =
+        OneHost::start_with(&["alice"], |config, gateway| config.agent(AgentSpec::new("carol", gateway).wake("agent")))
+            .await;
+    let (api, gateway) = (host.api(), &host.gateway);
+    let failing_call_after = |id: u64| async move {
+        eventually("a failed call", WAIT, || async {
+            gateway.calls().into_iter().find(|c| c.status == 503 && c.up_to >= Some(id)).map(drop)
+        })
+        .await
+    };
+    gateway.fail_with(Some(Reply::Status(503)));
+    let ids = [api.send("alice", "carol", "one").await, api.send("alice", "carol", "two").await];
+    failing_call_after(ids[1]).await;
+    assert_eq!(api.post("/api/ack", &json!({"agent": "carol", "ids": [ids[0]]})).await.body["acked"], 1);
+    // Stored after the ack: a call covering it was sliced after the ack.
+    let later = api.send("alice", "carol", "three").await;
+    failing_call_after(later).await;
+    gateway.fail_with(None);
+    let handed =
+        |gateway: &Gateway| -> Vec<u64> { gateway.wakes_for("carol").iter().flat_map(Call::message_ids).collect() };
+    eventually("the unacknowledged messages handed over", WAIT, || async {
+        handed(gateway).contains(&later).then_some(())
+    })
+    .await;
+    assert_eq!(handed(gateway), [ids[1], later], "only what carol has not acknowledged, once each");
+
+    gateway.fail_with(Some(Reply::Status(503)));
+    let read = api.send("alice", "carol", "read through the inbox").await;
+    failing_call_after(read).await;
+    assert_eq!(api.post("/api/ack", &json!({"agent": "carol", "ids": [read]})).await.body["acked"], 1);
+    eventually("the wake mark past the acknowledged message", WAIT, || async {
+        let agents = api.ok("/api/agents").await;
+        let carol = agents["agents"].as_array()?.iter().find(|a| a["name"] == "carol")?.clone();
+        (carol["wakes"]["woken_up_to"] == read).then_some(())
+    })
+    .await;
+    gateway.fail_with(None);
+    let last = api.send("alice", "carol", "four").await;
+    eventually("the next message handed over", WAIT, || async { handed(gateway).contains(&last).then_some(()) }).await;
+    assert_eq!(handed(gateway), [ids[1], later, last], "the acknowledged backlog was never handed over");
+    assert!(gateway.wakes_for("carol").iter().all(|c| !c.message_ids().is_empty()), "an agent call with no messages");
+}
+
 #[tokio::test]
 async fn agents_with_wake_none_are_never_called() {
     let host = OneHost::start_with(&["bob"], |config, _| config.agent(AgentSpec::silent("dave"))).await;
@@ -207,7 +256,7 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
     let carol = gateway.wakes_for("carol");
     let mut handed: Vec<u64> = Vec::new();
     for call in &carol {
-        let ids = message_ids(&call.text);
+        let ids = call.message_ids();
         assert!(!ids.is_empty() && ids.len() <= 20, "{} messages in one call", ids.len());
         assert_eq!(call.up_to, ids.last().copied(), "a call covers up to its last message");
         assert_eq!(call.idempotency_key, Some(format!("clawbus-carol-{}", ids.last().unwrap())));
@@ -218,11 +267,6 @@ async fn agent_mode_hands_over_a_backlog_in_bounded_slices_keyed_per_agent() {
     assert!(carol.len() >= 3, "{} calls for 46 messages", carol.len());
     let runs: Vec<_> = gateway.wakes().into_iter().filter(|w| w.outcome.as_deref() == Some("duplicate")).collect();
     assert!(runs.is_empty(), "a call was swallowed as a duplicate: {runs:?}");
-}
-
-/// The ids of the messages in a `/hooks/agent` text.
-fn message_ids(text: &str) -> Vec<u64> {
-    text.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["id"].as_u64()).collect()
 }
 
 /// The wake line tells an agent how to read and how to acknowledge (body

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::backlog;
 use super::dispatch::Group;
 use super::members;
 use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
@@ -49,7 +50,8 @@ pub struct Stored {
 }
 
 /// Reads what this host, and the hosts `agents` come from, recorded for
-/// them, and saves `groups` as a new generation of members if they changed.
+/// them (for an agent none of them covers, its read floor), and saves
+/// `groups` as a new generation of members if they changed.
 /// `agents` pairs each local agent with the host its registration named
 /// before this start (`None`: registered just now, nothing to resume).
 pub async fn load(
@@ -105,7 +107,28 @@ pub async fn load(
             }
         }
     }
+    let uncovered: Vec<&AgentName> = known.iter().filter(|agent| !marks.contains_key(*agent)).collect();
+    if !uncovered.is_empty() {
+        marks.extend(acknowledged(bus, &uncovered).await?);
+    }
     Ok(Stored { generation, retired, revision, marks, stats })
+}
+
+/// Where the wakes of `agents`, which no host's record covers, resume:
+/// after their read floors. A host whose list no longer has an agent (it
+/// was removed from that host's config) keeps no mark of it, and the host
+/// it moved to has handed it nothing: what it has not acknowledged is
+/// handed over again there, at least once; what it has, never (the slices
+/// of `backlog` leave out acknowledged messages above the floor too).
+async fn acknowledged(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentName, u64>, Unavailable> {
+    let mut floors = HashMap::new();
+    for (agent, mark) in readstate::load_many(bus, agents).await? {
+        let floor = backlog::trusted(bus, mark).await?.floor;
+        if floor > 0 {
+            floors.insert(agent, floor);
+        }
+    }
+    Ok(floors)
 }
 
 pub struct WakeMarks {
@@ -188,10 +211,14 @@ impl WakeMarks {
         }
     }
 
-    /// `agent`'s highest mark any host recorded (0: none).
+    /// `agent`'s highest mark any host recorded; with none, its read floor
+    /// (see `acknowledged`; 0: neither).
     pub async fn stored(&self, agent: &AgentName) -> Result<u64, Unavailable> {
         let marks = record::recorded_marks(&self.bus, None, std::slice::from_ref(agent)).await?;
-        Ok(marks.get(agent).copied().unwrap_or(0))
+        match marks.get(agent) {
+            Some(mark) => Ok(*mark),
+            None => Ok(acknowledged(&self.bus, &[agent]).await?.get(agent).copied().unwrap_or(0)),
+        }
     }
 
     /// A call for `agent` ended with `outcome`; a success covered `messages`
@@ -220,6 +247,11 @@ impl WakeMarks {
         if let Some(group) = self.group_of.get(agent) {
             self.dirty.lock().expect("marks lock").insert(*group);
         }
+        self.changed.notify_one();
+    }
+
+    /// A mark moved without a call (see `Waker::nothing_left`).
+    pub fn moved(&self) {
         self.changed.notify_one();
     }
 

@@ -4,7 +4,7 @@
 //! every local agent it is for; a waker calls the `gateway` with a `notice`,
 //! folding whatever arrives meanwhile into its `pending` summary; `marks`
 //! records durably what each agent has been woken for, and `backlog` reads
-//! what it has not.
+//! what it has been neither woken for nor acknowledged.
 
 mod backlog;
 mod dispatch;

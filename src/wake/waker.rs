@@ -158,7 +158,11 @@ impl Waker {
                 return true;
             }
             let outcome = match self.call_for(&batch).await {
-                Ok(call) => {
+                Ok(None) => {
+                    self.nothing_left(batch.up_to);
+                    continue;
+                }
+                Ok(Some(call)) => {
                     let _permit = self.calls.acquire().await.expect("the call limit is never closed");
                     gateway::call(&self.http, &self.hooks, &call).await.map(|d| (d, call.up_to))
                 }
@@ -187,19 +191,32 @@ impl Waker {
         true
     }
 
-    async fn call_for(&self, batch: &Pending) -> Result<Call, Cause> {
+    /// The call that covers `batch`, or its next slice in `agent` mode;
+    /// `None` when no message left in it is to be handed over (the agent
+    /// acknowledged them, or they expired).
+    async fn call_for(&self, batch: &Pending) -> Result<Option<Call>, Cause> {
         let agent = &self.slot.inbox.agent;
         if self.mode != WakeMode::Agent {
             let text = notice::wake_text(agent, batch, &self.base_url);
-            return Ok(Call { up_to: batch.up_to, hook: Hook::Wake { text } });
+            return Ok(Some(Call { up_to: batch.up_to, hook: Hook::Wake { text } }));
         }
-        let messages = backlog::slice(&self.bus, &self.slot.inbox, self.slot.woken(), batch.up_to)
+        let slice = backlog::slice(&self.bus, &self.slot.inbox, self.slot.woken(), batch.up_to)
             .await
             .map_err(Cause::Backlog)?;
-        let up_to = messages.last().map_or(batch.up_to, |m| m.id);
-        let more = up_to < batch.up_to;
-        let message = notice::agent_text(agent, &messages, more, &self.base_url);
-        Ok(Call { up_to, hook: Hook::Agent { message, idempotency_key: format!("clawbus-{agent}-{up_to}") } })
+        if slice.messages.is_empty() {
+            return Ok(None);
+        }
+        let up_to = slice.up_to;
+        let message = notice::agent_text(agent, &slice.messages, up_to < batch.up_to, &self.base_url);
+        Ok(Some(Call { up_to, hook: Hook::Agent { message, idempotency_key: format!("clawbus-{agent}-{up_to}") } }))
+    }
+
+    /// Nothing up to `up_to` is left to hand over: the mark moves without a
+    /// call, which would run the agent for nothing.
+    fn nothing_left(&self, up_to: u64) {
+        self.slot.woken.fetch_max(up_to, Ordering::AcqRel);
+        self.marks.moved();
+        tracing::debug!(id = up_to, "nothing left to hand over up to id: acknowledged or expired");
     }
 
     fn delivered(&self, delivered: Delivered, batch: &Pending, up_to: u64) {

@@ -56,6 +56,14 @@ pub struct Call {
     pub outcome: Option<String>,
 }
 
+impl Call {
+    /// The ids of the messages an agent call hands over (one JSON object
+    /// per line of its text), oldest first; none for a wake.
+    pub fn message_ids(&self) -> Vec<u64> {
+        self.text.lines().filter_map(|line| serde_json::from_str::<Value>(line).ok()?["id"].as_u64()).collect()
+    }
+}
+
 /// A scripted answer for the next call.
 #[derive(Clone, Debug)]
 pub enum Reply {
