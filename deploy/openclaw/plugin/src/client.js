@@ -97,8 +97,11 @@ export class BusClient {
   /**
    * Opens `agent`'s live stream (from the next message stored, or after
    * `after`). Resolves once the adapter answered, that is once the stream's
-   * starting point is fixed; then yields each message, in order, until the
-   * stream ends or `signal` aborts.
+   * starting point is fixed, to `{stream, events}`: `events` yields each
+   * message, in order, until the stream ends or `signal` aborts; `stream`
+   * names the bus stream's incarnation (the adapter's `Clawbus-Stream`
+   * header; undefined from an adapter that does not send it). Message ids
+   * are only unique within one incarnation.
    */
   async openStream(agent, { after, signal } = {}) {
     const query = after === undefined ? "" : `&after=${after}`;
@@ -115,7 +118,7 @@ export class BusClient {
       const text = await response.text().catch(() => "");
       throw new BusError(`clawbus GET /api/stream answered ${response.status}: ${text.slice(0, 300)}`, { status: response.status });
     }
-    return parseSse(response.body, signal);
+    return { stream: response.headers.get("clawbus-stream") ?? undefined, events: parseSse(response.body, signal) };
   }
 }
 

@@ -43,7 +43,12 @@ export class Follower {
     let backoff = BACKOFF_MIN_MS;
     while (!this.signal.aborted) {
       try {
-        const events = await this.client.openStream(this.agent, { signal: this.signal });
+        const { stream, events } = await this.client.openStream(this.agent, { signal: this.signal });
+        if (await this.state.follow(stream)) {
+          // The bus's stream was created again: its ids name other messages.
+          this.seen.clear();
+          this.log.warn?.(`the bus's message stream of ${this.agent} was re-created; what was handed over before no longer counts`);
+        }
         const backlog = await this.client.unread(this.agent, { signal: this.signal });
         this.connected = true;
         backoff = BACKOFF_MIN_MS;

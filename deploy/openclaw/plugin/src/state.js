@@ -12,8 +12,12 @@
 // has not answered yet ("open"): a reply OpenClaw sends without naming the
 // message it answers (a turn resumed after a restart does that) answers it.
 //
-// File: <state dir>/clawbus/<agent>.json, {"version": 1, "handed": [ids],
-// "open": {sender: id}}, the newest ids (at most KEEP), written to a
+// Ids are the bus stream's sequences, unique only within one incarnation
+// of the stream: the file names the incarnation its ids are of, and a
+// stream created again (the adapter names another) makes them void.
+//
+// File: <state dir>/clawbus/<agent>.json, {"version": 1, "stream": name,
+// "handed": [ids], "open": {sender: id}}, the newest ids (at most KEEP), written to a
 // temporary file of its own (no two writes share one), synced and renamed,
 // so a crash leaves either the old or the new list. One instance per file in
 // the process, its writes one after the other, so no write undoes another's
@@ -37,6 +41,8 @@ export class HandedOver {
     this.ids = new Set();
     this.order = [];
     this.open = {};
+    /** The bus stream's incarnation the ids are of (undefined: not known). */
+    this.stream = undefined;
     this.writing = Promise.resolve();
     this.pending = undefined;
   }
@@ -79,6 +85,7 @@ export class HandedOver {
       log?.warn?.(`${file} is ${text.trim() ? `not the JSON this channel writes (${error.message})` : "empty"}; starting without it (a message handed over just before it was damaged may be handed over again)`);
       return state;
     }
+    if (typeof parsed?.stream === "string") state.stream = parsed.stream;
     for (const id of Array.isArray(parsed?.handed) ? parsed.handed : []) state.remember(String(id));
     if (parsed?.open && typeof parsed.open === "object") {
       for (const [sender, id] of Object.entries(parsed.open)) state.open[sender] = String(id);
@@ -119,6 +126,24 @@ export class HandedOver {
     await this.save();
   }
 
+  /**
+   * The adapter names the bus stream's incarnation `stream`. If the ids
+   * here are of another one (the stream was deleted and created again),
+   * they name other messages now: forgets them, and resolves true.
+   */
+  async follow(stream) {
+    if (stream === undefined || stream === this.stream) return false;
+    const other = this.stream !== undefined;
+    if (other) {
+      this.ids.clear();
+      this.order = [];
+      this.open = {};
+    }
+    this.stream = stream;
+    await this.save();
+    return other;
+  }
+
   /** The newest unanswered message from `sender`, if any. */
   openFrom(sender) {
     return this.open[sender];
@@ -145,7 +170,7 @@ export class HandedOver {
     if (!this.pending) {
       this.pending = this.writing.then(() => {
         this.pending = undefined;
-        return this.write(JSON.stringify({ version: 1, handed: this.order, open: this.open }));
+        return this.write(JSON.stringify({ version: 1, stream: this.stream, handed: this.order, open: this.open }));
       });
       this.writing = this.pending.catch(() => {});
     }

@@ -255,3 +255,28 @@ test("replies go out as the agent, with reply_to, once per Idempotency-Key", { s
   await assert.rejects(bus.send({ from: "bob", to: "nobody", content: "x" }), (e) => e.status === 404 && e.code === "unknown_agent");
   await bus.ack("bob", [question]);
 });
+
+test("ids handed over in a stream before it was re-created are handed over again, not just acknowledged", { skip }, async () => {
+  const bus = new BusClient({ url });
+  const stateDir = path.join(dir, "state-recreated");
+  const id = (await bus.send({ from: "alice", to: "bob", content: "same id, other message" })).id;
+  const { stream, events } = await bus.openStream("bob");
+  await events.return();
+  assert.ok(stream, "the adapter names its stream");
+  // What a stream before this one leaves: the same id, handed over there.
+  await mkdir(stateDir, { recursive: true });
+  await writeFile(path.join(stateDir, "bob.json"), JSON.stringify({ version: 1, stream: "2026-01-01T00:00:00Z", handed: [String(id)], open: {} }));
+  const state = await HandedOver.open(stateDir, "bob");
+  const handed = [];
+  const f = follower(state, async (m) => { handed.push(m.id); });
+  await until("acknowledged", async () => (await unread("bob")).length === 0);
+  assert.deepEqual(handed, [id], "handed over: the id of the stream before named another message");
+  assert.equal(state.stream, stream);
+  await f.stop();
+  await f.done;
+  await state.close();
+  const reopened = await HandedOver.open(stateDir, "bob");
+  assert.equal(reopened.stream, stream, "the file names the stream now followed");
+  assert.ok(reopened.has(id));
+  await reopened.close();
+});
