@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::message::Subjects;
 
-pub use connect::{Nats, connect, inbox_prefix};
+pub use connect::{Nats, Unreached, connect, connect_within, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
 pub use health::Status as Health;

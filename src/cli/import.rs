@@ -118,7 +118,7 @@ use tokio::time::{Instant, sleep};
 
 use super::chain;
 use super::client::Exit;
-use crate::bus::{self, Bus, Outgoing, SendError, Start, Stored};
+use crate::bus::{self, Bus, Outgoing, SendError, Start, Stored, Unreached};
 use crate::config::Config;
 use crate::mailbox::{Ack, MailError, Mailbox, Rules};
 use crate::message::{BROADCAST, Envelope, Inbox, Priority, Route, format_time};
@@ -825,20 +825,11 @@ impl<'a> Importer<'a> {
     /// Reaches NATS, reads the registry and the progress record, and
     /// rebuilds the map of what earlier runs imported.
     async fn start(config: &Config, source: &'a Source, name: String) -> Result<Importer<'a>, Failure> {
-        let nats = bus::connect(config)
-            .await
-            .map_err(|err| Failure { exit: Exit::Usage, message: format!("cannot connect to NATS: {err:#}") })?;
-        let reached = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            while nats.client.connection_state() != async_nats::connection::State::Connected {
-                sleep(Duration::from_millis(50)).await;
+        let nats = bus::connect_within(config, CONNECT_TIMEOUT).await.map_err(|err| match err {
+            Unreached::Setup(_) => Failure { exit: Exit::Usage, message: chain(&err) },
+            Unreached::Timeout { .. } => {
+                Failure { exit: Exit::Unavailable, message: format!("{err}; nothing was imported") }
             }
-        });
-        reached.await.map_err(|_| Failure {
-            exit: Exit::Unavailable,
-            message: format!(
-                "NATS at {} not reachable within {CONNECT_TIMEOUT:?}; nothing was imported",
-                config.nats.url
-            ),
         })?;
         let unavailable = |what: &str, err: &dyn std::error::Error| Failure {
             exit: Exit::Unavailable,
