@@ -120,7 +120,7 @@ use super::chain;
 use super::client::Exit;
 use crate::bus::{self, Bus, Outgoing, SendError, Start, Stored, Unreached};
 use crate::config::Config;
-use crate::mailbox::{Ack, MailError, Mailbox, Rules};
+use crate::mailbox::{Ack, MailError, Mailbox, Rules, Threading, envelope_of};
 use crate::message::{BROADCAST, Envelope, Inbox, Priority, Route, format_time};
 use crate::names::AgentName;
 use crate::readstate;
@@ -754,12 +754,11 @@ impl Tally {
     }
 }
 
-/// Where a stored message sits in its thread.
+/// A stored message, and where it sits in its thread.
 #[derive(Clone, Copy, Debug)]
 struct Placed {
     id: u64,
-    thread: u64,
-    hops: u32,
+    threading: Threading,
 }
 
 /// A read row to acknowledge.
@@ -781,8 +780,7 @@ enum Outcome {
 /// One row in flight.
 struct Pending {
     entry: Entry,
-    thread: Option<u64>,
-    hops: u32,
+    threading: Threading,
     outcome: Outcome,
 }
 
@@ -901,8 +899,8 @@ impl<'a> Importer<'a> {
             }
             let msg_id = raw.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned());
             let Some(old) = msg_id.as_deref().and_then(|id| old_id(id, &self.name)) else { continue };
-            let Ok(envelope) = serde_json::from_slice::<Envelope>(&raw.payload) else { continue };
-            let placed = Placed { id: raw.seq, thread: envelope.thread.unwrap_or(raw.seq), hops: envelope.hops };
+            let Some(envelope) = envelope_of(&raw) else { continue };
+            let placed = Placed { id: raw.seq, threading: Threading::of(&envelope) };
             self.placed.entry(old).or_insert(placed);
             self.progress.last = self.progress.last.max(raw.seq);
         }
@@ -1067,22 +1065,22 @@ impl<'a> Importer<'a> {
             Reply::To(old) => self.placed.get(&old).copied(),
             Reply::None | Reply::Unreadable => None,
         };
-        let (thread, hops) = parent.map_or((None, 0), |p| (Some(p.thread), p.hops.saturating_add(1)));
+        let threading = parent.map_or(Threading::FIRST, |p| p.threading.reply(p.id));
         let envelope = Envelope {
             from: entry.from.to_string(),
             to: entry.to.as_ref().map_or(BROADCAST.into(), ToString::to_string),
             content: entry.content.clone(),
             priority: entry.priority,
             reply_to: parent.map(|p| p.id),
-            thread,
-            hops,
+            thread: threading.thread,
+            hops: threading.hops,
             timestamp: format_time(entry.at.unwrap_or_else(|| self.bus.now())),
         };
         let payload = Bytes::from(serde_json::to_vec(&envelope).expect("an envelope serializes"));
         let (bus, name) = (self.bus.clone(), self.name.clone());
         async move {
             let outcome = store(&bus, &name, entry.id, subject, payload).await;
-            Pending { entry, thread, hops, outcome }
+            Pending { entry, threading, outcome }
         }
     }
 
@@ -1094,7 +1092,7 @@ impl<'a> Importer<'a> {
         reads: &mut Vec<ReadRow>,
         failure: &mut Option<(i64, Failure)>,
     ) {
-        let Pending { entry, thread, hops, outcome } = done;
+        let Pending { entry, threading, outcome } = done;
         in_flight.remove(&entry.id);
         let placed = match outcome {
             Outcome::New(seq) => {
@@ -1105,10 +1103,10 @@ impl<'a> Importer<'a> {
                 if entry.at.is_none() {
                     self.tally.times_unreadable += 1;
                 }
-                if entry.reply != Reply::None && thread.is_none() {
+                if entry.reply != Reply::None && threading.thread.is_none() {
                     self.tally.replies_unmapped += 1;
                 }
-                Placed { id: seq, thread: thread.unwrap_or(seq), hops }
+                Placed { id: seq, threading }
             }
             Outcome::Found(placed) => {
                 self.tally.already += 1;
@@ -1280,9 +1278,8 @@ async fn store(bus: &Bus, name: &str, old: i64, subject: String, payload: Bytes)
         match bus.store(&out).await {
             Ok(Stored::New(seq)) => return Outcome::New(seq),
             Ok(Stored::Earlier(raw)) => {
-                let envelope = serde_json::from_slice::<Envelope>(&raw.payload).ok();
-                let (thread, hops) = envelope.map_or((None, 0), |e| (e.thread, e.hops));
-                return Outcome::Found(Placed { id: raw.seq, thread: thread.unwrap_or(raw.seq), hops });
+                let threading = envelope_of(&raw).map_or(Threading::FIRST, |envelope| Threading::of(&envelope));
+                return Outcome::Found(Placed { id: raw.seq, threading });
             }
             Ok(Stored::Taken) if reuse + 1 < MAX_ID_REUSES => reuse += 1,
             Ok(Stored::Taken) => return Outcome::Failed("its message ids are all taken".into()),
