@@ -6,7 +6,7 @@ use async_nats::jetstream::kv;
 
 use super::source::SourceError;
 use crate::bus::{self, SendError};
-use crate::cli::client::Exit;
+use crate::cli::Exit;
 use crate::mailbox::MailError;
 use crate::names::AgentName;
 

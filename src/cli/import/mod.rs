@@ -112,8 +112,8 @@ mod summary;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::Exit;
 use super::chain;
-use super::client::Exit;
 use crate::config::Config;
 use crate::names::AgentName;
 use error::ImportError;
