@@ -52,8 +52,12 @@ impl Unavailable {
         Self { what: what.into(), source: None }
     }
 
-    pub fn caused(what: impl Into<Cow<'static, str>>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { what: what.into(), source: Some(Box::new(source)) }
+    /// `source` is any error, or one the NATS client already boxed.
+    pub fn caused(
+        what: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { what: what.into(), source: Some(source.into()) }
     }
 
     /// JetStream's refusal that caused this, when it says that a storage
