@@ -111,3 +111,30 @@ impl ImportError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::chain;
+
+    #[test]
+    fn a_failed_row_keeps_its_cause_down_to_jetstream() {
+        let refusal = std::io::Error::other("insufficient resources");
+        let cause = bus::Unavailable::caused("JetStream refused the message", refusal);
+        let err = ImportError::Store { row: 42, source: SendError::Unavailable(cause) };
+        assert_eq!(chain(&err), "row 42: NATS is unavailable: JetStream refused the message: insufficient resources");
+        assert_eq!(err.exit(), Exit::Refused);
+    }
+
+    #[test]
+    fn exit_codes_say_what_was_tried() {
+        let timeout = bus::Unreached::Timeout { url: "nats://127.0.0.1:1".into(), patience: Duration::from_secs(1) };
+        assert_eq!(ImportError::Unreached(timeout).exit(), Exit::Unavailable, "NATS away: try again");
+        let setup = bus::Unreached::Setup(anyhow::anyhow!("no credentials file"));
+        assert_eq!(ImportError::Unreached(setup).exit(), Exit::Usage, "a config that cannot connect");
+        assert_eq!(ImportError::Source(SourceError::NoFile("bus.db".into())).exit(), Exit::Usage);
+        assert_eq!(ImportError::ProgressChanged { key: "import.x".into() }.exit(), Exit::Refused);
+    }
+}
