@@ -89,7 +89,7 @@ impl<'a> Importer<'a> {
             .map_err(|source| ImportError::Unavailable { what: "cannot open the bus", source })?;
         let marks = Marks::open(&bus, &config.host).await?;
         let record = Record::load(&bus, &name, source).await?;
-        let tally = Tally { source: name.clone(), stream: config.nats.stream.clone(), ..Tally::default() };
+        let tally = Tally::new(name.clone(), config.nats.stream.clone());
         let mut importer = Importer {
             source,
             bus,

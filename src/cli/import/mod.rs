@@ -4,8 +4,8 @@
 //! The parts: `source` reads the old table, `rows` turns a row into a
 //! message, `publish` stores it, `reads` applies read flags, `progress`
 //! keeps the record in the state bucket, `importer` runs the pages,
-//! `summary` counts and reports; `error` maps every failure, cause kept, to
-//! the exit code below.
+//! `summary` counts and reports, `patience` rides out a NATS away for a
+//! moment; `error` maps every failure, cause kept, to the exit code below.
 //!
 //! ```text
 //! clawbus import --config provisioning.toml --sqlite bus.db [--table messages] [--id-column id] ...

@@ -12,16 +12,16 @@ const EXAMPLES: usize = 5;
 /// What a run did, for the summary.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
-    pub(super) source: String,
-    pub(super) stream: String,
+    source: String,
+    stream: String,
     pub(super) rows: u64,
     pub(super) stored: u64,
-    pub(super) first_new: Option<u64>,
+    first_new: Option<u64>,
     pub(super) last_new: Option<u64>,
     pub(super) already: u64,
     /// Of `already`: rows whose message has expired from the stream.
     pub(super) gone: u64,
-    pub(super) skipped: BTreeMap<Skip, (u64, Vec<i64>)>,
+    skipped: BTreeMap<Skip, (u64, Vec<i64>)>,
     pub(super) odd_priorities: BTreeMap<String, u64>,
     pub(super) replies_unmapped: u64,
     pub(super) times_unreadable: u64,
@@ -34,6 +34,11 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// Nothing done yet in the import of `source` into `stream`.
+    pub(super) fn new(source: String, stream: String) -> Tally {
+        Tally { source, stream, ..Tally::default() }
+    }
+
     pub(super) fn skip(&mut self, skip: Skip, id: Option<i64>, count: u64) {
         let (n, examples) = self.skipped.entry(skip).or_default();
         *n += count;
