@@ -6,7 +6,9 @@
 # (e.g. --quick, --default-sync, --duration 5; --help lists them), and plots
 # the JSON next to it. Then clawbus-limits measures sends with the
 # conversation-safety limits on and off (fsync always; its JSON, limits.json,
-# goes beside the other).
+# goes beside the other). BENCH_PROFILE=profiling builds the `profiling`
+# profile instead (release with line tables, for perf and callgrind of the
+# adapters; see BENCHMARKS.md) and runs those binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,7 +17,9 @@ PLOT_VENV=".tools/matplotlib-$MATPLOTLIB"
 
 NATS_SERVER_BIN="$(scripts/ensure-nats.sh)"
 export NATS_SERVER_BIN
-cargo build --release --locked -p clawbus -p clawbus-bench --bin clawbus --bin clawbus-bench --bin clawbus-limits
+PROFILE="${BENCH_PROFILE:-release}"
+BIN="target/$PROFILE"
+cargo build --profile "$PROFILE" --locked -p clawbus -p clawbus-bench --bin clawbus --bin clawbus-bench --bin clawbus-limits
 
 # The JSON goes where --out says (the benchmark's default otherwise); the plot beside it.
 out="target/bench/results.json"
@@ -26,12 +30,12 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --quick) limits_args=(--messages 100 --duration 2) ;;
         --out) out="${args[i + 1]:-$out}" ;;
         --out=*) out="${args[i]#--out=}" ;;
-        -h | --help) exec target/release/clawbus-bench --help ;;
+        -h | --help) exec "$BIN/clawbus-bench" --help ;;
     esac
 done
-# The adapters are the release clawbus next to the benchmark.
+# The adapters are the clawbus built next to the benchmark.
 unset CLAWBUS_BIN
-target/release/clawbus-bench "$@"
+"$BIN/clawbus-bench" "$@"
 
 # matplotlib in a virtualenv, or a plain folder (see scripts/pip-install.sh).
 plot() {
@@ -46,4 +50,4 @@ if ! plot --check 2>/dev/null; then
 fi
 plot "$out" "$(dirname "$out")/latency.png"
 
-target/release/clawbus-limits "${limits_args[@]}" --out "$(dirname "$out")/limits.json"
+"$BIN/clawbus-limits" "${limits_args[@]}" --out "$(dirname "$out")/limits.json"

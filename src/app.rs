@@ -215,13 +215,7 @@ impl Startup<'_> {
 /// to `config`, with `config`'s (provisioning) NATS user. Returns what was
 /// set up, for the operator.
 pub async fn setup(config: &Config) -> anyhow::Result<String> {
-    let nats = bus::connect(config).await?;
-    let reached = tokio::time::timeout(SETUP_TIMEOUT, async {
-        while nats.client.connection_state() != async_nats::connection::State::Connected {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    reached.await.map_err(|_| anyhow::anyhow!("NATS at {} not reachable within {SETUP_TIMEOUT:?}", config.nats.url))?;
+    let nats = bus::connect_within(config, SETUP_TIMEOUT).await?;
     let bus = Bus::setup(nats, config).await?;
     if bus.missing().await? == Some(Missing::Stream) {
         stream::create(&bus, config).await?;

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use async_nats::connection::State;
 use tokio::sync::watch;
 
 use super::health::{self, Health};
@@ -97,6 +98,38 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
     let _ = made.set(client.clone());
     health::watch(client.clone(), health.clone(), [nats.stream.clone(), format!("KV_{}", config.bucket())]);
     Ok(Nats { client, connects, health })
+}
+
+/// Why a one-off command did not reach NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreached {
+    /// The connection could not even be set up (a credentials file that
+    /// cannot be read, say).
+    #[error("cannot connect to NATS")]
+    Setup(#[source] anyhow::Error),
+    /// No server answered in time.
+    #[error("NATS at {url} not reachable within {patience:?}")]
+    Timeout { url: String, patience: Duration },
+}
+
+/// How often [`connect_within`] looks whether the connection is up.
+const CONNECTED_POLL: Duration = Duration::from_millis(50);
+
+/// Connects, and waits until connected for at most `patience`. The adapter
+/// serves while NATS is away ([`connect`] does not wait); a one-off command
+/// (`setup`, `doctor`, `import`) can do nothing until it is reached, and
+/// should say so rather than wait for ever.
+pub async fn connect_within(config: &Config, patience: Duration) -> Result<Nats, Unreached> {
+    let nats = connect(config).await.map_err(Unreached::Setup)?;
+    let connected = async {
+        while nats.client.connection_state() != State::Connected {
+            tokio::time::sleep(CONNECTED_POLL).await;
+        }
+    };
+    tokio::time::timeout(patience, connected)
+        .await
+        .map_err(|_| Unreached::Timeout { url: config.nats.url.clone(), patience })?;
+    Ok(nats)
 }
 
 /// The reply subjects of `host`'s adapter (its NATS user may subscribe to

@@ -101,7 +101,7 @@ impl Follower {
             _ = self.incarnations.changed() => return Err(Unavailable::new("the stream was re-created")),
         }
         .unavailable("the consumer failed")?;
-        let info = message.info().map_err(|e| Unavailable::new(format!("a message without metadata: {e}")))?;
+        let info = message.info().map_err(|err| Unavailable::caused("a message without metadata", err))?;
         let (seq, stored) = (info.stream_sequence, info.published);
         if seq < self.next {
             return Err(Unavailable::new(format!("consumer restarted at {seq}, before {}", self.next)));

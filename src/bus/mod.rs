@@ -31,7 +31,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::message::Subjects;
 
-pub use connect::{Nats, connect, inbox_prefix};
+pub use connect::{Nats, Unreached, connect, connect_within, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
 pub use health::Status as Health;
@@ -55,8 +55,12 @@ impl Unavailable {
         Self { what: what.into(), source: None }
     }
 
-    pub fn caused(what: impl Into<Cow<'static, str>>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { what: what.into(), source: Some(Box::new(source)) }
+    /// `source` is any error, or one the NATS client already boxed.
+    pub fn caused(
+        what: impl Into<Cow<'static, str>>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { what: what.into(), source: Some(source.into()) }
     }
 
     /// JetStream's refusal that caused this, when it says that a storage

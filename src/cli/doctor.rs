@@ -16,6 +16,7 @@ use async_nats::jetstream::{self, stream};
 use serde_json::{Value, json};
 
 use super::chain;
+use crate::bus::{self, Unreached};
 use crate::config::{Config, Gateway, LocalAgent, WakeMode};
 
 /// How long one check may take.
@@ -88,27 +89,15 @@ pub fn run(path: Option<&Path>, args: Args) -> ExitCode {
 
 async fn nats(config: &Config, args: &Args, report: &mut Report) {
     report.progress(&format!("reaching NATS at {}", config.nats.url));
-    let Ok(connection) = crate::bus::connect(config).await else {
-        report.line(Verdict::Fail, "nats", "cannot set up a connection (bad credentials file?)");
-        return;
-    };
-    let client = connection.client.clone();
-    let reached = tokio::time::timeout(CHECK_TIMEOUT, async {
-        while client.connection_state() != async_nats::connection::State::Connected {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = match bus::connect_within(config, CHECK_TIMEOUT).await {
+        Ok(connection) => connection.client,
+        Err(err @ Unreached::Setup(_)) => {
+            return report.line(Verdict::Fail, "nats", format!("{}: bad credentials file?", chain(&err)));
         }
-    });
-    if reached.await.is_err() {
-        report.line(
-            Verdict::Fail,
-            "nats",
-            format!(
-                "not reachable at {} within {CHECK_TIMEOUT:?}: is nats-server running, and nats.url right?",
-                config.nats.url
-            ),
-        );
-        return;
-    }
+        Err(err @ Unreached::Timeout { .. }) => {
+            return report.line(Verdict::Fail, "nats", format!("{err}: is nats-server running, and nats.url right?"));
+        }
+    };
     let info = client.server_info();
     report.line(
         Verdict::Ok,
@@ -203,7 +192,7 @@ async fn stream_check(config: &Config, js: &jetstream::Context, report: &mut Rep
 /// tools are off, and it usually means time synchronisation has stopped.
 async fn clock(config: &Config, js: &jetstream::Context, report: &mut Report) {
     let bucket = format!("KV_{}_STATE", config.nats.stream);
-    match crate::bus::clock::read(js, &bucket).await {
+    match bus::clock::read(js, &bucket).await {
         Ok((_, reading)) if reading.is_skewed() => report.line(
             Verdict::Warn,
             "clock",

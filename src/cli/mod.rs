@@ -7,6 +7,7 @@
 
 mod client;
 mod doctor;
+mod exit;
 mod import;
 mod logs;
 
@@ -17,6 +18,7 @@ use crate::accounts::{self, Admin, Settings as AccountSettings};
 use crate::app::{self, App};
 use crate::config::{Config, LogFormat, WakeMode};
 use clap::{Parser, Subcommand};
+use exit::Exit;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -89,7 +91,7 @@ pub fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     if configs.len() > 1 && !matches!(command, Command::NatsAuth { .. }) {
         eprintln!("clawbus: --config is given {} times; only nats-auth takes several", configs.len());
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
     let config = configs.first().map(PathBuf::as_path);
     match command {
@@ -117,7 +119,7 @@ pub fn main() -> ExitCode {
 fn nats_auth(paths: &[PathBuf], admin: &Admin, settings: &AccountSettings) -> ExitCode {
     if paths.is_empty() {
         eprintln!("clawbus: nats-auth needs --config once per host");
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
     let loaded: Result<Vec<Config>, _> = paths.iter().map(|path| Config::read_file(path)).collect();
     match loaded.map_err(anyhow::Error::from).and_then(|configs| Ok(accounts::accounts(&configs, admin, settings)?)) {
@@ -127,7 +129,7 @@ fn nats_auth(paths: &[PathBuf], admin: &Admin, settings: &AccountSettings) -> Ex
         }
         Err(err) => {
             eprintln!("clawbus: {err}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }
@@ -138,7 +140,7 @@ fn with_config(path: Option<&Path>, then: impl FnOnce(Config) -> ExitCode) -> Ex
         Ok(config) => then(config),
         Err(err) => {
             eprintln!("clawbus: {err}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
     }
 }

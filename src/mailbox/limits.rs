@@ -15,19 +15,36 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{MailError, Mailbox, NewMessage, view};
+use super::{MailError, Mailbox, NewMessage, envelope_of};
 use crate::bus::{Count, OrUnavailable, Unavailable};
-use crate::message::format_time;
+use crate::message::{Envelope, format_time};
 
 /// The window of the per-minute limits.
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Where a new message sits in its thread.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Threading {
+/// Where a message sits in its thread: the envelope's `thread` and `hops`.
+/// The one rule of threads, for sends and for the import alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threading {
     /// `None`: it starts a thread.
     pub thread: Option<u64>,
     pub hops: u32,
+}
+
+impl Threading {
+    /// A message that answers none starts a thread.
+    pub const FIRST: Threading = Threading { thread: None, hops: 0 };
+
+    /// Of a stored message.
+    pub fn of(envelope: &Envelope) -> Threading {
+        Threading { thread: envelope.thread, hops: envelope.hops }
+    }
+
+    /// A reply to message `id`, which sits at `self`: in its thread (the
+    /// one `id` starts, for a first message), one hop deeper.
+    pub fn reply(self, id: u64) -> Threading {
+        Threading { thread: Some(self.thread.unwrap_or(id)), hops: self.hops.saturating_add(1) }
+    }
 }
 
 /// Why a send is refused.
@@ -141,12 +158,9 @@ impl Mailbox {
     /// `None`; a reply to a message no longer stored starts at depth 1 of a
     /// thread named after it).
     async fn threading(&self, reply_to: Option<u64>) -> Result<Threading, Unavailable> {
-        let Some(parent) = reply_to else { return Ok(Threading { thread: None, hops: 0 }) };
-        let parent_view = self.bus.message(parent).await?.and_then(|raw| view(&raw, false));
-        Ok(match parent_view {
-            Some(parent) => Threading { thread: Some(parent.thread()), hops: parent.envelope.hops.saturating_add(1) },
-            None => Threading { thread: Some(parent), hops: 1 },
-        })
+        let Some(parent) = reply_to else { return Ok(Threading::FIRST) };
+        let stored = self.bus.message(parent).await?.and_then(|raw| envelope_of(&raw));
+        Ok(stored.map_or(Threading::FIRST, |envelope| Threading::of(&envelope)).reply(parent))
     }
 
     async fn within_budget(&self, message: &NewMessage, limit: u32) -> Result<(), MailError> {
@@ -237,4 +251,18 @@ fn wait(counts: &[Count], now: OffsetDateTime) -> Duration {
     let oldest = counts.iter().filter_map(|c| c.first_stored).min();
     let waited: Duration = oldest.map_or(Duration::ZERO, |at| (now - at).try_into().unwrap_or_default());
     WINDOW.saturating_sub(waited).max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_joins_its_parents_thread_one_hop_deeper() {
+        let first = Threading::FIRST.reply(7);
+        assert_eq!(first, Threading { thread: Some(7), hops: 1 }, "a reply to a first message: its thread");
+        assert_eq!(first.reply(9), Threading { thread: Some(7), hops: 2 }, "the thread stays the first message's");
+        let deepest = Threading { thread: Some(7), hops: u32::MAX };
+        assert_eq!(deepest.reply(9).hops, u32::MAX, "depth saturates rather than wrapping to a fresh thread");
+    }
 }

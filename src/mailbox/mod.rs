@@ -26,7 +26,7 @@ use crate::registry::Registry;
 pub use ack::Ack;
 pub use history::HistoryQuery;
 pub use inbox::InboxQuery;
-pub use limits::Refusal;
+pub use limits::{Refusal, Threading};
 pub use path::MessagePath;
 pub use send::NewMessage;
 
