@@ -31,4 +31,5 @@ mod registry;
 mod wake;
 
 pub use app::App;
-pub use config::{Config, ConfigError, WakeMode};
+pub use config::{Config, ConfigError};
+pub use policy::WakeMode;

@@ -4,8 +4,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::WakeMode;
 use crate::names::AgentName;
+
+/// How an agent is told that messages are waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WakeMode {
+    /// `POST /hooks/wake` with a short notice that carries no content.
+    Wake,
+    /// `POST /hooks/agent` with the messages themselves.
+    Agent,
+    /// No wake-ups: the clawbus channel plugin of the agent's OpenClaw
+    /// gateway follows its live stream and hands each message over itself.
+    Channel,
+    /// No wake-ups: the agent polls or streams.
+    None,
+}
+
+impl WakeMode {
+    /// Whether the adapter calls a gateway hook for the agent.
+    pub fn wakes(self) -> bool {
+        matches!(self, WakeMode::Wake | WakeMode::Agent)
+    }
+}
 
 /// The fleet's limits, from `[limits]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

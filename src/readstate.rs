@@ -15,7 +15,7 @@
 //!
 //! Only a pattern with many unread holes makes many runs (an imported
 //! history where every other message was read makes one per message). The
-//! record is bounded by what the server can store (see [`record_limit`]) by
+//! record is bounded by what the server can store (see `bus::record_limit`) by
 //! giving up the oldest holes (see [`ReadMark::bounded`]), so an
 //! acknowledgement never fails for the size of the record; below that bound
 //! nothing unread is ever given up.
@@ -27,24 +27,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{Bus, KvValue, LeaderEntry, Unavailable};
 use crate::names::AgentName;
-
-/// The largest read record written, whatever the server takes: tens of
-/// thousands of holes, half of NATS's default payload limit (1 MiB), and
-/// small enough to read with every inbox page.
-pub const MAX_RECORD_BYTES: usize = 512 * 1024;
-
-/// How large the read record may grow on a server that takes payloads of
-/// up to `max_payload` bytes (0: not known yet): half of that, leaving room
-/// for the message's headers, and at most [`MAX_RECORD_BYTES`]. Giving up a
-/// hole hides an unread message, so the bound is as high as the server
-/// allows rather than a fixed small size; a limit not known yet is taken as
-/// the largest, since a record the server refuses only fails that ack.
-pub fn record_limit(max_payload: usize) -> usize {
-    match max_payload {
-        0 => MAX_RECORD_BYTES,
-        payload => (payload / 2).min(MAX_RECORD_BYTES),
-    }
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
@@ -217,7 +199,7 @@ impl ReadMark {
         }
     }
 
-    /// Keeps the stored record within `limit` bytes (see [`record_limit`]).
+    /// Keeps the stored record within `limit` bytes (see `bus::record_limit`).
     /// Past it, the floor moves up over the oldest run: the unread messages
     /// below that run are treated as read, the oldest first, so the newest
     /// holes and every acknowledgement stay. Returns the ids given up,
@@ -409,6 +391,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::bus::{MAX_RECORD_BYTES, record_limit};
 
     /// `mark` with runs `[start, end, count]`.
     fn mark(floor: u64, runs: &[[u64; 3]]) -> ReadMark {
@@ -518,14 +501,6 @@ mod tests {
         let expected: Vec<u64> = members.iter().copied().filter(|id| id % 2 == 1 && !given_up.contains(id)).collect();
         assert_eq!(unread, expected);
         assert!(given_up.iter().all(|id| unread.iter().all(|left| id < left)), "the oldest go first");
-    }
-
-    #[test]
-    fn the_bound_follows_the_server_payload_limit() {
-        assert_eq!(record_limit(16 * 1024), 8 * 1024);
-        assert_eq!(record_limit(1024 * 1024), MAX_RECORD_BYTES);
-        assert_eq!(record_limit(8 * 1024 * 1024), MAX_RECORD_BYTES);
-        assert_eq!(record_limit(0), MAX_RECORD_BYTES, "a limit not known yet gives nothing up");
     }
 
     /// An imported history of 5,000 messages, every other one read: a first

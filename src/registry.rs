@@ -30,11 +30,11 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bus::{Bus, Incarnation, KvValue, OrUnavailable, Unavailable};
-use crate::config::WakeMode;
-use crate::message::{Inbox, format_time};
+use crate::bus::{Bus, Inbox, Incarnation, KvValue, OrUnavailable, Unavailable};
+use crate::message::format_time;
 use crate::names::AgentName;
 use crate::policy::Policy;
+use crate::policy::WakeMode;
 use heartbeat::Heartbeat;
 pub use heartbeat::{HostError, HostTaken};
 

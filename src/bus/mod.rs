@@ -17,6 +17,7 @@ mod provision;
 mod publish;
 mod replies;
 mod scan;
+mod subjects;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,8 +30,6 @@ use async_nats::jetstream::{self, kv, stream};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 
-use crate::message::Subjects;
-
 pub use connect::{Nats, Unreached, connect, connect_within, inbox_prefix};
 pub use direct::{RawMessage, Start};
 pub use follow::Follower;
@@ -39,6 +38,7 @@ pub use incarnation::Incarnation;
 pub use owned::Owned;
 pub use provision::Missing;
 pub use publish::{Outgoing, SendError, Stored};
+pub use subjects::{Inbox, Route, Subjects};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
 /// changed, and the HTTP layer answers 503 (507 when the store is full).
@@ -103,6 +103,24 @@ pub struct Replica {
     pub name: String,
     pub current: bool,
     pub lag: Option<u64>,
+}
+
+/// The largest record written to the state bucket, whatever the server takes: tens of
+/// thousands of holes, half of NATS's default payload limit (1 MiB), and
+/// small enough to read with every inbox page.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// How large the record of the state bucket may grow on a server that takes payloads of
+/// up to `max_payload` bytes (0: not known yet): half of that, leaving room
+/// for the message's headers, and at most [`MAX_RECORD_BYTES`]. Giving up a
+/// hole hides an unread message, so the bound is as high as the server
+/// allows rather than a fixed small size; a limit not known yet is taken as
+/// the largest, since a record the server refuses only fails that ack.
+pub fn record_limit(max_payload: usize) -> usize {
+    match max_payload {
+        0 => MAX_RECORD_BYTES,
+        payload => (payload / 2).min(MAX_RECORD_BYTES),
+    }
 }
 
 /// Deadline of one read from JetStream.
@@ -413,7 +431,7 @@ impl Bus {
         let subject_prefix = format!("$KV.{}.", self.kv_bucket);
         let subjects: Vec<String> = keys.iter().map(|key| format!("{subject_prefix}{key}")).collect();
         let stream = format!("KV_{}", self.kv_bucket);
-        let limit = crate::readstate::record_limit(self.max_payload());
+        let limit = record_limit(self.max_payload());
         let reads = direct::requests(&subjects, limit).into_iter().map(|chunk| self.direct_last(&stream, chunk));
         let mut values = HashMap::new();
         for message in futures_util::future::try_join_all(reads).await?.into_iter().flatten() {
@@ -436,4 +454,17 @@ pub struct Count {
     /// Id of the first counted message, and when it was stored.
     pub first: Option<u64>,
     pub first_stored: Option<time::OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_follows_the_server_payload_limit() {
+        assert_eq!(record_limit(16 * 1024), 8 * 1024);
+        assert_eq!(record_limit(1024 * 1024), MAX_RECORD_BYTES);
+        assert_eq!(record_limit(8 * 1024 * 1024), MAX_RECORD_BYTES);
+        assert_eq!(record_limit(0), MAX_RECORD_BYTES, "a limit not known yet gives nothing up");
+    }
 }

@@ -7,9 +7,8 @@ use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, kv, stream};
 use tokio::sync::Semaphore;
 
-use super::{Bus, Nats, OrUnavailable, READ_TIMEOUT, Unavailable};
+use super::{Bus, Nats, OrUnavailable, READ_TIMEOUT, Subjects, Unavailable};
 use crate::config::Config;
-use crate::message::Subjects;
 
 /// What a look at the stream and the bucket found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::chain;
 use crate::bus::{self, Unreached};
-use crate::config::{Config, Gateway, LocalAgent, WakeMode};
+use crate::config::{Config, Gateway, LocalAgent};
+use crate::policy::WakeMode;
 
 /// How long one check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);

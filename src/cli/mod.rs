@@ -16,7 +16,8 @@ use std::process::ExitCode;
 
 use crate::accounts::{self, Admin, Settings as AccountSettings};
 use crate::app::{self, App};
-use crate::config::{Config, LogFormat, WakeMode};
+use crate::config::{Config, LogFormat};
+use crate::policy::WakeMode;
 use clap::{Parser, Subcommand};
 use exit::Exit;
 use tokio_util::sync::CancellationToken;

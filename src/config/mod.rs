@@ -12,10 +12,10 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::names::AgentName;
-use crate::policy::{Limits, Policy};
+use crate::policy::{Limits, Policy, WakeMode};
 
 mod secret;
 mod sources;
@@ -232,28 +232,6 @@ impl NatsConfig {
 
     pub fn urls(&self) -> Vec<String> {
         self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
-    }
-}
-
-/// How an agent is told that messages are waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WakeMode {
-    /// `POST /hooks/wake` with a short notice that carries no content.
-    Wake,
-    /// `POST /hooks/agent` with the messages themselves.
-    Agent,
-    /// No wake-ups: the clawbus channel plugin of the agent's OpenClaw
-    /// gateway follows its live stream and hands each message over itself.
-    Channel,
-    /// No wake-ups: the agent polls or streams.
-    None,
-}
-
-impl WakeMode {
-    /// Whether the adapter calls a gateway hook for the agent.
-    pub fn wakes(self) -> bool {
-        matches!(self, WakeMode::Wake | WakeMode::Agent)
     }
 }
 

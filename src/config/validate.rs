@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::{AgentConfig, Config, ConfigError, Gateway, LocalAgent, Secret, WakeMode, invalid};
+use super::{AgentConfig, Config, ConfigError, Gateway, LocalAgent, Secret, invalid};
 use crate::names::AgentName;
+use crate::policy::WakeMode;
 
 /// More threads than any host has cores for is a typo.
 const MAX_THREADS: usize = 64;

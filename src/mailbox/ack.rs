@@ -13,8 +13,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use super::{MailError, Mailbox};
-use crate::bus::Unavailable;
-use crate::message::Inbox;
+use crate::bus::{self, Inbox, Unavailable};
 use crate::names::AgentName;
 use crate::readstate::{self, Join, ReadMark};
 
@@ -168,7 +167,7 @@ impl Mailbox {
     /// Keeps `mark` within the record's bound; returns the unread messages
     /// that were given up to do so (read under `before`, they were not).
     async fn bound(&self, inbox: &Inbox, mark: &mut ReadMark, before: &ReadMark) -> Result<Vec<u64>, Unavailable> {
-        let Some((from, to)) = mark.bounded(readstate::record_limit(self.bus.max_payload())) else {
+        let Some((from, to)) = mark.bounded(bus::record_limit(self.bus.max_payload())) else {
             return Ok(Vec::new());
         };
         let mut given_up = Vec::new();

@@ -3,8 +3,8 @@
 use time::{Duration, OffsetDateTime};
 
 use super::{MailError, Mailbox, view};
-use crate::bus::Start;
-use crate::message::{Inbox, MessageView, Route};
+use crate::bus::{Inbox, Route, Start};
+use crate::message::MessageView;
 use crate::names::AgentName;
 
 #[derive(Debug, Clone)]

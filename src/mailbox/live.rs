@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{MailError, Mailbox, view};
-use crate::bus::{Bus, Incarnation, RawMessage, Start, Unavailable};
-use crate::message::{Inbox, MessageView};
+use crate::bus::{Bus, Inbox, Incarnation, RawMessage, Start, Unavailable};
+use crate::message::MessageView;
 use crate::names::AgentName;
 use crate::readstate::ReadMark;
 

@@ -17,8 +17,8 @@ mod send;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::bus::{Bus, RawMessage, Unavailable};
-use crate::message::{Envelope, Inbox, MessageView};
+use crate::bus::{Bus, Inbox, RawMessage, Unavailable};
+use crate::message::{Envelope, MessageView};
 use crate::names::AgentName;
 use crate::readstate::{self, ReadMark, Versioned};
 use crate::registry::Registry;

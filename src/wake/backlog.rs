@@ -3,9 +3,9 @@
 //! outage costs no memory. Messages the agent has acknowledged are left
 //! out: it has acted on them, wherever they were handed to it before.
 
-use crate::bus::{Bus, Unavailable};
+use crate::bus::{Bus, Inbox, Unavailable};
 use crate::mailbox::view;
-use crate::message::{Inbox, MessageView};
+use crate::message::MessageView;
 use crate::readstate::{self, ReadMark};
 
 /// Most messages handed to `/hooks/agent` in one call.

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
-use crate::message::{Priority, Route};
+use crate::bus::{Bus, Route};
+use crate::message::Priority;
 
 use super::waker::Slot;
 

@@ -23,7 +23,7 @@ use super::backlog;
 use super::dispatch::Group;
 use super::members;
 use super::record::{self, Groups, HostMarks, LastWake, Legacy, WakeStats};
-use crate::bus::{Bus, OrUnavailable, Owned, Unavailable};
+use crate::bus::{self, Bus, OrUnavailable, Owned, Unavailable};
 use crate::message::format_time;
 use crate::metrics::WakeOutcome;
 use crate::names::AgentName;
@@ -274,7 +274,7 @@ impl WakeMarks {
                 }
             }
         }
-        let left_out = bound_behind(&mut marks, behind, readstate::record_limit(self.bus.max_payload()));
+        let left_out = bound_behind(&mut marks, behind, bus::record_limit(self.bus.max_payload()));
         let before = self.left_out.swap(left_out, Ordering::Relaxed);
         if left_out > 0 && before == 0 {
             tracing::error!(

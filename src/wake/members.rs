@@ -161,7 +161,7 @@ fn split(groups: &Groups, limit: usize) -> Vec<Part> {
 /// written once, so an existing one means another adapter writes this
 /// host's records.
 pub async fn save(bus: &Bus, host: &str, generation: u64, groups: &Groups) -> Result<(), Unavailable> {
-    let limit = crate::readstate::record_limit(bus.max_payload());
+    let limit = crate::bus::record_limit(bus.max_payload());
     let whole = serde_json::to_vec(groups).expect("groups serialize");
     if whole.len() <= limit {
         return create(bus, host, generation, key(host, generation), whole).await;

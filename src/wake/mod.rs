@@ -77,7 +77,7 @@ impl Wakes {
             return Ok(wakes);
         }
         waking.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
-        let limit = crate::readstate::record_limit(bus.max_payload());
+        let limit = crate::bus::record_limit(bus.max_payload());
         let members: Groups = record::grouped(waking.iter().map(|(a, _)| a.name.to_string()).collect(), limit);
         let previous: Vec<(AgentName, Option<String>)> =
             waking.iter().map(|(agent, registered)| (agent.name.clone(), registered.was.clone())).collect();

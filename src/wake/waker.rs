@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
-use crate::config::WakeMode;
-use crate::message::{Inbox, Priority};
+use crate::bus::{Bus, Inbox};
+use crate::message::Priority;
 use crate::metrics::{Metrics, WakeOutcome};
+use crate::policy::WakeMode;
 
 use super::backlog;
 use super::gateway::{self, Call, Cause, Delivered, Failed, Hook, Hooks};
