@@ -6,7 +6,7 @@
 //! Tests start it in-process: [`App::bind`], [`App::local_addr`],
 //! [`App::run`].
 
-mod stream;
+pub(crate) mod stream;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,8 +32,6 @@ use crate::wake::{WakeContext, Wakes};
 const WAKE_GRACE: Duration = Duration::from_secs(3);
 /// Longest pause between attempts to reach NATS at start-up.
 const MAX_START_PAUSE: Duration = Duration::from_secs(5);
-/// How long `clawbus setup` waits to reach NATS.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of each registry write at shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -186,8 +184,9 @@ impl Startup<'_> {
     /// idempotent.
     async fn attempt(&self) -> Result<Running, HostError> {
         let bus = Bus::open(self.nats.clone(), self.config).await?;
-        if !self.config.nats.least_privilege && bus.missing().await? == Some(Missing::Stream) {
-            let first = stream::create(&bus, self.config).await?;
+        if !self.config.nats.least_privilege
+            && let Some(first) = stream::create_if_missing(&bus, self.config).await?
+        {
             tracing::info!(first, "created the stream");
         }
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
@@ -209,26 +208,6 @@ impl Startup<'_> {
         tracing::info!(agents = names.len(), "ready");
         Ok(Running { bus, registry, wakes })
     }
-}
-
-/// `clawbus setup`: creates the stream and the state bucket, or updates them
-/// to `config`, with `config`'s (provisioning) NATS user. Returns what was
-/// set up, for the operator.
-pub async fn setup(config: &Config) -> anyhow::Result<String> {
-    let nats = bus::connect_within(config, SETUP_TIMEOUT).await?;
-    let bus = Bus::setup(nats, config).await?;
-    if bus.missing().await? == Some(Missing::Stream) {
-        stream::create(&bus, config).await?;
-    }
-    let nats = &config.nats;
-    Ok(format!(
-        "stream {} and bucket {}_STATE are set up: {} replica(s), messages kept {}, duplicate window {}",
-        nats.stream,
-        nats.stream,
-        nats.replicas,
-        humantime::format_duration(nats.max_age),
-        humantime::format_duration(nats.duplicate_window),
-    ))
 }
 
 /// Every heartbeat: report alive, re-create the stream or bucket if they

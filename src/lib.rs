@@ -20,6 +20,7 @@ mod bus;
 pub mod cli;
 mod config;
 mod embedded;
+mod fleet;
 mod http;
 mod mailbox;
 mod message;
@@ -29,6 +30,9 @@ mod policy;
 mod readstate;
 mod registry;
 mod wake;
+
+#[cfg(test)]
+mod layers;
 
 pub use app::App;
 pub use config::{Config, ConfigError};

@@ -60,6 +60,11 @@ fn is_zero(hops: &u32) -> bool {
 }
 
 impl Envelope {
+    /// The envelope a stored message's payload holds, if it holds one.
+    pub fn decode(payload: &[u8]) -> Option<Envelope> {
+        serde_json::from_slice(payload).ok()
+    }
+
     pub fn time(&self) -> Option<OffsetDateTime> {
         OffsetDateTime::parse(&self.timestamp, &Rfc3339).ok()
     }
@@ -74,6 +79,12 @@ pub struct MessageView {
 }
 
 impl MessageView {
+    /// The message stored as `id` with `payload`, as a reader with `read`
+    /// sees it; `None` if the payload is not a message.
+    pub fn decode(id: u64, payload: &[u8], read: bool) -> Option<MessageView> {
+        Some(MessageView { id, envelope: Envelope::decode(payload)?, read })
+    }
+
     /// The thread: the first message of its reply chain.
     pub fn thread(&self) -> u64 {
         self.envelope.thread.unwrap_or(self.id)

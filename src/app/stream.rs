@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::bus::{Bus, Unavailable};
+use crate::bus::{Bus, Missing, Unavailable};
 use crate::config::Config;
 use crate::registry::{self, HEARTBEAT_INTERVAL};
 use crate::{readstate, wake};
@@ -22,6 +22,15 @@ use crate::{readstate, wake};
 /// How long a stream is missing before a running adapter creates it:
 /// two heartbeats.
 pub const RECREATE_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+
+/// Creates the stream if it does not exist (see [`create`]); returns its
+/// first id if it did not.
+pub async fn create_if_missing(bus: &Bus, config: &Config) -> Result<Option<u64>, Unavailable> {
+    match bus.missing().await? {
+        Some(Missing::Stream) => create(bus, config).await.map(Some),
+        _ => Ok(None),
+    }
+}
 
 /// Creates the stream, continuing after every id the fleet knows of.
 pub async fn create(bus: &Bus, config: &Config) -> Result<u64, Unavailable> {

@@ -5,6 +5,7 @@
 //! more match. That gives both paging and cheap counts ("how many unread")
 //! from the server's subject index, with no consumer to create or delete.
 
+use crate::message::{Envelope, MessageView};
 use async_nats::HeaderMap;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
@@ -68,6 +69,16 @@ pub struct RawMessage {
 }
 
 impl RawMessage {
+    /// The message's envelope, if it is a message.
+    pub fn envelope(&self) -> Option<Envelope> {
+        Envelope::decode(&self.payload)
+    }
+
+    /// The message object of the API, as a reader with `read` sees it.
+    pub fn view(&self, read: bool) -> Option<MessageView> {
+        MessageView::decode(self.seq, &self.payload, read)
+    }
+
     /// False for KV delete and purge markers.
     pub fn is_kv_value(&self) -> bool {
         self.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_none()

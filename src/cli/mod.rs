@@ -10,12 +10,13 @@ mod doctor;
 mod exit;
 mod import;
 mod logs;
+mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::accounts::{self, Admin, Settings as AccountSettings};
-use crate::app::{self, App};
+use crate::app::App;
 use crate::config::{Config, LogFormat};
 use crate::policy::WakeMode;
 use clap::{Parser, Subcommand};
@@ -181,7 +182,7 @@ fn serve(config: Config, log_format: Option<LogFormat>) -> ExitCode {
 }
 
 fn setup(config: Config) -> ExitCode {
-    match runtime().block_on(app::setup(&config)) {
+    match runtime().block_on(setup::run(&config)) {
         Ok(done) => {
             println!("{done}");
             ExitCode::SUCCESS

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Identity;
 use super::error::ApiError;
-use crate::mailbox::MessagePath;
+use crate::fleet::MessagePath;
 use crate::wake::WakeRecord;
 
 pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
-    let fleet = state.mailbox()?.fleet().await?;
+    let fleet = state.fleet()?.fleet().await?;
     let agents: Vec<Value> = fleet
         .agents
         .iter()
@@ -46,12 +46,12 @@ fn wakes(record: &WakeRecord) -> Value {
 }
 
 pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Json<Value>, ApiError> {
-    let mailbox = state.mailbox()?;
+    let (mailbox, view) = (state.mailbox()?, state.fleet()?);
     // Where the stream lives cannot be learnt while JetStream does not
     // answer through this adapter's server; the rest of the page can.
     let placement = async { Ok::<_, ApiError>(mailbox.bus().placement().await.ok()) };
     let (fleet, placement, stopped) =
-        tokio::try_join!(async { mailbox.fleet().await.map_err(ApiError::from) }, placement, async {
+        tokio::try_join!(async { view.fleet().await.map_err(ApiError::from) }, placement, async {
             mailbox.stopped_threads().await.map_err(ApiError::from)
         })?;
     let stopped: Vec<Value> = stopped
@@ -114,7 +114,7 @@ pub async fn message(
         id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
             ApiError::invalid_request(format!("a message id is a whole number from 1 to {}", u64::MAX))
         })?;
-    let MessagePath { message, woken, acknowledged } = state.mailbox()?.path(id).await?;
+    let MessagePath { message, woken, acknowledged } = state.fleet()?.path(id).await?;
     let party = |name: &str| crate::names::AgentName::parse(name).ok();
     let allowed = [&message.envelope.from, &message.envelope.to]
         .into_iter()

@@ -156,16 +156,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
-    let mailbox = state.mailbox().ok();
-    metrics.nats_connected.set(mailbox.is_some_and(|m| m.bus().is_connected()).into());
-    if let Some(mailbox) = mailbox {
+    let started = state.started().ok();
+    metrics.nats_connected.set(started.is_some_and(|(m, _)| m.bus().is_connected()).into());
+    if let Some((mailbox, view)) = started {
         let health = mailbox.bus().health();
         metrics.nats_health(health.ready && mailbox.bus().is_connected(), health.server.as_deref(), health.moves);
         let reconnects = mailbox.bus().reconnects();
         metrics.nats_reconnects.inc_by(reconnects.saturating_sub(metrics.nats_reconnects.get()));
         // The unread backlog per agent, as of the last listing (kept fresh
         // by scrapes themselves: a listing is cached, and made in the background).
-        if let Ok(fleet) = mailbox.fleet().await {
+        if let Ok(fleet) = view.fleet().await {
             for row in &fleet.agents {
                 metrics.unread(row.status.inbox.agent.as_str(), row.unread);
             }

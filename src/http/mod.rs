@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
+use crate::fleet::FleetView;
 use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 
@@ -47,7 +48,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Set once NATS is reached and the stream is provisioned; until then
     /// the API answers 503.
-    mailbox: OnceLock<Mailbox>,
+    mailbox: OnceLock<(Mailbox, FleetView)>,
     shutdown: CancellationToken,
 }
 
@@ -67,10 +68,19 @@ impl AppState {
     }
 
     pub fn set_mailbox(&self, mailbox: Mailbox) {
-        let _ = self.0.mailbox.set(mailbox);
+        let fleet = FleetView::new(mailbox.clone());
+        let _ = self.0.mailbox.set((mailbox, fleet));
     }
 
     fn mailbox(&self) -> Result<&Mailbox, ApiError> {
+        Ok(&self.started()?.0)
+    }
+
+    fn fleet(&self) -> Result<&FleetView, ApiError> {
+        Ok(&self.started()?.1)
+    }
+
+    fn started(&self) -> Result<&(Mailbox, FleetView), ApiError> {
         self.0.mailbox.get().ok_or_else(|| ApiError::unavailable("starting: not connected to NATS yet"))
     }
 

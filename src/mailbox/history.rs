@@ -2,7 +2,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use super::{MailError, Mailbox, view};
+use super::{MailError, Mailbox};
 use crate::bus::{Inbox, Route, Start};
 use crate::message::MessageView;
 use crate::names::AgentName;
@@ -65,7 +65,7 @@ impl Mailbox {
             }
             // The reader's own sends are not waiting for the reader.
             let read = !inbox.contains(raw.seq, route) || mark.is_read(raw.seq);
-            let Some(view) = view(&raw, read) else {
+            let Some(view) = raw.view(read) else {
                 continue;
             };
             let at = view.envelope.time();

@@ -1,6 +1,6 @@
 //! `GET /api/inbox`: a page of an agent's mail, and how much is unread.
 
-use super::{MailError, Mailbox, view};
+use super::{MailError, Mailbox};
 use crate::bus::Unavailable;
 use crate::message::{MessageView, Priority};
 use crate::names::AgentName;
@@ -32,7 +32,7 @@ impl Mailbox {
                 if !inbox.holds(self.bus.subjects(), &raw.subject, raw.seq) {
                     continue;
                 }
-                let Some(view) = view(&raw, mark.is_read(raw.seq)) else { continue };
+                let Some(view) = raw.view(mark.is_read(raw.seq)) else { continue };
                 let wanted =
                     !(query.unread_only && view.read) && query.priority.is_none_or(|p| p == view.envelope.priority);
                 if wanted {

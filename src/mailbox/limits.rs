@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{MailError, Mailbox, NewMessage, envelope_of};
+use super::{MailError, Mailbox, NewMessage};
 use crate::bus::{Count, OrUnavailable, Unavailable};
 use crate::message::{Envelope, format_time};
 
@@ -159,7 +159,7 @@ impl Mailbox {
     /// thread named after it).
     async fn threading(&self, reply_to: Option<u64>) -> Result<Threading, Unavailable> {
         let Some(parent) = reply_to else { return Ok(Threading::FIRST) };
-        let stored = self.bus.message(parent).await?.and_then(|raw| envelope_of(&raw));
+        let stored = self.bus.message(parent).await?.and_then(|raw| raw.envelope());
         Ok(stored.map_or(Threading::FIRST, |envelope| Threading::of(&envelope)).reply(parent))
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{MailError, Mailbox, view};
+use super::{MailError, Mailbox};
 use crate::bus::{Bus, Inbox, Incarnation, RawMessage, Start, Unavailable};
 use crate::message::MessageView;
 use crate::names::AgentName;
@@ -67,7 +67,7 @@ impl Live {
                 Some(_) => self.mark.is_read(raw.seq),
                 None => false,
             };
-            if let Some(view) = view(&raw, read) {
+            if let Some(view) = raw.view(read) {
                 return Some(view);
             }
         }

@@ -6,19 +6,16 @@
 //! three server-side counts, and nothing scans history it does not return.
 
 mod ack;
-mod fleet;
 mod history;
 mod inbox;
 mod limits;
 mod live;
-mod path;
 mod send;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::bus::{Bus, Inbox, RawMessage, Unavailable};
-use crate::message::{Envelope, MessageView};
+use crate::bus::{Bus, Inbox, Unavailable};
 use crate::names::AgentName;
 use crate::readstate::{self, ReadMark, Versioned};
 use crate::registry::Registry;
@@ -27,7 +24,6 @@ pub use ack::Ack;
 pub use history::HistoryQuery;
 pub use inbox::InboxQuery;
 pub use limits::{Refusal, Threading};
-pub use path::MessagePath;
 pub use send::NewMessage;
 
 /// A failed mailbox operation, mapped to an HTTP status by the API layer.
@@ -81,7 +77,6 @@ pub struct Mailbox {
     bus: Bus,
     registry: Arc<Registry>,
     rules: Arc<Rules>,
-    fleet: Arc<fleet::FleetCache>,
     hub: Arc<live::Hub>,
     acks: Arc<ack::Turns>,
 }
@@ -89,7 +84,7 @@ pub struct Mailbox {
 impl Mailbox {
     pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
         let hub = Arc::new(live::Hub::new(bus.clone()));
-        Self { bus, registry, rules: Arc::new(rules), fleet: Arc::default(), hub, acks: Arc::default() }
+        Self { bus, registry, rules: Arc::new(rules), hub, acks: Arc::default() }
     }
 
     fn may_write_for(&self, agent: &AgentName) -> bool {
@@ -107,6 +102,10 @@ impl Mailbox {
 
     pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     async fn inbox_of(&self, agent: &AgentName) -> Result<Inbox, MailError> {
@@ -137,7 +136,7 @@ impl Mailbox {
     }
 
     /// The newest message id stored before `at` (`None`: now).
-    async fn newest_before(&self, at: Option<time::OffsetDateTime>) -> Result<u64, Unavailable> {
+    pub async fn newest_before(&self, at: Option<time::OffsetDateTime>) -> Result<u64, Unavailable> {
         let stored_since = match at {
             Some(at) => self.bus.first_stored_since(at).await?,
             None => None,
@@ -178,13 +177,4 @@ impl Mailbox {
         let oldest = [direct.first, broadcasts.first].into_iter().flatten().min();
         Ok(((direct.total + broadcasts.total).saturating_sub(own.total), oldest))
     }
-}
-
-pub fn envelope_of(raw: &RawMessage) -> Option<Envelope> {
-    serde_json::from_slice(&raw.payload).ok()
-}
-
-/// The message object of the API, as a reader with `read` sees it.
-pub fn view(raw: &RawMessage, read: bool) -> Option<MessageView> {
-    Some(MessageView { id: raw.seq, envelope: envelope_of(raw)?, read })
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{MailError, Mailbox, envelope_of};
+use super::{MailError, Mailbox};
 use crate::bus::{Outgoing, SendError, Stored};
 use crate::message::{BROADCAST, Envelope, Priority, format_time};
 use crate::names::AgentName;
@@ -93,7 +93,7 @@ impl Mailbox {
             match self.bus.store(&out).await? {
                 Stored::New(id) => return Ok(stored(id, timestamp)),
                 Stored::Earlier(original) => {
-                    let timestamp = envelope_of(&original).map_or(timestamp, |e| e.timestamp);
+                    let timestamp = original.envelope().map_or(timestamp, |e| e.timestamp);
                     tracing::Span::current().record("id", original.seq);
                     tracing::info!("duplicate of an earlier send with the same key");
                     return Ok(Sent { id: original.seq, timestamp, duplicate: key.is_some() });

@@ -4,7 +4,6 @@
 //! out: it has acted on them, wherever they were handed to it before.
 
 use crate::bus::{Bus, Inbox, Unavailable};
-use crate::mailbox::view;
 use crate::message::MessageView;
 use crate::readstate::{self, ReadMark};
 
@@ -53,7 +52,7 @@ pub async fn slice(bus: &Bus, inbox: &Inbox, after: u64, up_to: u64) -> Result<S
         if !inbox.holds(bus.subjects(), &raw.subject, raw.seq) || acknowledged.is_read(raw.seq) {
             continue;
         }
-        let Some(message) = view(&raw, false) else { continue };
+        let Some(message) = raw.view(false) else { continue };
         bytes += message.envelope.content.len();
         if bytes > MAX_SLICE_BYTES && !found.is_empty() {
             full = true;

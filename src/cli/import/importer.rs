@@ -19,7 +19,7 @@ use super::source::{Row, Source};
 use super::summary::Tally;
 use crate::bus::{self, Bus, Start};
 use crate::config::Config;
-use crate::mailbox::{Threading, envelope_of};
+use crate::mailbox::Threading;
 use crate::message::{BROADCAST, Envelope, format_time};
 
 /// Rows read, stored, acknowledged and recorded at a time; a progress line
@@ -136,7 +136,7 @@ impl<'a> Importer<'a> {
             }
             let msg_id = raw.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned());
             let Some(old) = msg_id.as_deref().and_then(|id| old_id(id, &self.name)) else { continue };
-            let Some(envelope) = envelope_of(&raw) else { continue };
+            let Some(envelope) = raw.envelope() else { continue };
             self.placed.entry(old).or_insert(Placed { id: raw.seq, threading: Threading::of(&envelope) });
             self.record.progress.last = self.record.progress.last.max(raw.seq);
         }

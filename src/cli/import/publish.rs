@@ -9,7 +9,7 @@ use super::error::ImportError;
 use super::patience::{RETRY_PAUSE, deadline};
 use super::rows::message_id;
 use crate::bus::{Bus, Outgoing, SendError, Stored};
-use crate::mailbox::{Threading, envelope_of};
+use crate::mailbox::Threading;
 
 /// New ids tried when a row's message id is held by something else (a
 /// marker that settled an earlier attempt as not stored).
@@ -41,7 +41,7 @@ pub(super) async fn store(bus: &Bus, name: &str, old: i64, subject: String, payl
         match bus.store(&out).await {
             Ok(Stored::New(seq)) => return Outcome::New(seq),
             Ok(Stored::Earlier(raw)) => {
-                let threading = envelope_of(&raw).map_or(Threading::FIRST, |envelope| Threading::of(&envelope));
+                let threading = raw.envelope().map_or(Threading::FIRST, |envelope| Threading::of(&envelope));
                 return Outcome::Found(Placed { id: raw.seq, threading });
             }
             Ok(Stored::Taken) if reuse + 1 < MAX_ID_REUSES => reuse += 1,

@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::{MailError, Mailbox, view};
+use super::FleetView;
+use crate::mailbox::MailError;
 use crate::message::MessageView;
 use crate::names::AgentName;
 use crate::readstate;
@@ -19,22 +20,23 @@ pub struct MessagePath {
     pub acknowledged: Option<Value>,
 }
 
-impl Mailbox {
+impl FleetView {
     pub async fn path(&self, id: u64) -> Result<MessagePath, MailError> {
-        let raw = self.bus.message(id).await?.ok_or(MailError::NoMessage(id))?;
-        let message = view(&raw, false).ok_or(MailError::NoMessage(id))?;
+        let bus = self.mailbox.bus();
+        let raw = bus.message(id).await?.ok_or(MailError::NoMessage(id))?;
+        let message = raw.view(false).ok_or(MailError::NoMessage(id))?;
         let Ok(recipient) = AgentName::parse(&message.envelope.to) else {
             // A broadcast: read and woken per recipient, not shown here.
             return Ok(MessagePath { message, woken: None, acknowledged: None });
         };
-        let record = match self.registry.host_of(&recipient).await? {
-            Some(host) => wake::record_of(&self.bus, &host, &recipient).await?,
+        let record = match self.mailbox.registry().host_of(&recipient).await? {
+            Some(host) => wake::record_of(bus, &host, &recipient).await?,
             None => None,
         };
         let woken = record
             .filter(|r| r.up_to >= id)
             .map(|r| json!({"by": r.host, "last_wake_at": r.stats.last.map(|last| last.at)}));
-        let mark = readstate::load(&self.bus, &recipient).await?;
+        let mark = readstate::load(bus, &recipient).await?;
         let acknowledged =
             mark.mark.is_read(id).then(|| json!({"mark_written_at": mark.written.map(crate::message::format_time)}));
         Ok(MessagePath { message, woken, acknowledged })

@@ -1,5 +1,7 @@
-//! `GET /api/agents` and `GET /api/stats`: the whole fleet, from JetStream,
-//! so every adapter gives the same answer and restarts lose nothing.
+//! The fleet as one read model, above the mailboxes and the wakes:
+//! `GET /api/agents` and `GET /api/stats` (the whole fleet, from JetStream,
+//! so every adapter gives the same answer and restarts lose nothing), and
+//! `GET /api/messages/{id}` (one message's way, in `path`).
 //!
 //! A listing costs three server-side counts per agent. A small fleet's takes
 //! milliseconds and is made for every request (concurrent requests share
@@ -13,8 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use super::Mailbox;
+mod path;
+
+pub use path::MessagePath;
+
 use crate::bus::Unavailable;
+use crate::mailbox::Mailbox;
 use crate::readstate;
 use crate::registry::AgentStatus;
 use crate::wake::{self, WakeRecord};
@@ -55,16 +61,27 @@ impl Fleet {
 
 /// The last listing, and one being made.
 #[derive(Default)]
-pub(super) struct FleetCache {
+struct Cache {
     last: Mutex<Option<Arc<Fleet>>>,
     /// Held while a listing is made: one at a time.
     making: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl Mailbox {
+/// The fleet's read model, over the mailbox of this adapter.
+#[derive(Clone)]
+pub struct FleetView {
+    mailbox: Mailbox,
+    cache: Arc<Cache>,
+}
+
+impl FleetView {
+    pub fn new(mailbox: Mailbox) -> Self {
+        FleetView { mailbox, cache: Arc::default() }
+    }
+
     /// The fleet now, or for a large fleet as of at most [`STALE`] ago.
     pub async fn fleet(&self) -> Result<Arc<Fleet>, Unavailable> {
-        let cache = &self.fleet;
+        let cache = &self.cache;
         let asked = Instant::now();
         let last = cache.last.lock().expect("fleet lock").clone();
         match last {
@@ -72,10 +89,10 @@ impl Mailbox {
                 if fleet.age() >= FRESH
                     && let Ok(making) = cache.making.clone().try_lock_owned()
                 {
-                    let mailbox = self.clone();
+                    let view = self.clone();
                     tokio::spawn(async move {
                         let _making = making;
-                        if let Err(err) = mailbox.list_fleet().await {
+                        if let Err(err) = view.list_fleet().await {
                             tracing::debug!(error = &err as &dyn std::error::Error, "fleet listing not refreshed");
                         }
                     });
@@ -95,12 +112,13 @@ impl Mailbox {
 
     /// Lists the fleet now, and keeps the listing.
     async fn list_fleet(&self) -> Result<Arc<Fleet>, Unavailable> {
+        let (mailbox, bus) = (&self.mailbox, self.mailbox.bus());
         let started = Instant::now();
         let (statuses, marks, wakes, last) = tokio::try_join!(
-            self.registry.list(),
-            readstate::load_all(&self.bus),
-            wake::fleet_records(&self.bus),
-            self.bus.last_sequence(),
+            mailbox.registry().list(),
+            readstate::load_all(bus),
+            wake::fleet_records(bus),
+            bus.last_sequence(),
         )?;
         let mut wakes = wakes;
         let counts: Vec<_> = statuses
@@ -112,10 +130,10 @@ impl Mailbox {
                     // A mark ahead of the stream is repaired when its agent
                     // reads; here it is only counted as if it were.
                     let mark = match mark.within(last) {
-                        Some(_) => mark.within(self.newest_before(written).await?).unwrap_or(mark),
+                        Some(_) => mark.within(mailbox.newest_before(written).await?).unwrap_or(mark),
                         None => mark,
                     };
-                    self.unread(&status.inbox, &mark).await
+                    mailbox.unread(&status.inbox, &mark).await
                 }
             })
             .collect();
@@ -132,12 +150,13 @@ impl Mailbox {
             })
             .collect();
         let fleet = Arc::new(Fleet { agents, messages, made: started, took: started.elapsed() });
-        *self.fleet.last.lock().expect("fleet lock") = Some(fleet.clone());
+        *self.cache.last.lock().expect("fleet lock") = Some(fleet.clone());
         Ok(fleet)
     }
 
     /// Messages in the stream (markers excluded).
     async fn message_count(&self) -> Result<u64, Unavailable> {
-        Ok(self.bus.count(&self.bus.subjects().every_message(), 1).await?.total)
+        let bus = self.mailbox.bus();
+        Ok(bus.count(&bus.subjects().every_message(), 1).await?.total)
     }
 }
