@@ -310,6 +310,27 @@ impl OpenClaw {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The gateway keeps a lock file for each of its SQLite databases in
+    /// `/tmp/openclaw-state-locks-<uid>/`, named
+    /// `<family>.<sha256 of the database's path, 8 hex digits>.lock.sqlite`,
+    /// whatever `TMPDIR` says; removes those of this gateway's databases.
+    fn remove_locks(&self) {
+        // SAFETY: getuid has no preconditions and touches no memory.
+        let locks = PathBuf::from(format!("/tmp/openclaw-state-locks-{}", unsafe { libc::getuid() }));
+        let Ok(entries) = fs::read_dir(&locks) else {
+            return;
+        };
+        let hashes: Vec<String> =
+            sqlite_files(&self.dir.path().join("state")).iter().filter_map(|db| sha256_hex(db)).collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hash = name.strip_suffix(".lock.sqlite").and_then(|stem| stem.rsplit_once('.')).map(|(_, hash)| hash);
+            if hash.is_some_and(|hash| hashes.iter().any(|h| h.starts_with(hash))) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// The last lines of the log, without the console's colours.
     fn log_tail(&self) -> String {
         let log = self.log();
@@ -322,6 +343,7 @@ impl OpenClaw {
 impl Drop for OpenClaw {
     fn drop(&mut self) {
         self.kill();
+        self.remove_locks();
         if std::thread::panicking() {
             eprintln!("--- last lines of the OpenClaw gateway's log ---\n{}", self.log_tail());
         }
@@ -347,6 +369,35 @@ fn descendants(pid: u32) -> Vec<u32> {
         i += 1;
     }
     found.split_off(1)
+}
+
+/// The SQLite databases under `dir`, by their canonical paths.
+fn sqlite_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => sqlite_files(&path),
+                _ if path.extension().is_some_and(|ext| ext == "sqlite") => path.canonicalize().into_iter().collect(),
+                _ => Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// The SHA-256 of a path's bytes, in hex (`sha256sum`, as the gateway's
+/// lock names need nothing more).
+fn sha256_hex(path: &Path) -> Option<String> {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().ok()?;
+    child.stdin.take()?.write_all(path.as_os_str().as_bytes()).ok()?;
+    let output = child.wait_with_output().ok()?;
+    String::from_utf8(output.stdout).ok()?.split_whitespace().next().map(String::from)
 }
 
 fn strip_colours(text: &str) -> String {
