@@ -43,35 +43,33 @@ struct Fleet {
     _nats: NatsServer,
 }
 
+/// How bob's gateway learns of his mail.
+#[derive(Clone, Copy, PartialEq)]
+enum Reached {
+    /// Woken through its hooks, with the clawbus skill.
+    ByWake,
+    /// Through the clawbus channel plugin.
+    ByChannel,
+}
+
 impl Fleet {
-    /// bob woken through the gateway's hooks, with the clawbus skill.
-    async fn woken(test: &str) -> Option<Fleet> {
-        Fleet::start(test, |gateway| {
-            AgentSpec::woken_at("bob", &gateway.url(), gateway.hook_token()).openclaw_agent("bob")
-        })
-        .await
-    }
-
-    /// bob reached through the clawbus channel plugin.
-    async fn channel(test: &str) -> Option<Fleet> {
-        Fleet::start(test, |_| AgentSpec::silent("bob").wake("channel")).await
-    }
-
-    async fn start(test: &str, bob: impl FnOnce(&OpenClaw) -> AgentSpec) -> Option<Fleet> {
+    async fn start(test: &str, reached: Reached) -> Option<Fleet> {
         let (model, prompts) = Model::start(NO_REPLY).await;
         let mut gateway = OpenClaw::configure_or_skip(test, &model, "bob")?;
         let nats = NatsServer::start();
         let a = Adapter::start(AdapterConfig::new("hostA", nats.url()).agent(AgentSpec::silent("alice"))).await;
-        let spec = bob(&gateway);
-        let by_channel = spec.wake.as_deref() == Some("channel");
-        let b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(spec)).await;
-        if by_channel {
-            gateway.plugin(&b.base()).await;
-            gateway.start().await;
+        let bob = match reached {
+            Reached::ByWake => AgentSpec::woken_at("bob", &gateway.url(), gateway.hook_token()).openclaw_agent("bob"),
+            Reached::ByChannel => AgentSpec::silent("bob").wake("channel"),
+        };
+        let b = Adapter::start(AdapterConfig::new("hostB", nats.url()).agent(bob)).await;
+        match reached {
+            Reached::ByWake => gateway.hooks_and_skill(&b.base()),
+            Reached::ByChannel => gateway.plugin(&b.base()).await,
+        }
+        gateway.start().await;
+        if reached == Reached::ByChannel {
             gateway.wait_log("following bob").await;
-        } else {
-            gateway.hooks_and_skill(&b.base());
-            gateway.start().await;
         }
         Some(Fleet { a, b, gateway, model, prompts, _nats: nats })
     }
@@ -148,7 +146,9 @@ fn wake_line(prompt: &Prompt) -> Option<String> {
 
 #[tokio::test]
 async fn a_wake_line_reaches_the_prompt_and_the_content_stays_on_the_bus() {
-    let Some(mut fleet) = Fleet::woken("a_wake_line_reaches_the_prompt_and_the_content_stays_on_the_bus").await else {
+    let Some(mut fleet) =
+        Fleet::start("a_wake_line_reaches_the_prompt_and_the_content_stays_on_the_bus", Reached::ByWake).await
+    else {
         return;
     };
     let secret = token("WAKE");
@@ -171,7 +171,7 @@ async fn a_wake_line_reaches_the_prompt_and_the_content_stays_on_the_bus() {
 
 #[tokio::test]
 async fn the_skill_is_listed_in_the_woken_prompt() {
-    let Some(mut fleet) = Fleet::woken("the_skill_is_listed_in_the_woken_prompt").await else {
+    let Some(mut fleet) = Fleet::start("the_skill_is_listed_in_the_woken_prompt", Reached::ByWake).await else {
         return;
     };
     fleet.send(&format!("{} please run the smoke tests", token("SKILL"))).await;
@@ -195,7 +195,9 @@ async fn the_skill_is_listed_in_the_woken_prompt() {
 
 #[tokio::test]
 async fn a_channel_message_reaches_the_prompt_from_its_sender() {
-    let Some(mut fleet) = Fleet::channel("a_channel_message_reaches_the_prompt_from_its_sender").await else {
+    let Some(mut fleet) =
+        Fleet::start("a_channel_message_reaches_the_prompt_from_its_sender", Reached::ByChannel).await
+    else {
         return;
     };
     let secret = token("CHANNEL");
@@ -206,11 +208,14 @@ async fn a_channel_message_reaches_the_prompt_from_its_sender() {
     let before = &message[..message.find(&secret).expect("the token")];
     assert!(before.contains("from \"alice\""), "the prompt does not say the message is from alice:\n{message}");
     assert!(wake_line(&prompt).is_none(), "a wake line in a channel prompt:\n{}", prompt.everything());
+    let agents = fleet.a.api().ok("/api/agents").await;
+    let bob = agents["agents"].as_array().expect("agents").iter().find(|r| r["name"] == "bob").cloned();
+    assert_eq!(bob.map(|r| r["wake_mode"].clone()), Some("channel".into()), "bob as host A shows him: {agents}");
 }
 
 #[tokio::test]
 async fn the_reply_reaches_the_sender_with_reply_to() {
-    let Some(fleet) = Fleet::channel("the_reply_reaches_the_sender_with_reply_to").await else {
+    let Some(fleet) = Fleet::start("the_reply_reaches_the_sender_with_reply_to", Reached::ByChannel).await else {
         return;
     };
     let secret = token("REPLY");
@@ -225,7 +230,7 @@ async fn the_reply_reaches_the_sender_with_reply_to() {
 
 #[tokio::test]
 async fn a_message_tool_send_arrives_with_reply_to() {
-    let Some(mut fleet) = Fleet::channel("a_message_tool_send_arrives_with_reply_to").await else {
+    let Some(mut fleet) = Fleet::start("a_message_tool_send_arrives_with_reply_to", Reached::ByChannel).await else {
         return;
     };
     let secret = token("TOOL");
@@ -244,7 +249,8 @@ async fn a_message_tool_send_arrives_with_reply_to() {
 
 #[tokio::test]
 async fn a_gateway_killed_mid_turn_hands_the_message_over_once_after_restart() {
-    let Some(mut fleet) = Fleet::channel("a_gateway_killed_mid_turn_hands_the_message_over_once_after_restart").await
+    let Some(mut fleet) =
+        Fleet::start("a_gateway_killed_mid_turn_hands_the_message_over_once_after_restart", Reached::ByChannel).await
     else {
         return;
     };
