@@ -30,7 +30,10 @@ if ! installed; then
         echo "ensure-openclaw: installing openclaw@$OPENCLAW_VERSION into ${DIR#"$ROOT"/} (about 650 MB)" >&2
         rm -rf "$DIR.partial"
         npm install --prefix "$DIR.partial" --no-audit --no-fund --ignore-scripts --loglevel=error \
-            "openclaw@$OPENCLAW_VERSION" >&2
+            "openclaw@$OPENCLAW_VERSION" >&2 || {
+            rm -rf "$DIR.partial"
+            exit 1
+        }
         rm -rf "$DIR"
         mv "$DIR.partial" "$DIR"
         installed || { echo "ensure-openclaw: openclaw $OPENCLAW_VERSION did not install" >&2; exit 1; }
