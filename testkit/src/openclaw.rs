@@ -102,11 +102,10 @@ impl OpenClaw {
         }
     }
 
-    /// The config the script this replaced wrote, for either way of reaching
-    /// the agent: the stand-in model as the only provider, token auth on
-    /// loopback, no calls home (update check and model catalog refresh
-    /// off), the gateway's own log in the temporary directory instead of
-    /// the shared `/tmp/openclaw/`.
+    /// The config for either way of reaching the agent: the stand-in model
+    /// as the only provider, token auth on loopback, no calls home (update
+    /// check and model catalog refresh off), the gateway's own log in the
+    /// temporary directory instead of the shared `/tmp/openclaw/`.
     fn configure(tools: &'static Tools, model: &Model, agent: &str) -> OpenClaw {
         let dir = TempDir::new().expect("temp dir");
         for sub in ["home", "state", "workspace"] {
