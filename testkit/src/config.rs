@@ -21,10 +21,15 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// An agent woken through `gateway` with its token.
     pub fn new(name: &str, gateway: &Gateway) -> AgentSpec {
+        AgentSpec::woken_at(name, &gateway.url(), gateway.token())
+    }
+
+    /// An agent woken through the gateway at `url` with `hook_token`.
+    pub fn woken_at(name: &str, url: &str, hook_token: &str) -> AgentSpec {
         AgentSpec {
             name: name.into(),
-            gateway: Some(gateway.url()),
-            hook_token: Some(gateway.token().into()),
+            gateway: Some(url.into()),
+            hook_token: Some(hook_token.into()),
             openclaw_agent: None,
             wake: None,
             extra: Vec::new(),

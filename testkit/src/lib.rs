@@ -1,7 +1,8 @@
 //! Test kit for clawbus: real `nats-server` processes (single node or a
 //! cluster), real `clawbus` adapter processes, a stand-in OpenClaw gateway
-//! that follows the hook contract and records every call, an API client,
-//! and wait helpers that poll with a deadline instead of sleeping.
+//! that follows the hook contract and records every call, the real OpenClaw
+//! gateway with a stand-in model, an API client, and wait helpers that poll
+//! with a deadline instead of sleeping.
 //!
 //! Everything listens on 127.0.0.1, keeps its files in temporary
 //! directories, and is stopped when dropped.
@@ -15,8 +16,10 @@ mod config;
 mod doctor;
 pub mod gateway;
 mod logs;
+pub mod model;
 pub mod nats;
 pub mod netns;
+pub mod openclaw;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -27,8 +30,10 @@ pub use api::Api;
 pub use config::{AdapterConfig, AgentSpec};
 pub use doctor::{doctor, report_line};
 pub use gateway::{Call, Gateway, Reply};
+pub use model::{Answer, Model, Prompt, Prompts};
 pub use nats::{NatsCluster, NatsServer};
 pub use netns::{Host, Lab};
+pub use openclaw::OpenClaw;
 
 /// An HTTP client. (The workspace builds reqwest without a built-in TLS
 /// provider, as clawbus installs ring at start; so does this.)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prints two lines: the path of the pinned Node.js binary
+# (scripts/ensure-node.sh) and of the pinned OpenClaw's openclaw.mjs
+# (OPENCLAW_VERSION in scripts/versions), installing them first if needed:
+# openclaw from the npm registry into .tools/openclaw-<version>/ in this
+# repository, once (about 650 MB). tests/openclaw.rs runs this before it
+# starts a gateway; scripts/test.sh runs it once before the tests.
+#
+# The install goes into a .partial directory, then is moved into place, under
+# a file lock, so an interrupted or concurrent install leaves no half tree.
+# Install scripts are skipped: the gateway needs none, and skipping them makes
+# every npm version install the same tree.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions
+source "$ROOT/scripts/versions"
+NODE="$("$ROOT/scripts/ensure-node.sh")"
+DIR="$ROOT/.tools/openclaw-$OPENCLAW_VERSION"
+MJS="$DIR/node_modules/openclaw/openclaw.mjs"
+# npm runs under the pinned Node, through PATH
+export PATH="$(dirname "$NODE"):$PATH"
+
+installed() { [[ "$(node "$MJS" --version 2>/dev/null || true)" == "OpenClaw $OPENCLAW_VERSION"* ]]; }
+
+if ! installed; then
+    exec 9>"$ROOT/.tools/openclaw.lock"
+    flock 9
+    if ! installed; then
+        echo "ensure-openclaw: installing openclaw@$OPENCLAW_VERSION into ${DIR#"$ROOT"/} (about 650 MB)" >&2
+        rm -rf "$DIR.partial"
+        npm install --prefix "$DIR.partial" --no-audit --no-fund --ignore-scripts --loglevel=error \
+            "openclaw@$OPENCLAW_VERSION" >&2 || {
+            rm -rf "$DIR.partial"
+            exit 1
+        }
+        rm -rf "$DIR"
+        mv "$DIR.partial" "$DIR"
+        installed || { echo "ensure-openclaw: openclaw $OPENCLAW_VERSION did not install" >&2; exit 1; }
+    fi
+fi
+echo "$NODE"
+echo "$MJS"
