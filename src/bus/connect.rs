@@ -7,6 +7,7 @@ use async_nats::connection::State;
 use tokio::sync::watch;
 
 use super::health::{self, Health};
+use super::incarnation::Current;
 use crate::config::Config;
 
 /// A NATS connection and a count of the times it was (re)established.
@@ -19,6 +20,8 @@ pub struct Nats {
     pub(super) connects: watch::Receiver<u64>,
     /// Whether JetStream answers through the server connected to.
     pub(super) health: Arc<Health>,
+    /// The stream's incarnation, as the health probe last read it.
+    pub(super) incarnation: Arc<Current>,
 }
 
 /// Connects without waiting: the client keeps retrying in the background, so
@@ -96,8 +99,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
     }
     let client = options.connect(nats.urls()).await?;
     let _ = made.set(client.clone());
-    health::watch(client.clone(), health.clone(), [nats.stream.clone(), format!("KV_{}", config.bucket())]);
-    Ok(Nats { client, connects, health })
+    let incarnation = Arc::new(Current::default());
+    let streams = [nats.stream.clone(), format!("KV_{}", config.bucket())];
+    health::watch(client.clone(), health.clone(), incarnation.clone(), streams);
+    Ok(Nats { client, connects, health, incarnation })
 }
 
 /// Why a one-off command did not reach NATS.

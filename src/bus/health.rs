@@ -20,7 +20,11 @@ use std::time::Duration;
 
 use async_nats::{ReconnectToServer, Server, ServerAddr};
 use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
+
+use super::incarnation::Current;
 
 /// How often JetStream is asked. Probes overlap: a slow answer does not
 /// delay the next question.
@@ -168,7 +172,7 @@ fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
 
 /// Probes JetStream through `client` for as long as the client lives, and
 /// moves to another server when this one fails.
-pub fn watch(client: async_nats::Client, health: Arc<Health>, streams: [String; 2]) {
+pub fn watch(client: async_nats::Client, health: Arc<Health>, incarnation: Arc<Current>, streams: [String; 2]) {
     let streams = Arc::new(streams);
     tokio::spawn(async move {
         let mut probes = tokio::task::JoinSet::new();
@@ -188,9 +192,12 @@ pub fn watch(client: async_nats::Client, health: Arc<Health>, streams: [String; 
                     probes.spawn(probe(client.clone(), streams.clone()));
                 }
                 Some(done) = probes.join_next() => match done {
-                    Ok(Ok(())) => {
+                    Ok(Ok(created)) => {
                         last_good = Instant::now();
                         health.answered();
+                        if let Some(created) = created {
+                            incarnation.saw(created);
+                        }
                     }
                     Ok(Err(why)) => last_failure = why,
                     Err(_) => {}
@@ -222,8 +229,10 @@ pub fn watch(client: async_nats::Client, health: Arc<Health>, streams: [String; 
 
 /// One look at each stream: `Ok` when its leader answers and hears a
 /// quorum of its replicas, or when JetStream answers that it does not exist
-/// (a definite answer; `/readyz` reports the missing stream itself).
-async fn probe(client: async_nats::Client, streams: Arc<[String; 2]>) -> Result<(), String> {
+/// (a definite answer; `/readyz` reports the missing stream itself). With
+/// the first stream's creation time, which tells its incarnation.
+async fn probe(client: async_nats::Client, streams: Arc<[String; 2]>) -> Result<Option<OffsetDateTime>, String> {
+    let mut created = None;
     for stream in streams.iter() {
         let subject = format!("$JS.API.STREAM.INFO.{stream}");
         let reply = tokio::time::timeout(PROBE_TIMEOUT, client.request(subject, "".into()))
@@ -233,14 +242,19 @@ async fn probe(client: async_nats::Client, streams: Arc<[String; 2]>) -> Result<
         let info: StreamInfo = serde_json::from_slice(&reply.payload)
             .map_err(|err| format!("an answer about {stream} that does not parse: {err}"))?;
         info.judge(stream)?;
+        if created.is_none() {
+            created = info.created.as_deref().and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
+        }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// The parts of a `STREAM.INFO` answer the probe looks at.
 #[derive(Deserialize)]
 struct StreamInfo {
     error: Option<ApiError>,
+    /// When the stream was created (RFC 3339).
+    created: Option<String>,
     config: Option<StreamConfig>,
     cluster: Option<Cluster>,
 }

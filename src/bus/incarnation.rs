@@ -12,8 +12,9 @@
 //! again rather than hiding anything. A record without one (written by an
 //! older version) is taken as of the current incarnation.
 //!
-//! The adapter learns the incarnation from each stream info it reads: at
-//! start-up, every heartbeat, and each time a follower opens a consumer.
+//! The adapter learns the incarnation from each stream info it reads: the
+//! health probe's, twice a second (see `health`), at start-up, every
+//! heartbeat, and each time a follower opens a consumer.
 //! Followers watch it: the client library would recreate a consumer of the
 //! new stream after the last id delivered, and skip what is below it.
 
@@ -76,11 +77,19 @@ impl Bus {
         }
     }
 
+    /// Notes the stream's creation time from a stream info (see
+    /// [`Current::saw`]).
+    pub(super) fn saw_created(&self, created: OffsetDateTime) -> Incarnation {
+        self.incarnation.saw(created)
+    }
+}
+
+impl Current {
     /// Notes the stream's creation time from a stream info; logs when it
     /// changed, which means the stream was re-created.
-    pub(super) fn saw_created(&self, created: OffsetDateTime) -> Incarnation {
+    pub(super) fn saw(&self, created: OffsetDateTime) -> Incarnation {
         let seen = Incarnation::of(created);
-        self.incarnation.0.send_if_modified(|current| {
+        self.0.send_if_modified(|current| {
             if current.as_ref() == Some(&seen) {
                 return false;
             }

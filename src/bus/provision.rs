@@ -70,7 +70,7 @@ impl Bus {
     }
 
     fn new(connection: Nats, js: jetstream::Context, kv: kv::Store, config: &Config) -> Bus {
-        let Nats { client, connects, health } = connection;
+        let Nats { client, connects, health, incarnation } = connection;
         let nats = &config.nats;
         Bus {
             client,
@@ -88,7 +88,7 @@ impl Bus {
             replies: Arc::new(super::replies::Replies::new(nats.reply_buffer)),
             newest: Arc::default(),
             clock: Arc::default(),
-            incarnation: Arc::default(),
+            incarnation,
         }
     }
 
