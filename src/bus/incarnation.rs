@@ -32,6 +32,7 @@ pub struct Incarnation(Arc<str>);
 
 impl Incarnation {
     pub(super) fn of(created: OffsetDateTime) -> Self {
+        let created = created.to_offset(time::UtcOffset::UTC);
         let text = created.format(&Rfc3339).unwrap_or_else(|_| created.unix_timestamp_nanos().to_string());
         Incarnation(text.into())
     }
@@ -112,9 +113,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_incarnation_is_the_creation_time_to_the_nanosecond() {
-        let created = OffsetDateTime::from_unix_timestamp_nanos(1_796_000_000_123_456_789).unwrap();
+    fn an_incarnation_is_the_creation_time_to_the_nanosecond_in_utc() {
+        let created = OffsetDateTime::parse("2026-11-29T23:33:20.123456789Z", &Rfc3339).unwrap();
         assert_eq!(Incarnation::of(created).as_str(), "2026-11-29T23:33:20.123456789Z");
+        let elsewhere = OffsetDateTime::parse("2026-11-30T00:33:20.123456789+01:00", &Rfc3339).unwrap();
+        assert_eq!(Incarnation::of(elsewhere), Incarnation::of(created), "the same instant");
         assert_ne!(Incarnation::of(created), Incarnation::of(created + time::Duration::nanoseconds(1)));
     }
 }
