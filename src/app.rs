@@ -183,12 +183,7 @@ impl Startup<'_> {
     /// Provisions, takes the host, registers, starts waking; every step is
     /// idempotent.
     async fn attempt(&self) -> Result<Running, HostError> {
-        let bus = Bus::open(self.nats.clone(), self.config).await?;
-        if !self.config.nats.least_privilege
-            && let Some(first) = stream::create_if_missing(&bus, self.config).await?
-        {
-            tracing::info!(first, "created the stream");
-        }
+        let bus = stream::open(self.nats.clone(), self.config).await?;
         let registry = Arc::new(Registry::new(bus.clone(), self.config.host.clone()));
         let names: Vec<_> = self.agents.iter().map(|agent| agent.name.clone()).collect();
         // Before anything of the host's is written: a second adapter with

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::bus::{Bus, Missing, Unavailable};
+use crate::bus::{Bus, Missing, Nats, Unavailable};
 use crate::config::Config;
 use crate::registry::{self, HEARTBEAT_INTERVAL};
 use crate::{readstate, wake};
@@ -22,6 +22,18 @@ use crate::{readstate, wake};
 /// How long a stream is missing before a running adapter creates it:
 /// two heartbeats.
 pub const RECREATE_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+
+/// The bus as an adapter or the import opens it (see [`Bus::open`]), with
+/// the stream created if it does not exist and this host may create it.
+pub async fn open(nats: Nats, config: &Config) -> Result<Bus, Unavailable> {
+    let bus = Bus::open(nats, config).await?;
+    if !config.nats.least_privilege
+        && let Some(first) = create_if_missing(&bus, config).await?
+    {
+        tracing::info!(first, "created the stream");
+    }
+    Ok(bus)
+}
 
 /// Creates the stream if it does not exist (see [`create`]); returns its
 /// first id if it did not.

@@ -84,7 +84,7 @@ impl<'a> Importer<'a> {
     /// rebuilds the map of what earlier runs imported.
     async fn start(config: &Config, source: &'a Source, name: String) -> Result<Importer<'a>, ImportError> {
         let nats = bus::connect_within(config, CONNECT_TIMEOUT).await?;
-        let bus = Bus::open(nats, config)
+        let bus = crate::app::stream::open(nats, config)
             .await
             .map_err(|source| ImportError::Unavailable { what: "cannot open the bus", source })?;
         let marks = Marks::open(&bus, &config.host).await?;
