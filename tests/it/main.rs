@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod clock;
 mod cluster;
+mod command;
 mod console;
 mod disk;
 mod doctor;
