@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The fault campaign: every network fault of tests/partitions.rs (cut
+# The fault campaign: every network fault of tests/it/partitions.rs (cut
 # routes, partitions, a bridge, flapping links, paused nodes and adapters,
 # a node killed during a partition, an adapter's clock ten minutes off) on
 # a 3-node JetStream cluster and two adapters, each on a network namespace
-# of its own, and the full store of tests/disk.rs, each under steady
+# of its own, and the full store of tests/it/disk.rs, each under steady
 # traffic through two adapters, for a minute each (or `--secs N`). Prints
 # the table of outcomes that docs/faults.md keeps. Needs root (namespaces,
 # nftables, a tmpfs mount); installs what it needs, as scripts/test.sh does.
@@ -32,8 +32,8 @@ table="$(mktemp)"
 trap 'rm -f "$table"' EXIT
 # One fault at a time, so that none steals the other's CPU.
 CLAWBUS_FAULT_SECS="$secs" CLAWBUS_CHAOS_TABLE="$table" CLAWBUS_REQUIRE_NETNS=1 \
-    cargo nextest run --locked -p clawbus --test partitions --test disk --test-threads 1 --no-fail-fast \
-    -E 'binary(partitions) | test(full_store_under_traffic)' || rc=$?
+    cargo nextest run --locked -p clawbus --test it --test-threads 1 --no-fail-fast \
+    -E 'test(/^partitions::/) | test(=disk::a_full_store_under_traffic_through_two_adapters_breaks_no_promise)' || rc=$?
 
 echo
 echo "Each fault for ${secs} s, 5 sends a second through each of two adapters (3-node R3 cluster in network namespaces, fsync always; the full store on one node)."

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure headless Chromium and chromedriver are installed, for the
-# console's browser test (tests/console.rs). Installs Debian's `chromium`
+# console's browser test (tests/it/console.rs). Installs Debian's `chromium`
 # and `chromium-driver` with apt-get when either is missing; idempotent.
 # Prints nothing on success (apt's output goes to stderr only on failure).
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure libfaketime's preload library is installed, for the tests that
-# run an adapter under a skewed clock (tests/clock.rs). Installs Debian's
+# run an adapter under a skewed clock (tests/it/clock.rs). Installs Debian's
 # `libfaketime` when it is missing; idempotent. Prints nothing on success.
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure `ip` (iproute2) and `nft` (nftables) are installed, for the
 # tests that build a network of namespaced hosts and cut it
-# (tests/partitions.rs). Installs Debian's packages when missing, as root;
+# (tests/it/partitions.rs). Installs Debian's packages when missing, as root;
 # without root it installs nothing: those tests then skip, saying why.
 # Idempotent; prints nothing on success.
 set -euo pipefail

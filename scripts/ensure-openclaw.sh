@@ -3,7 +3,7 @@
 # (scripts/ensure-node.sh) and of the pinned OpenClaw's openclaw.mjs
 # (OPENCLAW_VERSION in scripts/versions), installing them first if needed:
 # openclaw from the npm registry into .tools/openclaw-<version>/ in this
-# repository, once (about 650 MB). tests/openclaw.rs runs this before it
+# repository, once (about 650 MB). tests/it/openclaw.rs runs this before it
 # starts a gateway; scripts/test.sh runs it once before the tests.
 #
 # The install goes into a .partial directory, then is moved into place, under

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, integration tests against real nats-server
 # processes on free loopback ports, the tests against the real OpenClaw
-# gateway (tests/openclaw.rs), and the OpenClaw channel plugin's tests.
+# gateway (tests/it/openclaw.rs), and the OpenClaw channel plugin's tests.
 # Installs nats-server, Node and OpenClaw (versions in scripts/versions)
 # under .tools/ if needed.
 set -euo pipefail
@@ -22,14 +22,14 @@ echo "using $("$NATS_SERVER_BIN" --version)"
 # The pinned Node, for the OpenClaw channel plugin's tests and the gateway.
 NODE_BIN="$(scripts/ensure-node.sh)"
 echo "using node $("$NODE_BIN" --version)"
-# The real OpenClaw gateway, for tests/openclaw.rs: installed once here, before
+# The real OpenClaw gateway, for tests/it/openclaw.rs: installed once here, before
 # the tests start (they install it themselves too, under a lock, when run on
 # their own). Where it cannot be installed those tests say why and skip;
 # CLAWBUS_REQUIRE_OPENCLAW=1 makes them fail instead, as CI does.
 if openclaw="$(scripts/ensure-openclaw.sh)"; then
     echo "using $("$NODE_BIN" "$(tail -n 1 <<<"$openclaw")" --version)"
 else
-    echo "cannot install OpenClaw: tests/openclaw.rs will skip, or fail with CLAWBUS_REQUIRE_OPENCLAW=1" >&2
+    echo "cannot install OpenClaw: tests/it/openclaw.rs will skip, or fail with CLAWBUS_REQUIRE_OPENCLAW=1" >&2
 fi
 
 # Build everything once (the adapter binary the tests spawn included).

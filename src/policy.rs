@@ -50,6 +50,7 @@ impl Default for Limits {
 /// One agent's own settings, where it has any.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
+    // Compatibility: see docs/architecture.md#compatibility
     /// How the agent is reached: its adapter's wake mode (absent in records
     /// written by older adapters).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,6 +45,7 @@ struct Run {
     count: u64,
 }
 
+// Compatibility: see docs/architecture.md#compatibility
 /// The record as stored. Earlier versions wrote `floor` and `acked` (ids
 /// above the floor); a run of one message is still written there, so they
 /// read every record as the floor and those ids: messages in longer runs

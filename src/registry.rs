@@ -54,6 +54,7 @@ struct AgentRecord {
     /// agent goes back to it when this host shuts down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     previous: Option<String>,
+    // Compatibility: see docs/architecture.md#compatibility
     /// The agent's own conversation safety settings, for every adapter.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     policy: Policy,
@@ -75,6 +76,7 @@ struct HostRecord {
     /// False once the adapter has shut down cleanly.
     running: bool,
     version: String,
+    // Compatibility: see docs/architecture.md#compatibility
     /// The adapter process that wrote it (`None`: an older version's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     instance: Option<String>,
@@ -100,6 +102,7 @@ pub struct AgentStatus {
     pub host: String,
     pub online: bool,
     pub last_seen: Option<String>,
+    // Compatibility: see docs/architecture.md#compatibility
     /// How the agent is reached, as its host published it (`None`: a
     /// record of an older version).
     pub wake_mode: Option<WakeMode>,

@@ -74,6 +74,7 @@ impl Bus {
     pub fn is_current(&self, tag: Option<&str>) -> bool {
         match (tag, &*self.incarnation.0.borrow()) {
             (Some(tag), Some(current)) => tag == current.as_str(),
+            // Compatibility: see docs/architecture.md#compatibility
             _ => true,
         }
     }

@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), stamp));
     Router::new()
         .nest("/api", api.clone())
+        // Compatibility: see docs/architecture.md#compatibility
         .merge(api)
         .route("/console", get(console::index))
         .route("/console/console.js", get(console::script))

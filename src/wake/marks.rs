@@ -95,6 +95,7 @@ pub async fn load(
         .flat_map(|chunk| chunk.value)
         .filter_map(|(agent, stats)| Some((AgentName::parse(&agent).ok()?, stats)))
         .collect();
+    // Compatibility: see docs/architecture.md#compatibility
     // Agents last woken by an older version, which kept a record per agent.
     let unmarked: Vec<&AgentName> = known.iter().filter(|agent| !marks.contains_key(*agent)).collect();
     if !unmarked.is_empty() {

@@ -71,6 +71,7 @@ pub struct HostMarks {
     /// except these, woken up to the id given.
     #[serde(default)]
     pub behind: BTreeMap<String, u64>,
+    // Compatibility: see docs/architecture.md#compatibility
     /// The adapter process that wrote them (`None`: an older version's):
     /// only it writes over them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +141,7 @@ pub fn stats_key(host: &str, group: usize) -> String {
     format!("stats.{host}.{group}")
 }
 
+// Compatibility: see docs/architecture.md#compatibility
 /// An older version's per-agent record: a plain mark, or the mark with stats.
 #[derive(Deserialize)]
 #[serde(untagged)]

@@ -1,6 +1,8 @@
-//! The log of in-process adapters: one buffer per test process (cargo
-//! nextest runs each test in a process of its own), printed when a test
-//! fails, searchable by tests that expect a line.
+//! The log of in-process adapters: one buffer per test process, printed
+//! when a test fails, searchable by tests that expect a line. cargo nextest
+//! runs each test in a process of its own, so the buffer is that test's;
+//! under `cargo test` every test of the binary (all of `tests/it/`) shares
+//! it.
 
 use std::io::Write;
 use std::sync::{Mutex, Once};

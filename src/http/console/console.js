@@ -3,6 +3,23 @@
 // One file on purpose: the page has no build step, and the CSP lets it load
 // only this script.
 //
+// It is one script in sections, in this order, each opening with a banner
+// `// --- <section> ---`:
+//
+//   settings        pace of polls and renders, sizes of the feed and of pages
+//   small helpers   DOM elements, text and time formatting
+//   state           what the page knows: the fleet, the feed, the live stream
+//   API             authenticated requests, and the banners their failures raise
+//   token           signing in and out; a new token restarts the loops
+//   fleet polling   `/api/agents` and `/api/stats` every POLL_MS
+//   live stream     `/api/stream` read with fetch, resumed with Last-Event-ID
+//   feed            the live feed's rows, its filter, pause and rate
+//   fleet           the fleet table, the totals and the hosts
+//   rendering loop  one render per animation frame, at most every RENDER_MS
+//   conversation    the history between two agents, grouped in threads
+//   message path    one message's path, opened from the feed or a conversation
+//   wiring          event listeners, start-up, and the hook for tests
+//
 // Plain ES2020, no build step, no dependencies. Everything from the API is
 // data: it is put on the page with textContent only, never as HTML.
 //
@@ -15,6 +32,8 @@
 'use strict';
 
 (() => {
+  // --- settings --------------------------------------------------------------
+
   const TOKEN_KEY = 'clawbus.console.token';
   const POLL_MS = 2000;
   const RENDER_MS = 200;
@@ -194,7 +213,7 @@
     streamLoop(generation);
   }
 
-  // --- fleet polling -----------------------------------------------------------
+  // --- fleet polling ---------------------------------------------------------
 
   async function pollLoop(generation) {
     while (generation === state.generation) {
@@ -216,7 +235,7 @@
     }
   }
 
-  // --- live stream (fetch + ReadableStream, so the token can be sent) ----------
+  // --- live stream (fetch + ReadableStream, so the token can be sent) --------
 
   function setStreamState(next, note) {
     stream.state = next;
@@ -636,7 +655,7 @@
     schedule();
   }
 
-  // --- rendering loop ----------------------------------------------------------
+  // --- rendering loop --------------------------------------------------------
 
   let renderQueued = false;
   let lastRender = 0;
@@ -673,7 +692,7 @@
     banner('stream', stream.state === 'forbidden' ? stream.note : '');
   }
 
-  // --- conversation --------------------------------------------------------------
+  // --- conversation ----------------------------------------------------------
 
   const conv = { a: '', b: '', messages: [], generation: 0, stale: false, loading: false, truncated: false };
 
@@ -900,7 +919,7 @@
     if (message) openPath(Number(message.dataset.id));
   }
 
-  // --- message path ------------------------------------------------------------
+  // --- message path ----------------------------------------------------------
 
   const pathView = { id: 0, generation: 0, timer: 0 };
 
@@ -1044,7 +1063,7 @@
     if (row) openPath(Number(row.dataset.id));
   }
 
-  // --- wiring --------------------------------------------------------------------
+  // --- wiring ----------------------------------------------------------------
 
   function init() {
     $('#login-form').addEventListener('submit', onLogin);

@@ -125,6 +125,7 @@ pub fn new_message(body: &Map<String, Value>, key: Option<&[u8]>, max_bytes: usi
             return Err(ApiError::invalid_request("to must be an agent name, \"*\" or null"));
         }
     };
+    // Compatibility: see docs/architecture.md#compatibility
     let (field, value) = ["content", "message", "text", "body"]
         .into_iter()
         .find_map(|field| body.get(field).filter(|v| !v.is_null()).map(|v| (field, v)))

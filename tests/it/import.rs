@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clawbus_testkit::{AdapterConfig, Api, NatsServer, OneHost, clawbus, free_port, program};
+use clawbus_testkit::{AdapterConfig, Api, NatsServer, OneHost, free_port, program};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params};
 use serde_json::Value;
 use tempfile::TempDir;
+
+use crate::command::run;
 
 /// The old bus's schema.
 const SCHEMA: &str = "CREATE TABLE messages (
@@ -27,13 +29,6 @@ const SCHEMA: &str = "CREATE TABLE messages (
 
 /// sender, recipient, content, priority, reply_to, created_at, read.
 type OldRow = (&'static str, Option<&'static str>, &'static str, Option<&'static str>, Option<i64>, SqlValue, i64);
-
-/// Runs `clawbus` with `args`; (exit code, stdout, stderr).
-fn run(args: &[&str]) -> (i32, String, String) {
-    let output = clawbus(args);
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
-    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
-}
 
 /// A config for the importer (no agents), in `dir`.
 fn importer_config(dir: &Path, nats_url: &str, extra_nats: &[&str]) -> PathBuf {

@@ -58,7 +58,7 @@ async fn metrics_exist_from_start_up_and_move_with_traffic_and_failures() {
     assert!(after.contains("clawbus_http_request_duration_seconds_bucket{"), "{after}");
 
     // Every series the shipped dashboard charts exists.
-    let dashboard = include_str!("../deploy/grafana-dashboard.json");
+    let dashboard = include_str!("../../deploy/grafana-dashboard.json");
     for name in
         dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("clawbus_"))
     {

@@ -290,13 +290,8 @@ async fn a_killed_adapter_restarted_at_once_is_not_refused_by_its_own_heartbeat(
 /// error level instead of overwriting what the other wrote.
 #[tokio::test]
 async fn an_adapter_whose_host_record_was_taken_over_says_so_and_stops_writing_wake_records() {
-    let mut host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let (mut host, _first, kv) = woken_once().await;
     let api = host.api();
-    let first = api.send("alice", "bob", "one").await;
-    let gateway = &host.gateway;
-    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(first)) }).await;
-    let kv = state_bucket(&host.nats).await;
-    eventually("the wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
     let other = json!({"running": true, "version": "0.0.0", "instance": "another-instance"});
     kv.put("host.hostA", other.to_string().into()).await.unwrap();
     let adapter = &host.adapter;
@@ -319,13 +314,9 @@ async fn an_adapter_whose_host_record_was_taken_over_says_so_and_stops_writing_w
 /// `wakes.<host>`) says so instead of overwriting it.
 #[tokio::test]
 async fn a_wake_record_writer_that_lost_the_compare_and_set_says_so() {
-    let host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let (host, first, kv) = woken_once().await;
     let api = host.api();
-    let first = api.send("alice", "bob", "one").await;
     let gateway = &host.gateway;
-    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(first)) }).await;
-    let kv = state_bucket(&host.nats).await;
-    eventually("the wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
     let foreign = json!({"members": 1, "up_to": [first], "writer": "another-instance"});
     kv.put("wakes.hostA", foreign.to_string().into()).await.unwrap();
     let second = api.send("alice", "bob", "two").await;
@@ -379,6 +370,18 @@ async fn a_members_generation_left_by_an_interrupted_start_does_not_block_the_ne
 }
 
 /// The adapters' state bucket, through a client of the test's own.
+/// bob on hostA (the adapter a process), woken for alice's first message
+/// (its id given), and the state bucket once bob's wake marks are in it.
+async fn woken_once() -> (OneHost, u64, async_nats::jetstream::kv::Store) {
+    let host = OneHost::spawn_with(&["bob"], |config, _| config.agent(AgentSpec::silent("alice"))).await;
+    let first = host.api().send("alice", "bob", "one").await;
+    let gateway = &host.gateway;
+    eventually("the first wake", WAIT, || async { gateway.wakes().into_iter().find(|w| w.up_to >= Some(first)) }).await;
+    let kv = state_bucket(&host.nats).await;
+    eventually("the wake marks", WAIT, || async { kv.entry("wakes.hostA").await.unwrap() }).await;
+    (host, first, kv)
+}
+
 async fn state_bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     js.get_key_value("CLAWBUS_STATE").await.unwrap()

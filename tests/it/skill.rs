@@ -7,7 +7,7 @@ use std::process::Command;
 use clawbus_testkit::{Api, OneHost};
 use serde_json::{Value, json};
 
-const SKILL: &str = include_str!("../deploy/openclaw/skills/clawbus/SKILL.md");
+const SKILL: &str = include_str!("../../deploy/openclaw/skills/clawbus/SKILL.md");
 /// The message id the skill's examples use.
 const EXAMPLE_ID: &str = "1042";
 

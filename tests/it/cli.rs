@@ -1,16 +1,10 @@
 //! The command line against a running adapter: each client command, in
 //! tables and JSON, and the exit codes scripts rely on.
 
-use clawbus_testkit::{OneHost, clawbus};
+use clawbus_testkit::OneHost;
 use serde_json::Value;
 
-/// Runs `clawbus` with `args`; (exit code, stdout, stderr).
-fn run<S: AsRef<str>>(args: &[S]) -> (i32, String, String) {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let output = clawbus(&args);
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
-    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
-}
+use crate::command::run;
 
 async fn host() -> OneHost {
     OneHost::start_with(&["alice", "bob"], |config, _| {
