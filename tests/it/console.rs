@@ -3,8 +3,8 @@
 //! page, then what an operator watches: the fleet, the live feed from both
 //! hosts, unread counts, a failing gateway, a reply chain as a conversation,
 //! hostile content shown as text, a message's path, and the feed surviving
-//! a dropped stream. Ends with the screenshot the README shows
-//! (`docs/console.png`).
+//! a dropped stream. Ends with a screenshot, written to a temporary folder;
+//! `CLAWBUS_SCREENSHOT=docs/console.png` writes the one the README shows.
 //!
 //! Needs Chromium and chromedriver: `scripts/ensure-chromium.sh`.
 
@@ -294,6 +294,12 @@ async fn console_shows_the_fleet_live_in_a_browser() {
         .await;
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console.png");
+    // Into a temporary folder: the tracked `docs/console.png` changes only
+    // when asked for (`CLAWBUS_SCREENSHOT=docs/console.png`).
+    let out = match std::env::var_os("CLAWBUS_SCREENSHOT") {
+        Some(path) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+        None => std::env::temp_dir().join(format!("clawbus-console-{}.png", std::process::id())),
+    };
     std::fs::write(&out, &png).unwrap_or_else(|err| panic!("writing {}: {err}", out.display()));
+    println!("screenshot: {}", out.display());
 }
