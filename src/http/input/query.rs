@@ -7,11 +7,11 @@ use axum::http::request::Parts;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{agent_name, bad_priority, only_known};
 use crate::http::error::ApiError;
 use crate::mailbox::{HistoryQuery, InboxQuery};
 use crate::message::Priority;
 use crate::names::AgentName;
+use crate::wire::{agent_name, bad_priority, only_known};
 
 /// `limit` when none is given, and the most a page may hold.
 const DEFAULT_LIMIT: usize = 100;
@@ -41,16 +41,16 @@ impl Params {
     }
 
     fn only(&self, accepted: &[&str]) -> Result<(), ApiError> {
-        only_known(self.0.keys().map(String::as_str), accepted, "parameter")
+        Ok(only_known(self.0.keys().map(String::as_str), accepted, "parameter")?)
     }
 
     pub fn agent(&self) -> Result<AgentName, ApiError> {
         let raw = self.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
-        agent_name("agent", raw)
+        Ok(agent_name("agent", raw)?)
     }
 
-    fn optional_agent(&self, name: &str) -> Result<Option<AgentName>, ApiError> {
-        self.get(name).map(|raw| agent_name(name, raw)).transpose()
+    fn optional_agent(&self, name: &'static str) -> Result<Option<AgentName>, ApiError> {
+        Ok(self.get(name).map(|raw| agent_name(name, raw)).transpose()?)
     }
 
     /// Any message id (0 = from the start); ids beyond the newest message
