@@ -152,6 +152,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The message object holds every field of the stored envelope
+        /// with its value, and `id`, `read`, `thread` and `hops` always.
+        #[test]
+        fn a_message_shows_every_envelope_field(
+            id in 1..=u64::MAX,
+            from in "\\PC{0,12}",
+            content in "\\PC{0,40}",
+            priority in proptest::sample::select(vec![Priority::Normal, Priority::High, Priority::Urgent]),
+            reply_to in proptest::option::of(1..=u64::MAX),
+            thread in proptest::option::of(1..=u64::MAX),
+            hops in proptest::prelude::any::<u32>(),
+            read in proptest::prelude::any::<bool>(),
+        ) {
+            let envelope = Envelope {
+                from, to: BROADCAST.into(), content, priority, reply_to, thread, hops, timestamp: format_time(OffsetDateTime::UNIX_EPOCH),
+            };
+            let payload = serde_json::to_vec(&envelope).unwrap();
+            let view = MessageView::decode(id, &payload, read).unwrap();
+            let shown = serde_json::to_value(&view).unwrap();
+            let stored = serde_json::to_value(&envelope).unwrap();
+            for (field, value) in stored.as_object().unwrap() {
+                proptest::prop_assert_eq!(&shown[field], value, "{}", field);
+            }
+            proptest::prop_assert_eq!(&shown["id"], &serde_json::json!(id));
+            proptest::prop_assert_eq!(&shown["read"], &serde_json::json!(read));
+            proptest::prop_assert_eq!(&shown["thread"], &serde_json::json!(thread.unwrap_or(id)));
+            proptest::prop_assert_eq!(&shown["hops"], &serde_json::json!(hops));
+            let again: MessageView = serde_json::from_value(shown.clone()).unwrap();
+            proptest::prop_assert_eq!(serde_json::to_value(&again).unwrap(), shown);
+        }
+    }
+
     #[test]
     fn timestamps_have_milliseconds_and_z() {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_795_600_800_123_456_789).unwrap();

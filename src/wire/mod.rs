@@ -14,3 +14,23 @@ pub use answer::{
 };
 pub use decode::{Invalid, agent_name, decode, only_known};
 pub use request::{AckBody, SendBody, bad_priority};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Any JSON value, with the strings the API gives meaning to among them.
+    pub fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,80}".prop_map(Value::from),
+            prop_oneof![Just("bob"), Just("*"), Just("urgent"), Just("a.b")].prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| proptest::collection::vec(inner, 0..4).prop_map(Value::from))
+    }
+}

@@ -124,3 +124,87 @@ fn message_id(field: &str, given: Field<u64>) -> Result<u64, Invalid> {
         _ => Err(Invalid::request(format!("{field} must be a message id (a positive whole number)"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::decode;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    fn ack(value: Value) -> Result<(AgentName, Ack), Invalid> {
+        decode::<AckBody>(value.as_object().unwrap().clone())?.try_into()
+    }
+
+    fn refused(result: Result<(AgentName, Ack), Invalid>) -> bool {
+        matches!(result, Err(Invalid::Request(_)))
+    }
+
+    #[test]
+    fn ack_takes_exactly_one_form() {
+        let (agent, form) = ack(json!({"agent": "bob", "ids": [1, 2]})).unwrap();
+        assert_eq!(agent.as_str(), "bob");
+        assert!(matches!(form, Ack::Ids(ids) if ids == [1, 2]));
+        assert!(matches!(ack(json!({"agent": "bob", "all": true})).unwrap().1, Ack::All));
+        assert!(matches!(ack(json!({"agent": "bob", "up_to": 9})).unwrap().1, Ack::UpTo(9)));
+        for bad in [
+            json!({"agent": "bob"}),
+            json!({"agent": "bob", "all": false}),
+            json!({"agent": "bob", "ids": [1], "all": true}),
+            json!({"agent": "bob", "ids": ["1"]}),
+            json!({"agent": "bob", "ids": 1}),
+            json!({"agent": "bob", "up_to": 0}),
+        ] {
+            assert!(refused(ack(bad.clone())), "{bad}");
+        }
+        assert!(matches!(ack(json!({"agent": "b b", "all": true})), Err(Invalid::Agent { field: "agent", .. })));
+    }
+
+    #[test]
+    fn ack_rejections_keep_their_texts() {
+        let text = |value| ack(value).unwrap_err().to_string();
+        assert_eq!(text(json!({"all": true})), "agent is required");
+        assert_eq!(text(json!({"agent": "bob", "ids": 1})), "ids must be an array of message ids");
+        assert_eq!(
+            text(json!({"agent": "bob", "ids": [1, "2"]})),
+            "ids must be a message id (a positive whole number)"
+        );
+        assert_eq!(text(json!({"agent": "bob", "all": 1})), "all must be true");
+        assert_eq!(text(json!({"agent": "bob", "all": null})), "give exactly one of ids, all (true) or up_to");
+        assert_eq!(
+            text(json!({"agent": "bob", "upto": 3})),
+            "unknown field \"upto\"; accepted: agent, ids, all, up_to"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        assert!(refused(ack(json!({"agent": "bob", "all": true, "upto": 3}))));
+    }
+
+    #[test]
+    fn ids_cover_the_whole_u64_range_but_zero() {
+        let max = json!({"agent": "bob", "up_to": u64::MAX});
+        assert!(matches!(ack(max).unwrap().1, Ack::UpTo(u64::MAX)));
+        for bad in [json!(0), json!(-1), json!(1.5), json!(18446744073709551616.0_f64), json!("7")] {
+            assert!(refused(ack(json!({"agent": "bob", "up_to": bad}))), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Any JSON object gives an ack or a refusal with a message, never
+        /// a panic; an ack only from a body with known fields.
+        #[test]
+        fn any_ack_body_is_answered(fields in proptest::collection::vec((prop_oneof![
+            Just("agent".to_string()), Just("ids".to_string()), Just("all".to_string()),
+            Just("up_to".to_string()), "[a-z_]{1,8}"
+        ], crate::wire::tests::json_value()), 0..6)) {
+            let body: Map<String, Value> = fields.into_iter().collect();
+            let known = body.keys().all(|k| ["agent", "ids", "all", "up_to"].contains(&k.as_str()));
+            match decode::<AckBody>(body).and_then(<(AgentName, Ack)>::try_from) {
+                Ok(_) => prop_assert!(known),
+                Err(err) => prop_assert!(!err.to_string().is_empty()),
+            }
+        }
+    }
+}
