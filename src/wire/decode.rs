@@ -33,15 +33,29 @@ pub fn agent_name(field: &'static str, raw: &str) -> Result<AgentName, Invalid> 
 /// `body` as a `T`. Serde refuses unknown fields; the refusal names the
 /// first of them and lists the accepted ones, as the API always has.
 pub fn decode<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Invalid> {
-    let body = Value::Object(body);
-    T::deserialize(&body).map_err(|err| {
-        let keys = body.as_object().into_iter().flat_map(Map::keys).map(String::as_str);
-        only_known(keys, field_names::<T>(), "field").err().unwrap_or_else(|| Invalid::request(err.to_string()))
+    decode_named(body, "field")
+}
+
+/// Query string parameters (each name once) as a `T`, refusing unknown
+/// ones as [`decode`] refuses unknown fields.
+pub fn decode_params<'a, T: DeserializeOwned>(
+    params: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<T, Invalid> {
+    let params = params.into_iter().map(|(name, value)| (name.clone(), Value::String(value.clone())));
+    decode_named(params.collect(), "parameter")
+}
+
+/// `object` as a `T`, whose members are called `what` in a refusal.
+fn decode_named<T: DeserializeOwned>(object: Map<String, Value>, what: &str) -> Result<T, Invalid> {
+    let object = Value::Object(object);
+    T::deserialize(&object).map_err(|err| {
+        let names = object.as_object().into_iter().flat_map(Map::keys).map(String::as_str);
+        only_known(names, field_names::<T>(), what).err().unwrap_or_else(|| Invalid::request(err.to_string()))
     })
 }
 
 /// Refuses names not in `accepted`, naming the first unknown one.
-pub fn only_known<'a>(names: impl IntoIterator<Item = &'a str>, accepted: &[&str], what: &str) -> Result<(), Invalid> {
+fn only_known<'a>(names: impl IntoIterator<Item = &'a str>, accepted: &[&str], what: &str) -> Result<(), Invalid> {
     match names.into_iter().find(|name| !accepted.contains(name)) {
         None => Ok(()),
         Some(unknown) => {

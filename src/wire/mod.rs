@@ -6,13 +6,15 @@
 mod answer;
 mod decode;
 mod field;
+mod query;
 mod request;
 
 pub use answer::{
     Acked, AgentEntry, Agents, ErrorAnswer, Health, History, HostRow, Inbox, Latencies, MessagePage, NatsStats,
     PathSteps, Ready, Released, Sent, Stats, StoppedThread, ThreadStats, WakeFailing, WakeStats,
 };
-pub use decode::{Invalid, agent_name, decode, only_known};
+pub use decode::{Invalid, agent_name, decode, decode_params};
+pub use query::{HistoryParams, InboxParams, StreamParams};
 pub use request::{AckBody, SendBody, bad_priority};
 
 #[cfg(test)]
