@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "readstate", "accounts"],
     &["mailbox", "wake"],
     &["fleet"],
+    &["wire"],
     &["http"],
     &["app"],
     &["cli"],

@@ -30,6 +30,7 @@ mod policy;
 mod readstate;
 mod registry;
 mod wake;
+mod wire;
 
 #[cfg(test)]
 mod layers;

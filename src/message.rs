@@ -49,14 +49,11 @@ pub struct Envelope {
     /// message, whose thread is its own id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<u64>,
-    /// Replies deep: 0 for a first message.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Replies deep: 0 for a first message. Written even when 0, since
+    /// the message object shows it (payloads stored without it read as 0).
+    #[serde(default)]
     pub hops: u32,
     pub timestamp: String,
-}
-
-fn is_zero(hops: &u32) -> bool {
-    *hops == 0
 }
 
 impl Envelope {
@@ -70,10 +67,15 @@ impl Envelope {
     }
 }
 
-/// The message object of the HTTP API.
-#[derive(Clone, Debug)]
+/// The message object of the HTTP API: its id, every field of its envelope
+/// and the reader's read flag. The envelope is flattened, so a field added
+/// to [`Envelope`] is shown by the API without further code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MessageView {
     pub id: u64,
+    /// Names its thread even for a first message (its own id): the API
+    /// always shows `thread`, the stored form only for replies.
+    #[serde(flatten)]
     pub envelope: Envelope,
     pub read: bool,
 }
@@ -82,44 +84,14 @@ impl MessageView {
     /// The message stored as `id` with `payload`, as a reader with `read`
     /// sees it; `None` if the payload is not a message.
     pub fn decode(id: u64, payload: &[u8], read: bool) -> Option<MessageView> {
-        Some(MessageView { id, envelope: Envelope::decode(payload)?, read })
+        let mut envelope = Envelope::decode(payload)?;
+        envelope.thread.get_or_insert(id);
+        Some(MessageView { id, envelope, read })
     }
 
     /// The thread: the first message of its reply chain.
     pub fn thread(&self) -> u64 {
         self.envelope.thread.unwrap_or(self.id)
-    }
-}
-
-impl Serialize for MessageView {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Wire<'a> {
-            id: u64,
-            from: &'a str,
-            to: &'a str,
-            content: &'a str,
-            priority: Priority,
-            reply_to: Option<u64>,
-            thread: u64,
-            hops: u32,
-            timestamp: &'a str,
-            read: bool,
-        }
-        let e = &self.envelope;
-        Wire {
-            id: self.id,
-            from: &e.from,
-            to: &e.to,
-            content: &e.content,
-            priority: e.priority,
-            reply_to: e.reply_to,
-            thread: self.thread(),
-            hops: e.hops,
-            timestamp: &e.timestamp,
-            read: self.read,
-        }
-        .serialize(serializer)
     }
 }
 
@@ -177,6 +149,39 @@ mod tests {
                 at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute(), at.second(), at.millisecond()
             );
             proptest::prop_assert_eq!(format_time(at), padded);
+        }
+    }
+
+    proptest::proptest! {
+        /// The message object holds every field of the stored envelope
+        /// with its value, and `id`, `read`, `thread` and `hops` always.
+        #[test]
+        fn a_message_shows_every_envelope_field(
+            id in 1..=u64::MAX,
+            from in "\\PC{0,12}",
+            content in "\\PC{0,40}",
+            priority in proptest::sample::select(vec![Priority::Normal, Priority::High, Priority::Urgent]),
+            reply_to in proptest::option::of(1..=u64::MAX),
+            thread in proptest::option::of(1..=u64::MAX),
+            hops in proptest::prelude::any::<u32>(),
+            read in proptest::prelude::any::<bool>(),
+        ) {
+            let envelope = Envelope {
+                from, to: BROADCAST.into(), content, priority, reply_to, thread, hops, timestamp: format_time(OffsetDateTime::UNIX_EPOCH),
+            };
+            let payload = serde_json::to_vec(&envelope).unwrap();
+            let view = MessageView::decode(id, &payload, read).unwrap();
+            let shown = serde_json::to_value(&view).unwrap();
+            let stored = serde_json::to_value(&envelope).unwrap();
+            for (field, value) in stored.as_object().unwrap() {
+                proptest::prop_assert_eq!(&shown[field], value, "{}", field);
+            }
+            proptest::prop_assert_eq!(&shown["id"], &serde_json::json!(id));
+            proptest::prop_assert_eq!(&shown["read"], &serde_json::json!(read));
+            proptest::prop_assert_eq!(&shown["thread"], &serde_json::json!(thread.unwrap_or(id)));
+            proptest::prop_assert_eq!(&shown["hops"], &serde_json::json!(hops));
+            let again: MessageView = serde_json::from_value(shown.clone()).unwrap();
+            proptest::prop_assert_eq!(serde_json::to_value(&again).unwrap(), shown);
         }
     }
 

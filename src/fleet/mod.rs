@@ -17,7 +17,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 mod path;
 
-pub use path::MessagePath;
+pub use path::{Acknowledged, MessagePath, Woken};
 
 use crate::bus::Unavailable;
 use crate::mailbox::Mailbox;

@@ -1,6 +1,6 @@
 //! `GET /api/messages/{id}`: one message and how far it got.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::FleetView;
 use crate::mailbox::MailError;
@@ -14,10 +14,24 @@ pub struct MessagePath {
     pub message: MessageView,
     /// Whether a wake of its recipient covers it: by which host, and when
     /// that host last woke the recipient (at or after this message's wake).
-    pub woken: Option<Value>,
+    pub woken: Option<Woken>,
     /// Whether its recipient acknowledged it, and when the recipient's read
     /// mark last changed (at or after the acknowledgement).
-    pub acknowledged: Option<Value>,
+    pub acknowledged: Option<Acknowledged>,
+}
+
+/// The wake that covers a message.
+#[derive(Debug, Serialize)]
+pub struct Woken {
+    /// The host that woke the recipient.
+    pub by: String,
+    pub last_wake_at: Option<String>,
+}
+
+/// A message's acknowledgement by its recipient.
+#[derive(Debug, Serialize)]
+pub struct Acknowledged {
+    pub mark_written_at: Option<String>,
 }
 
 impl FleetView {
@@ -35,10 +49,12 @@ impl FleetView {
         };
         let woken = record
             .filter(|r| r.up_to >= id)
-            .map(|r| json!({"by": r.host, "last_wake_at": r.stats.last.map(|last| last.at)}));
+            .map(|r| Woken { by: r.host, last_wake_at: r.stats.last.map(|last| last.at) });
         let mark = readstate::load(bus, &recipient).await?;
-        let acknowledged =
-            mark.mark.is_read(id).then(|| json!({"mark_written_at": mark.written.map(crate::message::format_time)}));
+        let acknowledged = mark
+            .mark
+            .is_read(id)
+            .then(|| Acknowledged { mark_written_at: mark.written.map(crate::message::format_time) });
         Ok(MessagePath { message, woken, acknowledged })
     }
 }

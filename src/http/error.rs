@@ -1,12 +1,11 @@
 //! The API's error answer: a status and
 //! `{"ok": false, "error": "<code>", "message": "<text for humans>"}`.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
 use crate::bus::Unavailable;
 use crate::mailbox::{MailError, Refusal};
+use crate::wire::{ErrorAnswer, Invalid};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -128,6 +127,15 @@ impl From<Unavailable> for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(err: Invalid) -> Self {
+        match err {
+            Invalid::Request(message) => ApiError::invalid_request(message),
+            Invalid::Agent { .. } => ApiError::invalid_agent(err.to_string()),
+        }
+    }
+}
+
 impl From<MailError> for ApiError {
     fn from(err: MailError) -> Self {
         match err {
@@ -156,7 +164,7 @@ impl From<MailError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"ok": false, "error": self.code, "message": self.message});
+        let body = ErrorAnswer { ok: false, error: self.code.into(), message: self.message };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self.status {

@@ -4,10 +4,9 @@
 mod auth;
 mod console;
 mod error;
-mod fleet;
-mod handlers;
 mod input;
 mod origin;
+mod routes;
 mod server;
 mod streams;
 
@@ -147,15 +146,15 @@ const STREAM_HEADER: &str = "clawbus-stream";
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/send", post(handlers::send))
-        .route("/inbox", get(handlers::inbox))
-        .route("/ack", post(handlers::ack))
-        .route("/history", get(handlers::history))
-        .route("/agents", get(fleet::agents))
-        .route("/stats", get(fleet::stats))
-        .route("/messages/{id}", get(fleet::message))
-        .route("/threads/{id}/release", post(handlers::release_thread))
-        .route("/stream", get(handlers::stream))
+        .route("/send", post(routes::send::send))
+        .route("/inbox", get(routes::inbox::inbox))
+        .route("/ack", post(routes::ack::ack))
+        .route("/history", get(routes::history::history))
+        .route("/agents", get(routes::agents::agents))
+        .route("/stats", get(routes::agents::stats))
+        .route("/messages/{id}", get(routes::messages::message))
+        .route("/threads/{id}/release", post(routes::threads::release))
+        .route("/stream", get(routes::stream::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), origin::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), stamp));
     Router::new()
@@ -165,11 +164,11 @@ pub fn router(state: AppState) -> Router {
         .route("/console", get(console::index))
         .route("/console/console.js", get(console::script))
         .route("/console/console.css", get(console::style))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), measure))
         // A bug in a handler is answered 500, never a cut connection.
         .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))

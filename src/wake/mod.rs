@@ -34,7 +34,7 @@ use dispatch::Group;
 use gateway::Hooks;
 use marks::WakeMarks;
 use record::Groups;
-pub use record::{WakeRecord, fleet as fleet_records, highest, of as record_of};
+pub use record::{LastWake, WakeRecord, fleet as fleet_records, highest, of as record_of};
 use waker::{Slot, Waker};
 
 /// Calls in flight to one gateway at most, across the agents behind it: a

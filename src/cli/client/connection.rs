@@ -11,6 +11,7 @@ use super::Target;
 use super::request::resolve_stdin;
 use crate::cli::Exit;
 use crate::config::{Config, ConfigError};
+use crate::wire::ErrorAnswer;
 
 /// Why no request can be made: the command exits 2.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +74,9 @@ impl Client {
         if self.json {
             println!("{answer}");
         }
-        let message = answer["message"].as_str().unwrap_or("no message");
-        eprintln!("clawbus: {status} {}: {message}", answer["error"].as_str().unwrap_or(""));
+        let error = serde_json::from_value::<ErrorAnswer>(answer).ok();
+        let (code, message) = error.as_ref().map_or(("", "no message"), |e| (e.error.as_str(), e.message.as_str()));
+        eprintln!("clawbus: {status} {code}: {message}");
         Err(match status {
             StatusCode::NOT_FOUND => Exit::NotFound,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => Exit::Unavailable,

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 use super::connection::Client;
 use crate::cli::Exit;
+use crate::message::MessageView;
+use crate::wire::ErrorAnswer;
 
 impl Client {
     /// Follows the live stream, reconnecting from the last id seen.
@@ -27,9 +28,8 @@ impl Client {
                 Ok(response) if response.status().is_success() => response,
                 Ok(response) => {
                     let status = response.status();
-                    let answer: Value =
-                        serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or_default();
-                    eprintln!("clawbus: {status}: {}", answer["message"].as_str().unwrap_or("no message"));
+                    let answer = serde_json::from_str::<ErrorAnswer>(&response.text().await.unwrap_or_default());
+                    eprintln!("clawbus: {status}: {}", answer.map_or("no message".into(), |a| a.message));
                     return if status == StatusCode::NOT_FOUND { Exit::NotFound } else { Exit::Refused };
                 }
                 Err(err) if failures < 3 || last.is_some() => {
@@ -43,7 +43,7 @@ impl Client {
             failures = 0;
             let mut events = Events::new(response);
             while let Some(message) = events.next().await {
-                last = message["id"].as_u64().or(last);
+                last = Some(message.id);
                 self.print_messages(std::slice::from_ref(&message), false);
                 shown += 1;
                 if count.is_some_and(|count| shown >= count) {
@@ -70,7 +70,7 @@ impl Events {
         Events { response, buffer: String::new() }
     }
 
-    async fn next(&mut self) -> Option<Value> {
+    async fn next(&mut self) -> Option<MessageView> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();

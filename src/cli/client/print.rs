@@ -3,78 +3,82 @@
 
 use std::io::Write;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Request;
 use super::connection::Client;
+use crate::message::MessageView;
+use crate::wire::{Acked, Agents, History, Inbox, Sent};
 
 impl Client {
-    /// Shows the answer to `request`.
+    /// Shows the answer to `request`; one this client cannot read (from an
+    /// adapter of another version) as the JSON it came as.
     pub(super) fn print(&self, request: &Request, answer: &Value) {
-        if self.json {
+        if self.json || !self.print_typed(request, answer) {
             println!("{answer}");
-            return;
         }
+    }
+
+    /// Shows `answer` as the answer type of `request`, if it is one.
+    fn print_typed(&self, request: &Request, answer: &Value) -> bool {
         match request {
-            Request::Send { .. } => {
-                let duplicate = if answer["duplicate"] == true { " (duplicate of an earlier send)" } else { "" };
-                println!("sent {}{duplicate}", answer["id"]);
-            }
-            Request::Ack { .. } => {
-                println!("acknowledged {}", answer["acked"]);
-                if let Some(ignored) = answer["ignored"].as_array().filter(|i| !i.is_empty()) {
-                    println!("ignored (not in the inbox): {}", join(ignored));
+            Request::Send { .. } => typed(answer, |sent: Sent| {
+                let duplicate = if sent.duplicate { " (duplicate of an earlier send)" } else { "" };
+                println!("sent {}{duplicate}", sent.id);
+            }),
+            Request::Ack { .. } => typed(answer, |acked: Acked| {
+                println!("acknowledged {}", acked.acked);
+                if !acked.ignored.is_empty() {
+                    println!("ignored (not in the inbox): {}", join(&acked.ignored));
                 }
-            }
-            Request::Inbox { .. } => {
-                self.print_messages(answer["messages"].as_array().map_or(&[], Vec::as_slice), true);
-                println!("{} unread", answer["unread"]);
-            }
-            Request::History { .. } => {
-                self.print_messages(answer["messages"].as_array().map_or(&[], Vec::as_slice), true)
-            }
-            Request::Agents => {
-                let rows: Vec<Vec<String>> = answer["agents"]
-                    .as_array()
-                    .map_or(&[][..], Vec::as_slice)
+            }),
+            Request::Inbox { .. } => typed(answer, |inbox: Inbox| {
+                self.print_messages(&inbox.messages, true);
+                println!("{} unread", inbox.unread);
+            }),
+            Request::History { .. } => typed(answer, |history: History| self.print_messages(&history.messages, true)),
+            Request::Agents => typed(answer, |agents: Agents| {
+                let rows: Vec<Vec<String>> = agents
+                    .agents
                     .iter()
                     .map(|a| {
                         vec![
-                            text(&a["name"]),
-                            text(&a["host"]),
-                            if a["online"] == true { "online".into() } else { "offline".into() },
-                            text(&a["unread"]),
-                            text(&a["wake_mode"]),
-                            text(&a["last_seen"]),
+                            a.name.to_string(),
+                            a.host.clone(),
+                            if a.online { "online".into() } else { "offline".into() },
+                            a.unread.to_string(),
+                            // As the API names it; `-` for none.
+                            text(&serde_json::json!(a.wake_mode)),
+                            a.last_seen.clone().unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect();
                 table(&["AGENT", "HOST", "STATE", "UNREAD", "REACHED BY", "LAST SEEN"], &rows);
-            }
+            }),
         }
     }
 
-    pub(super) fn print_messages(&self, messages: &[Value], header: bool) {
+    pub(super) fn print_messages(&self, messages: &[MessageView], header: bool) {
         if self.json {
             for message in messages {
-                println!("{message}");
+                println!("{}", serde_json::to_string(message).expect("a message serializes"));
             }
             return;
         }
         let rows: Vec<Vec<String>> = messages
             .iter()
             .map(|m| {
-                let read = if m["read"] == true { "read" } else { "unread" };
-                let reply = m["reply_to"].as_u64().map_or(String::new(), |id| format!("re {id}"));
+                let e = &m.envelope;
                 vec![
-                    text(&m["id"]),
-                    text(&m["timestamp"]),
-                    text(&m["from"]),
-                    text(&m["to"]),
-                    text(&m["priority"]),
-                    read.into(),
-                    reply,
-                    one_line(m["content"].as_str().unwrap_or_default()),
+                    m.id.to_string(),
+                    e.timestamp.clone(),
+                    e.from.clone(),
+                    e.to.clone(),
+                    e.priority.as_str().into(),
+                    if m.read { "read" } else { "unread" }.into(),
+                    e.reply_to.map_or(String::new(), |id| format!("re {id}")),
+                    one_line(&e.content),
                 ]
             })
             .collect();
@@ -86,6 +90,11 @@ impl Client {
     }
 }
 
+/// Runs `show` on `answer` as a `T`; false if it is not one.
+fn typed<T: DeserializeOwned>(answer: &Value, show: impl FnOnce(T)) -> bool {
+    serde_json::from_value(answer.clone()).map(show).is_ok()
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -94,8 +103,8 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn join(values: &[Value]) -> String {
-    values.iter().map(text).collect::<Vec<_>>().join(", ")
+fn join(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Content on one line of at most 72 characters.

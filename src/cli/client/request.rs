@@ -5,14 +5,11 @@ use serde_json::{Value, json};
 
 use super::Request;
 use crate::cli::Exit;
+use crate::wire::{HistoryParams, InboxParams};
 
 impl Request {
     /// The HTTP request this command is.
     pub(super) fn http(&self) -> (Method, String, Option<Value>) {
-        let query = |pairs: Vec<(&str, Option<String>)>| {
-            let kept: Vec<(&str, String)> = pairs.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
-            serde_urlencoded::to_string(kept).expect("a query string")
-        };
         match self {
             Request::Send { from, to, content, priority, reply_to, .. } => {
                 let mut body = json!({"from": from, "to": to, "content": content});
@@ -25,15 +22,14 @@ impl Request {
                 (Method::POST, "/api/send".into(), Some(body))
             }
             Request::Inbox { agent, all, limit, after, priority } => {
-                let unread = (!all).then(|| "true".to_owned()).or(Some("false".into()));
-                let q = query(vec![
-                    ("agent", Some(agent.clone())),
-                    ("unread", unread),
-                    ("limit", limit.map(|l| l.to_string())),
-                    ("after", after.map(|a| a.to_string())),
-                    ("priority", priority.clone()),
-                ]);
-                (Method::GET, format!("/api/inbox?{q}"), None)
+                let params = InboxParams {
+                    agent: Some(agent.clone()),
+                    unread: Some((!all).to_string()),
+                    limit: limit.map(|l| l.to_string()),
+                    after: after.map(|a| a.to_string()),
+                    priority: priority.clone(),
+                };
+                (Method::GET, format!("/api/inbox?{}", query(&params)), None)
             }
             Request::Ack { agent, ids, all, up_to } => {
                 let body = match (all, up_to) {
@@ -44,19 +40,25 @@ impl Request {
                 (Method::POST, "/api/ack".into(), Some(body))
             }
             Request::History { agent, with, since, until, limit, after } => {
-                let q = query(vec![
-                    ("agent", Some(agent.clone())),
-                    ("with", with.clone()),
-                    ("since", since.clone()),
-                    ("until", until.clone()),
-                    ("limit", limit.map(|l| l.to_string())),
-                    ("after", after.map(|a| a.to_string())),
-                ]);
-                (Method::GET, format!("/api/history?{q}"), None)
+                let params = HistoryParams {
+                    agent: Some(agent.clone()),
+                    with: with.clone(),
+                    since: since.clone(),
+                    until: until.clone(),
+                    limit: limit.map(|l| l.to_string()),
+                    after: after.map(|a| a.to_string()),
+                    thread: None,
+                };
+                (Method::GET, format!("/api/history?{}", query(&params)), None)
             }
             Request::Agents => (Method::GET, "/api/agents".into(), None),
         }
     }
+}
+
+/// The query string of `params`; parameters not given are left out.
+fn query(params: &impl serde::Serialize) -> String {
+    serde_urlencoded::to_string(params).expect("a query string")
 }
 
 /// `content` of `-` means standard input.

@@ -7,19 +7,15 @@ use axum::http::request::Parts;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{agent_name, bad_priority, only_known};
 use crate::http::error::ApiError;
 use crate::mailbox::{HistoryQuery, InboxQuery};
 use crate::message::Priority;
 use crate::names::AgentName;
+use crate::wire::{HistoryParams, InboxParams, StreamParams, agent_name, bad_priority, decode_params};
 
 /// `limit` when none is given, and the most a page may hold.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
-
-const INBOX: &[&str] = &["agent", "unread", "limit", "after", "priority"];
-const HISTORY: &[&str] = &["agent", "with", "since", "until", "limit", "after", "thread"];
-const STREAM: &[&str] = &["agent", "after"];
 
 /// Query string parameters; later repeats of a name win.
 pub struct Params(HashMap<String, String>);
@@ -36,72 +32,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    fn only(&self, accepted: &[&str]) -> Result<(), ApiError> {
-        only_known(self.0.keys().map(String::as_str), accepted, "parameter")
-    }
-
+    /// The required `agent`, checked before anything else is.
     pub fn agent(&self) -> Result<AgentName, ApiError> {
-        let raw = self.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
-        agent_name("agent", raw)
-    }
-
-    fn optional_agent(&self, name: &str) -> Result<Option<AgentName>, ApiError> {
-        self.get(name).map(|raw| agent_name(name, raw)).transpose()
-    }
-
-    /// Any message id (0 = from the start); ids beyond the newest message
-    /// give an empty page.
-    fn after(&self) -> Result<u64, ApiError> {
-        self.get("after").map_or(Ok(0), |raw| {
-            raw.parse().map_err(|_| {
-                ApiError::invalid_request(format!("after must be a message id, a whole number from 0 to {}", u64::MAX))
-            })
-        })
-    }
-
-    /// Positive; more than the most a page holds is capped, not refused.
-    fn limit(&self) -> Result<usize, ApiError> {
-        let Some(raw) = self.get("limit") else { return Ok(DEFAULT_LIMIT) };
-        match raw.parse::<u64>() {
-            Ok(limit) if limit > 0 => Ok(usize::try_from(limit).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
-            _ => Err(ApiError::invalid_request(format!(
-                "limit must be a whole number from 1 to {}; pages hold at most {MAX_LIMIT}",
-                u64::MAX
-            ))),
-        }
-    }
-
-    fn time(&self, name: &str) -> Result<Option<OffsetDateTime>, ApiError> {
-        self.get(name)
-            .map(|raw| {
-                parse_time(raw).ok_or_else(|| {
-                    ApiError::invalid_request(format!(
-                        "{name} must be an RFC 3339 time (years 0000 to 9999) or unix seconds in that range"
-                    ))
-                })
-            })
-            .transpose()
+        let raw = self.0.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
+        Ok(agent_name("agent", raw)?)
     }
 
     pub fn inbox_query(&self) -> Result<InboxQuery, ApiError> {
-        self.only(INBOX)?;
-        let unread_only = match self.get("unread") {
+        let params: InboxParams = decode_params(&self.0)?;
+        let unread_only = match params.unread.as_deref() {
             None | Some("true" | "1") => true,
             Some("false" | "0") => false,
             Some(_) => return Err(ApiError::invalid_request("unread must be true or false")),
         };
-        let priority = self.get("priority").map(|raw| Priority::parse(raw).ok_or_else(bad_priority)).transpose()?;
-        Ok(InboxQuery { unread_only, limit: self.limit()?, after: self.after()?, priority })
+        let priority = params.priority.map(|raw| Priority::parse(&raw).ok_or_else(bad_priority)).transpose()?;
+        Ok(InboxQuery { unread_only, limit: limit(params.limit)?, after: after(params.after)?, priority })
     }
 
     pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
-        self.only(HISTORY)?;
-        let thread = self
-            .get("thread")
+        let params: HistoryParams = decode_params(&self.0)?;
+        let thread = params
+            .thread
             .map(|raw| {
                 raw.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
                     ApiError::invalid_request(format!("thread must be a message id, from 1 to {}", u64::MAX))
@@ -110,20 +61,57 @@ impl Params {
             .transpose()?;
         Ok(HistoryQuery {
             thread,
-            with: self.optional_agent("with")?,
-            since: self.time("since")?,
-            until: self.time("until")?,
-            limit: self.limit()?,
-            after: self.after()?,
+            with: optional_agent("with", params.with)?,
+            since: time("since", params.since)?,
+            until: time("until", params.until)?,
+            limit: limit(params.limit)?,
+            after: after(params.after)?,
         })
     }
 
     /// The stream's `agent` (none: the whole fleet) and `after`.
     pub fn stream_query(&self) -> Result<(Option<AgentName>, Option<u64>), ApiError> {
-        self.only(STREAM)?;
-        let after = self.after()?;
-        Ok((self.optional_agent("agent")?, (after > 0).then_some(after)))
+        let params: StreamParams = decode_params(&self.0)?;
+        let after = after(params.after)?;
+        Ok((optional_agent("agent", params.agent)?, (after > 0).then_some(after)))
     }
+}
+
+fn optional_agent(name: &'static str, raw: Option<String>) -> Result<Option<AgentName>, ApiError> {
+    Ok(raw.map(|raw| agent_name(name, &raw)).transpose()?)
+}
+
+/// Any message id (0 = from the start); ids beyond the newest message
+/// give an empty page.
+fn after(raw: Option<String>) -> Result<u64, ApiError> {
+    raw.map_or(Ok(0), |raw| {
+        raw.parse().map_err(|_| {
+            ApiError::invalid_request(format!("after must be a message id, a whole number from 0 to {}", u64::MAX))
+        })
+    })
+}
+
+/// Positive; more than the most a page holds is capped, not refused.
+fn limit(raw: Option<String>) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(DEFAULT_LIMIT) };
+    match raw.parse::<u64>() {
+        Ok(limit) if limit > 0 => Ok(usize::try_from(limit).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+        _ => Err(ApiError::invalid_request(format!(
+            "limit must be a whole number from 1 to {}; pages hold at most {MAX_LIMIT}",
+            u64::MAX
+        ))),
+    }
+}
+
+fn time(name: &str, raw: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    raw.map(|raw| {
+        parse_time(&raw).ok_or_else(|| {
+            ApiError::invalid_request(format!(
+                "{name} must be an RFC 3339 time (years 0000 to 9999) or unix seconds in that range"
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// RFC 3339, or unix seconds (fractions and negative values allowed), within
@@ -162,12 +150,13 @@ mod tests {
 
     #[test]
     fn extremes_of_after_and_limit() {
+        let given = |raw: &str| Some(raw.to_owned());
         let max = u64::MAX.to_string();
-        assert_eq!(params(&[("after", &max)]).after().unwrap(), u64::MAX);
-        assert_eq!(params(&[("limit", &max)]).limit().unwrap(), MAX_LIMIT);
-        assert!(params(&[("after", "18446744073709551616")]).after().is_err());
-        assert!(params(&[("after", "-1")]).after().is_err());
-        assert!(params(&[("limit", "0")]).limit().is_err());
+        assert_eq!(after(given(&max)).unwrap(), u64::MAX);
+        assert_eq!(limit(given(&max)).unwrap(), MAX_LIMIT);
+        assert!(after(given("18446744073709551616")).is_err());
+        assert!(after(given("-1")).is_err());
+        assert!(limit(given("0")).is_err());
     }
 
     #[test]
