@@ -21,7 +21,7 @@ use crate::names::AgentName;
 
 /// Why no block could be made.
 #[derive(Debug, thiserror::Error)]
-pub enum AccountsError {
+pub(crate) enum AccountsError {
     #[error("{0}: nats.user is not set (each host needs its own NATS user)")]
     NoUser(String),
     #[error("hosts {0} and {1} both use NATS user {2:?}")]
@@ -35,13 +35,13 @@ pub enum AccountsError {
 }
 
 /// The provisioning user.
-pub struct Admin {
+pub(crate) struct Admin {
     pub user: String,
     pub password: String,
 }
 
 /// How the block is written.
-pub struct Settings {
+pub(crate) struct Settings {
     /// Write passwords as bcrypt hashes rather than as given.
     pub bcrypt: bool,
     /// The account's file storage limit, as nats-server writes sizes.
@@ -50,7 +50,7 @@ pub struct Settings {
 
 /// The `accounts { ... }` block for the hosts of `configs` (each a host's
 /// adapter config, as its adapter loads it).
-pub fn accounts(configs: &[Config], admin: &Admin, settings: &Settings) -> Result<String, AccountsError> {
+pub(crate) fn accounts(configs: &[Config], admin: &Admin, settings: &Settings) -> Result<String, AccountsError> {
     let first = configs.first().ok_or(AccountsError::NoHosts)?;
     check(configs)?;
     let stream = &first.nats.stream;

@@ -23,14 +23,14 @@ const MAX_RESTART_PAUSE: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The supervised server.
-pub struct Embedded {
+pub(crate) struct Embedded {
     stop: CancellationToken,
     supervisor: JoinHandle<()>,
 }
 
 impl Embedded {
     /// Writes the server's config and starts it.
-    pub async fn start(nats: &NatsConfig, host: &str) -> anyhow::Result<Embedded> {
+    pub(crate) async fn start(nats: &NatsConfig, host: &str) -> anyhow::Result<Embedded> {
         let listen = nats.embedded_listen().context("nats.url names no address to listen on")?;
         let dir = &nats.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create nats.data_dir {}", dir.display()))?;
@@ -51,7 +51,7 @@ impl Embedded {
     }
 
     /// Stops the server and waits for it to exit.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.supervisor.await;
     }

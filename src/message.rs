@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Priority {
+pub(crate) enum Priority {
     #[default]
     Normal,
     High,
@@ -20,11 +20,11 @@ pub enum Priority {
 }
 
 impl Priority {
-    pub fn parse(raw: &str) -> Option<Self> {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
         [Self::Normal, Self::High, Self::Urgent].into_iter().find(|p| p.as_str() == raw)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Normal => "normal",
             Self::High => "high",
@@ -34,12 +34,12 @@ impl Priority {
 }
 
 /// `to` of a broadcast.
-pub const BROADCAST: &str = "*";
+pub(crate) const BROADCAST: &str = "*";
 
 /// The JetStream payload of a message. The id is the stream sequence and the
 /// read flag is per reader, so neither is stored here.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub from: String,
     pub to: String,
     pub content: String,
@@ -58,11 +58,11 @@ pub struct Envelope {
 
 impl Envelope {
     /// The envelope a stored message's payload holds, if it holds one.
-    pub fn decode(payload: &[u8]) -> Option<Envelope> {
+    pub(crate) fn decode(payload: &[u8]) -> Option<Envelope> {
         serde_json::from_slice(payload).ok()
     }
 
-    pub fn time(&self) -> Option<OffsetDateTime> {
+    pub(crate) fn time(&self) -> Option<OffsetDateTime> {
         OffsetDateTime::parse(&self.timestamp, &Rfc3339).ok()
     }
 }
@@ -71,7 +71,7 @@ impl Envelope {
 /// and the reader's read flag. The envelope is flattened, so a field added
 /// to [`Envelope`] is shown by the API without further code.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MessageView {
+pub(crate) struct MessageView {
     pub id: u64,
     /// Names its thread even for a first message (its own id): the API
     /// always shows `thread`, the stored form only for replies.
@@ -83,14 +83,14 @@ pub struct MessageView {
 impl MessageView {
     /// The message stored as `id` with `payload`, as a reader with `read`
     /// sees it; `None` if the payload is not a message.
-    pub fn decode(id: u64, payload: &[u8], read: bool) -> Option<MessageView> {
+    pub(crate) fn decode(id: u64, payload: &[u8], read: bool) -> Option<MessageView> {
         let mut envelope = Envelope::decode(payload)?;
         envelope.thread.get_or_insert(id);
         Some(MessageView { id, envelope, read })
     }
 
     /// The thread: the first message of its reply chain.
-    pub fn thread(&self) -> u64 {
+    pub(crate) fn thread(&self) -> u64 {
         self.envelope.thread.unwrap_or(self.id)
     }
 }
@@ -98,7 +98,7 @@ impl MessageView {
 /// `2026-11-25T10:00:00.123Z`: UTC with milliseconds, as the old bus wrote.
 /// Every send and every wake writes one, so the digits are written
 /// directly rather than through `format!`'s padding machinery.
-pub fn format_time(at: OffsetDateTime) -> String {
+pub(crate) fn format_time(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     let mut out = String::with_capacity(24);
     let year = at.year();

@@ -24,7 +24,7 @@ impl MetricConstructor<Histogram> for Buckets {
     }
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     sends: Family<Labels, Counter>,
     send_latency: Histogram,
@@ -51,7 +51,7 @@ pub struct Metrics {
 
 /// How a send ended, as counted.
 #[derive(Clone, Copy, Debug)]
-pub enum SendOutcome {
+pub(crate) enum SendOutcome {
     Stored,
     Duplicate,
     Rejected,
@@ -76,7 +76,7 @@ impl SendOutcome {
 
 /// How a gateway call ended, as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WakeOutcome {
+pub(crate) enum WakeOutcome {
     Queued,
     Coalesced,
     /// Worth retrying soon (connection error, 408, 429, 5xx).
@@ -89,7 +89,7 @@ pub enum WakeOutcome {
 impl WakeOutcome {
     const ALL: [WakeOutcome; 4] = [Self::Queued, Self::Coalesced, Self::Retryable, Self::Rejected];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Coalesced => "coalesced",
@@ -98,7 +98,7 @@ impl WakeOutcome {
         }
     }
 
-    pub fn succeeded(self) -> bool {
+    pub(crate) fn succeeded(self) -> bool {
         matches!(self, Self::Queued | Self::Coalesced)
     }
 }
@@ -120,7 +120,7 @@ fn agent(name: &str) -> Labels {
 
 impl Metrics {
     /// The metrics of an adapter hosting `agents`.
-    pub fn new(agents: &[String]) -> Self {
+    pub(crate) fn new(agents: &[String]) -> Self {
         let mut registry = Registry::with_prefix("clawbus");
         let build = Family::<Labels, Gauge>::default();
         build.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
@@ -207,7 +207,7 @@ impl Metrics {
     }
 
     /// The connection's health as of now (set on every scrape).
-    pub fn nats_health(&self, ready: bool, server: Option<&str>, moves: u64) {
+    pub(crate) fn nats_health(&self, ready: bool, server: Option<&str>, moves: u64) {
         self.jetstream_ready.set(ready.into());
         self.nats_server_moves.inc_by(moves.saturating_sub(self.nats_server_moves.get()));
         self.nats_server.clear();
@@ -216,14 +216,14 @@ impl Metrics {
         }
     }
 
-    pub fn send(&self, outcome: SendOutcome, took: Duration) {
+    pub(crate) fn send(&self, outcome: SendOutcome, took: Duration) {
         self.sends.get_or_create(&self::outcome(outcome.label())).inc();
         if matches!(outcome, SendOutcome::Stored | SendOutcome::Duplicate) {
             self.send_latency.observe(took.as_secs_f64());
         }
     }
 
-    pub fn wake(&self, name: &str, outcome: WakeOutcome) {
+    pub(crate) fn wake(&self, name: &str, outcome: WakeOutcome) {
         self.wakes.get_or_create(&self::outcome(outcome.label())).inc();
         if !outcome.succeeded() {
             self.agent_wake_failures.get_or_create(&agent(name)).inc();
@@ -231,12 +231,12 @@ impl Metrics {
     }
 
     /// A successful wake covered `messages`, the oldest stored `latency` ago.
-    pub fn woke(&self, messages: u64, latency: Duration) {
+    pub(crate) fn woke(&self, messages: u64, latency: Duration) {
         self.folded.inc_by(messages.saturating_sub(1));
         self.wake_latency.observe(latency.as_secs_f64());
     }
 
-    pub fn refused(&self, reason: &'static str, sender: &str) {
+    pub(crate) fn refused(&self, reason: &'static str, sender: &str) {
         self.refusals.get_or_create(&refusal(reason, sender)).inc();
         if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
             self.refusals_by_reason[i].inc();
@@ -244,20 +244,20 @@ impl Metrics {
     }
 
     /// This adapter's refusals by reason, for `/api/stats`.
-    pub fn refusal_counts(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn refusal_counts(&self) -> Vec<(&'static str, u64)> {
         REFUSALS.iter().zip(&self.refusals_by_reason).map(|(reason, count)| (*reason, count.get())).collect()
     }
 
-    pub fn unread(&self, name: &str, unread: u64) {
+    pub(crate) fn unread(&self, name: &str, unread: u64) {
         self.agent_unread.get_or_create(&agent(name)).set(unread.try_into().unwrap_or(i64::MAX));
     }
 
-    pub fn request(&self, route: &str, status: u16, took: Duration) {
+    pub(crate) fn request(&self, route: &str, status: u16, took: Duration) {
         self.requests.get_or_create(&vec![("route", route.to_owned()), ("status", status.to_string())]).inc();
         self.request_latency.get_or_create(&vec![("route", route.to_owned())]).observe(took.as_secs_f64());
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

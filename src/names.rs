@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Longest accepted agent name, in bytes (all accepted characters are ASCII).
-pub const MAX_AGENT_NAME: usize = 64;
+pub(crate) const MAX_AGENT_NAME: usize = 64;
 
 /// A name matching `^[A-Za-z0-9_-]{1,64}$`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -86,7 +86,7 @@ fn matches(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether `pattern` is one `accept_from` takes.
-pub fn valid_pattern(pattern: &str) -> bool {
+pub(crate) fn valid_pattern(pattern: &str) -> bool {
     let name = pattern.strip_suffix('*').unwrap_or(pattern);
     (name.is_empty() && pattern == "*") || AgentName::parse(name).is_ok()
 }

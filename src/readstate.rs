@@ -30,7 +30,7 @@ use crate::names::AgentName;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
-pub struct ReadMark {
+pub(crate) struct ReadMark {
     pub floor: u64,
     /// Runs above the floor by their first id; they neither overlap nor
     /// touch the floor.
@@ -95,7 +95,7 @@ impl From<ReadMark> for Wire {
 }
 
 impl ReadMark {
-    pub fn is_read(&self, seq: u64) -> bool {
+    pub(crate) fn is_read(&self, seq: u64) -> bool {
         seq <= self.floor || self.run_of(seq).is_some()
     }
 
@@ -106,7 +106,7 @@ impl ReadMark {
 
     /// Marks `id`, a message of the inbox, read on its own; [`Join`] then
     /// joins it to its neighbours. False if it was read already.
-    pub fn insert(&mut self, id: u64) -> bool {
+    pub(crate) fn insert(&mut self, id: u64) -> bool {
         if self.is_read(id) {
             return false;
         }
@@ -116,7 +116,7 @@ impl ReadMark {
 
     /// The mark after acknowledging everything up to `seq`. A run the new
     /// floor reaches into is read whole, so the floor moves to its end.
-    pub fn raised_to(&self, seq: u64) -> ReadMark {
+    pub(crate) fn raised_to(&self, seq: u64) -> ReadMark {
         let mut mark = self.clone();
         if seq <= mark.floor {
             return mark;
@@ -132,7 +132,7 @@ impl ReadMark {
     /// "born read". A run reaching past `last` is dropped whole: its count
     /// cannot be split, and its messages rather show unread than hidden.
     /// `None` when nothing needed cutting.
-    pub fn within(&self, last: u64) -> Option<ReadMark> {
+    pub(crate) fn within(&self, last: u64) -> Option<ReadMark> {
         (self.highest() > last).then(|| ReadMark {
             floor: self.floor.min(last),
             runs: self.runs.iter().filter(|(_, run)| run.end <= last).map(|(start, run)| (*start, *run)).collect(),
@@ -140,14 +140,14 @@ impl ReadMark {
     }
 
     /// The highest id the mark mentions.
-    pub fn highest(&self) -> u64 {
+    pub(crate) fn highest(&self) -> u64 {
         self.runs.last_key_value().map_or(self.floor, |(_, run)| run.end.max(self.floor))
     }
 
     /// How many messages the runs cover from `oldest` on (messages expire
     /// oldest first, so the rest are gone), and the end of the run `oldest`
     /// falls inside, if any: how much of that one is left, the caller counts.
-    pub fn read_from(&self, oldest: u64) -> (u64, Option<u64>) {
+    pub(crate) fn read_from(&self, oldest: u64) -> (u64, Option<u64>) {
         let straddling = self.run_of(oldest).filter(|start| *start < oldest);
         let whole = self.runs.range(oldest..).map(|(_, run)| run.count).sum();
         (whole, straddling.map(|start| self.runs[&start].end))
@@ -155,7 +155,7 @@ impl ReadMark {
 
     /// Where to walk the inbox to join the runs of `ids`, just marked read
     /// (in any order), to their neighbours; `None` for no ids.
-    pub fn join_around(&self, ids: &[u64]) -> Option<Join> {
+    pub(crate) fn join_around(&self, ids: &[u64]) -> Option<Join> {
         let (first, last) = (*ids.iter().min()?, *ids.iter().max()?);
         let below = self.runs.range(..first).next_back().map(|(start, _)| Anchor::Run(*start));
         let anchor = below.unwrap_or(Anchor::Floor);
@@ -164,7 +164,7 @@ impl ReadMark {
 
     /// Where to walk the inbox to move the floor over the runs that follow
     /// it with no unread message between.
-    pub fn join_floor(&self) -> Join {
+    pub(crate) fn join_floor(&self) -> Join {
         Join { after: self.floor, attached: Some(Anchor::Floor), before: self.start_after(self.floor) }
     }
 
@@ -205,7 +205,7 @@ impl ReadMark {
     /// below that run are treated as read, the oldest first, so the newest
     /// holes and every acknowledgement stay. Returns the ids given up,
     /// `(floor before, floor after]`, for the caller to name them.
-    pub fn bounded(&mut self, limit: usize) -> Option<(u64, u64)> {
+    pub(crate) fn bounded(&mut self, limit: usize) -> Option<(u64, u64)> {
         let before = self.floor;
         let limit = limit.saturating_sub(STREAM_TAG_BYTES);
         while self.encoded_len() > limit
@@ -233,7 +233,7 @@ enum Anchor {
 /// other inboxes' messages between its own, and unread messages are what
 /// runs must not cover; the walk sees only this inbox's messages, so it
 /// joins across everything else.
-pub struct Join {
+pub(crate) struct Join {
     /// The walk starts after this id.
     pub after: u64,
     /// The read floor or run everything walked since is joined to; `None`
@@ -246,7 +246,7 @@ pub struct Join {
 impl Join {
     /// Takes the inbox's next message above the last one given. False once
     /// the rest of the inbox can join nothing more.
-    pub fn next(&mut self, mark: &mut ReadMark, id: u64) -> bool {
+    pub(crate) fn next(&mut self, mark: &mut ReadMark, id: u64) -> bool {
         if self.before.is_some_and(|before| id >= before) {
             return false;
         }
@@ -264,12 +264,12 @@ impl Join {
     }
 
     /// The first run beyond the walk, that [`Join::finish`] would join to.
-    pub fn next_run(&self) -> Option<u64> {
+    pub(crate) fn next_run(&self) -> Option<u64> {
         self.attached.and(self.before)
     }
 
     /// The walk reached the first run beyond it, or the end of the inbox.
-    pub fn finish(self, mark: &mut ReadMark) {
+    pub(crate) fn finish(self, mark: &mut ReadMark) {
         if let (Some(anchor), Some(before)) = (self.attached, self.before) {
             mark.absorb(anchor, before);
         }
@@ -277,7 +277,7 @@ impl Join {
 }
 
 /// A mark with the KV revision it was read at (`None`: never written).
-pub struct Versioned {
+pub(crate) struct Versioned {
     pub mark: ReadMark,
     revision: Option<u64>,
     /// When the server stored this version.
@@ -312,7 +312,7 @@ impl Stored {
 /// `agent`'s mark, from the bucket's leader (see [`Bus::kv_leader_entry`]):
 /// a mark older than one already acknowledged against would show read
 /// messages unread again.
-pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
+pub(crate) async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
     let entry = bus.kv_leader_entry(&key(agent)).await?;
     Ok(match entry {
         Some(LeaderEntry { value: Some(value), revision, stored }) => Versioned {
@@ -337,7 +337,7 @@ pub async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable
 
 /// The marks of `agents` of the current stream that exist and parse, in
 /// one batched read (from any replica, so a moment old at worst).
-pub async fn load_many(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentName, ReadMark>, Unavailable> {
+pub(crate) async fn load_many(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentName, ReadMark>, Unavailable> {
     let mut marks = bus.kv_get_many::<Stored>(agents.iter().map(|agent| key(agent)).collect()).await?;
     Ok(agents
         .iter()
@@ -346,7 +346,7 @@ pub async fn load_many(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<Agent
 }
 
 /// Every agent's mark of the current stream, read in one pass.
-pub async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, Unavailable> {
+pub(crate) async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, Unavailable> {
     let stored = bus.kv_values::<Stored>("read.").await?;
     Ok(stored
         .into_iter()
@@ -358,14 +358,19 @@ pub async fn load_all(bus: &Bus) -> Result<HashMap<String, KvValue<ReadMark>>, U
 
 /// The highest message id any agent's mark mentions, whichever stream it
 /// speaks of.
-pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+pub(crate) async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
     let stored = bus.kv_values::<Stored>("read.").await?;
     Ok(stored.values().map(|stored| stored.value.mark.highest()).max().unwrap_or(0))
 }
 
 /// Writes `mark` if nobody changed it since `previous` was read. False on
 /// a conflict: the caller reloads and tries again.
-pub async fn save(bus: &Bus, agent: &AgentName, previous: &Versioned, mark: &ReadMark) -> Result<bool, Unavailable> {
+pub(crate) async fn save(
+    bus: &Bus,
+    agent: &AgentName,
+    previous: &Versioned,
+    mark: &ReadMark,
+) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
     let stored = Stored { mark: mark.clone(), stream: bus.incarnation().map(|i| i.to_string()) };
     let value: bytes::Bytes = serde_json::to_vec(&stored).expect("serializes").into();

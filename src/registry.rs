@@ -36,10 +36,10 @@ use crate::names::AgentName;
 use crate::policy::Policy;
 use crate::policy::WakeMode;
 use heartbeat::Heartbeat;
-pub use heartbeat::{HostError, HostTaken};
+pub(crate) use heartbeat::{HostError, HostTaken};
 
 /// How often an adapter reports that it is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Silence after which a host's agents count as offline.
 const OFFLINE_AFTER: Duration = Duration::from_secs(20);
 /// Registry records written at once.
@@ -88,7 +88,7 @@ struct HostRecord {
 
 /// The highest message id any registration or host record mentions,
 /// whichever stream it speaks of.
-pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+pub(crate) async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
     let (agents, hosts) =
         tokio::try_join!(bus.kv_values::<AgentRecord>("agent."), bus.kv_values::<HostRecord>("host."))?;
     let since = agents.values().map(|record| record.value.since).max().unwrap_or(0);
@@ -97,7 +97,7 @@ pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
 
 /// One row of `GET /api/agents` (without the unread count).
 #[derive(Clone, Debug)]
-pub struct AgentStatus {
+pub(crate) struct AgentStatus {
     pub inbox: Inbox,
     pub host: String,
     pub online: bool,
@@ -109,13 +109,13 @@ pub struct AgentStatus {
 }
 
 /// A local agent as registered at start-up.
-pub struct Registered {
+pub(crate) struct Registered {
     pub inbox: Inbox,
     /// The host its record named before (`None`: it is registered just now).
     pub was: Option<String>,
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     bus: Bus,
     host: String,
     /// Agent → `since`, for agents known to be registered, and the stream
@@ -149,14 +149,14 @@ impl Hosts {
 }
 
 impl Registry {
-    pub fn new(bus: Bus, host: String) -> Self {
+    pub(crate) fn new(bus: Bus, host: String) -> Self {
         let heartbeat = Heartbeat::new(host.clone());
         Self { bus, host, known: RwLock::default(), local: RwLock::default(), policies: Mutex::default(), heartbeat }
     }
 
     /// `agent`'s own settings: this host's from its config, others' from
     /// their records (read again every [`POLICY_TTL`]).
-    pub async fn policy(&self, agent: &AgentName) -> Result<Policy, Unavailable> {
+    pub(crate) async fn policy(&self, agent: &AgentName) -> Result<Policy, Unavailable> {
         if let Some(policy) = self.local.read().expect("registry lock").get(agent) {
             return Ok(policy.clone());
         }
@@ -177,7 +177,7 @@ impl Registry {
     /// lists (the newest claim wins), and returns their inboxes. Existing
     /// records are read in one bulk scan; only new agents and agents that
     /// change hosts cost a write.
-    pub async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Registered>, Unavailable> {
+    pub(crate) async fn register(&self, agents: &[(AgentName, Policy)]) -> Result<Vec<Registered>, Unavailable> {
         self.local.write().expect("registry lock").extend(agents.iter().cloned());
         let names: Vec<AgentName> = agents.iter().map(|(agent, _)| agent.clone()).collect();
         let (last, records, hosts) = tokio::try_join!(self.bus.last_sequence(), self.records_of(&names), self.hosts())?;
@@ -307,7 +307,7 @@ impl Registry {
     /// Which of `agents` this host serves now. An agent another host took
     /// over is left to it while that host is alive, and reclaimed once it is
     /// not.
-    pub async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
+    pub(crate) async fn serving(&self, agents: &[AgentName]) -> Result<Vec<bool>, Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
         let now = self.bus.now();
         let checks: Vec<_> = agents
@@ -329,7 +329,7 @@ impl Registry {
 
     /// At a clean shutdown: hands agents taken over from a host that is
     /// still alive back to it, so they stay online.
-    pub async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
+    pub(crate) async fn release(&self, agents: &[AgentName]) -> Result<(), Unavailable> {
         let (records, hosts) = tokio::try_join!(self.records_of(agents), self.hosts())?;
         let now = self.bus.now();
         for agent in agents {
@@ -355,7 +355,7 @@ impl Registry {
 
     /// The inbox of a registered agent, or `None` if no adapter ever
     /// registered it.
-    pub async fn inbox(&self, agent: &AgentName) -> Result<Option<Inbox>, Unavailable> {
+    pub(crate) async fn inbox(&self, agent: &AgentName) -> Result<Option<Inbox>, Unavailable> {
         if let Some((since, _)) =
             self.known.read().expect("registry lock").get(agent).filter(|(_, seen)| *seen == self.bus.incarnation())
         {
@@ -369,7 +369,7 @@ impl Registry {
     }
 
     /// The host `agent` is registered on.
-    pub async fn host_of(&self, agent: &AgentName) -> Result<Option<String>, Unavailable> {
+    pub(crate) async fn host_of(&self, agent: &AgentName) -> Result<Option<String>, Unavailable> {
         self.bus.ensure_connected()?;
         let value = self.bus.kv().get(agent_key(agent)).await.unavailable("cannot read a registry record")?;
         Ok(value.and_then(|v| serde_json::from_slice::<AgentRecord>(&v).ok()).map(|record| record.host))
@@ -380,24 +380,24 @@ impl Registry {
     }
 
     /// This adapter process's id, as its host record and wake records name it.
-    pub fn instance(&self) -> &str {
+    pub(crate) fn instance(&self) -> &str {
         &self.heartbeat.instance
     }
 
     /// Takes this host's record for this adapter process at start-up;
     /// refused while another adapter runs as this host.
-    pub async fn claim_host(&self) -> Result<(), HostError> {
+    pub(crate) async fn claim_host(&self) -> Result<(), HostError> {
         self.heartbeat.claim(&self.bus).await
     }
 
     /// Reports this host alive (or, on shutdown, stopped); fails with
     /// [`HostTaken`] once another adapter process took the host over.
-    pub async fn heartbeat(&self, running: bool) -> Result<(), HostError> {
+    pub(crate) async fn heartbeat(&self, running: bool) -> Result<(), HostError> {
         self.heartbeat.beat(&self.bus, running).await
     }
 
     /// Every registered agent with its host's liveness, sorted by name.
-    pub async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
+    pub(crate) async fn list(&self) -> Result<Vec<AgentStatus>, Unavailable> {
         let (agents, hosts) = tokio::try_join!(self.bus.kv_values::<AgentRecord>("agent."), self.hosts())?;
         let now = self.bus.now();
         let mut rows: Vec<AgentStatus> = agents

@@ -21,11 +21,11 @@ use crate::{readstate, wake};
 
 /// How long a stream is missing before a running adapter creates it:
 /// two heartbeats.
-pub const RECREATE_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+pub(crate) const RECREATE_AFTER: Duration = Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
 
 /// The bus as an adapter or the import opens it (see [`Bus::open`]), with
 /// the stream created if it does not exist and this host may create it.
-pub async fn open(nats: Nats, config: &Config) -> Result<Bus, Unavailable> {
+pub(crate) async fn open(nats: Nats, config: &Config) -> Result<Bus, Unavailable> {
     let bus = Bus::open(nats, config).await?;
     if !config.nats.least_privilege
         && let Some(first) = create_if_missing(&bus, config).await?
@@ -37,7 +37,7 @@ pub async fn open(nats: Nats, config: &Config) -> Result<Bus, Unavailable> {
 
 /// Creates the stream if it does not exist (see [`create`]); returns its
 /// first id if it did not.
-pub async fn create_if_missing(bus: &Bus, config: &Config) -> Result<Option<u64>, Unavailable> {
+pub(crate) async fn create_if_missing(bus: &Bus, config: &Config) -> Result<Option<u64>, Unavailable> {
     match bus.missing().await? {
         Some(Missing::Stream) => create(bus, config).await.map(Some),
         _ => Ok(None),
@@ -45,7 +45,7 @@ pub async fn create_if_missing(bus: &Bus, config: &Config) -> Result<Option<u64>
 }
 
 /// Creates the stream, continuing after every id the fleet knows of.
-pub async fn create(bus: &Bus, config: &Config) -> Result<u64, Unavailable> {
+pub(crate) async fn create(bus: &Bus, config: &Config) -> Result<u64, Unavailable> {
     let first = high_water(bus).await? + 1;
     bus.create_stream(config, first).await?;
     Ok(first)

@@ -23,11 +23,11 @@ use super::{OrUnavailable, READ_TIMEOUT, Unavailable};
 
 /// A difference from the server's clock beyond this is reported (at
 /// start-up, in the log when it appears, and by `clawbus doctor`).
-pub const SKEW_TOLERANCE: Duration = Duration::from_secs(2);
+pub(crate) const SKEW_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// This host's clock against the server's, at one moment.
 #[derive(Clone, Copy, Debug)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// This host's time minus the server's: positive when this host is ahead.
     pub skew: time::Duration,
     /// The request's round trip: the server answered somewhere within it,
@@ -38,7 +38,7 @@ pub struct Reading {
 impl Reading {
     /// Whether the clocks are certainly further apart than
     /// [`SKEW_TOLERANCE`], whatever the round trip hid.
-    pub fn is_skewed(&self) -> bool {
+    pub(crate) fn is_skewed(&self) -> bool {
         self.skew.unsigned_abs() > SKEW_TOLERANCE + self.round_trip / 2
     }
 }
@@ -70,7 +70,7 @@ fn shown(d: Duration) -> humantime::FormattedDuration {
 
 /// The server's time at a moment of this host's monotonic clock.
 #[derive(Clone, Copy, Debug)]
-pub struct Anchor {
+pub(crate) struct Anchor {
     at: Instant,
     server: OffsetDateTime,
 }
@@ -84,7 +84,7 @@ pub(super) struct ServerClock {
 impl ServerClock {
     /// The server's time now. Before the first reading (which comes before
     /// anything is decided) this host's own.
-    pub fn now(&self) -> OffsetDateTime {
+    pub(super) fn now(&self) -> OffsetDateTime {
         match *self.latest.lock().expect("clock lock") {
             Some((anchor, _)) => anchor.server + anchor.at.elapsed(),
             None => OffsetDateTime::now_utc(),
@@ -94,7 +94,7 @@ impl ServerClock {
     /// Takes a new reading, and logs when this host's clock has moved beyond
     /// [`SKEW_TOLERANCE`] from the server's (the first reading included) or
     /// back within it.
-    pub fn set(&self, anchor: Anchor, reading: Reading) {
+    pub(super) fn set(&self, anchor: Anchor, reading: Reading) {
         let before = self.latest.lock().expect("clock lock").replace((anchor, reading)).map(|(_, r)| r.is_skewed());
         match (before, reading.is_skewed()) {
             (Some(true), true) | (None | Some(false), false) => {}
@@ -117,7 +117,7 @@ struct Stamped {
 
 /// Asks the server for its time with a stream info request for `stream` (a
 /// read every host may make), and measures this host's clock against it.
-pub async fn read(js: &jetstream::Context, stream: &str) -> Result<(Anchor, Reading), Unavailable> {
+pub(crate) async fn read(js: &jetstream::Context, stream: &str) -> Result<(Anchor, Reading), Unavailable> {
     let (sent, local) = (Instant::now(), OffsetDateTime::now_utc());
     let answer = tokio::time::timeout(READ_TIMEOUT, js.request(format!("STREAM.INFO.{stream}"), &()))
         .await

@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// A NATS connection and a count of the times it was (re)established.
 #[derive(Clone)]
-pub struct Nats {
+pub(crate) struct Nats {
     pub client: async_nats::Client,
     /// Bumped on every (re)connect: server-side state such as ephemeral
     /// consumers may be gone, and followers recreate theirs at once instead
@@ -26,7 +26,7 @@ pub struct Nats {
 
 /// Connects without waiting: the client keeps retrying in the background, so
 /// the adapter can serve `/healthz` (and answer 503) while NATS is away.
-pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Nats> {
     let nats = &config.nats;
     let (bump, connects) = watch::channel(0u64);
     // The client, once made, names the server in the connection's log lines.
@@ -107,7 +107,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Nats> {
 
 /// Why a one-off command did not reach NATS.
 #[derive(Debug, thiserror::Error)]
-pub enum Unreached {
+pub(crate) enum Unreached {
     /// The connection could not even be set up (a credentials file that
     /// cannot be read, say).
     #[error("cannot connect to NATS")]
@@ -124,7 +124,7 @@ const CONNECTED_POLL: Duration = Duration::from_millis(50);
 /// serves while NATS is away ([`connect`] does not wait); a one-off command
 /// (`setup`, `doctor`, `import`) can do nothing until it is reached, and
 /// should say so rather than wait for ever.
-pub async fn connect_within(config: &Config, patience: Duration) -> Result<Nats, Unreached> {
+pub(crate) async fn connect_within(config: &Config, patience: Duration) -> Result<Nats, Unreached> {
     let nats = connect(config).await.map_err(Unreached::Setup)?;
     let connected = async {
         while nats.client.connection_state() != State::Connected {
@@ -139,6 +139,6 @@ pub async fn connect_within(config: &Config, patience: Duration) -> Result<Nats,
 
 /// The reply subjects of `host`'s adapter (its NATS user may subscribe to
 /// these and no others).
-pub fn inbox_prefix(host: &str) -> String {
+pub(crate) fn inbox_prefix(host: &str) -> String {
     format!("_INBOX_{host}")
 }

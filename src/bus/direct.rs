@@ -24,13 +24,13 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const READ_ATTEMPTS: usize = 3;
 
 /// Most subjects one "newest of each" request names.
-pub const MAX_LAST_SUBJECTS: usize = 256;
+pub(super) const MAX_LAST_SUBJECTS: usize = 256;
 
 /// `subjects` in runs one "newest of each" request each can name: at most
 /// [`MAX_LAST_SUBJECTS`], and at most `limit` bytes of names (a request
 /// past the server's payload limit is refused, and a few hundred long keys
 /// pass a small one).
-pub fn requests(subjects: &[String], limit: usize) -> Vec<&[String]> {
+pub(super) fn requests(subjects: &[String], limit: usize) -> Vec<&[String]> {
     let mut runs = Vec::new();
     let (mut start, mut size) = (0, 0);
     for (i, subject) in subjects.iter().enumerate() {
@@ -50,7 +50,7 @@ pub fn requests(subjects: &[String], limit: usize) -> Vec<&[String]> {
 
 /// Where a scan starts.
 #[derive(Clone, Copy, Debug)]
-pub enum Start {
+pub(crate) enum Start {
     /// At this sequence (inclusive).
     Seq(u64),
     /// At the first message stored at or after this time.
@@ -59,7 +59,7 @@ pub enum Start {
 
 /// A stored message with the metadata the server attaches.
 #[derive(Clone, Debug)]
-pub struct RawMessage {
+pub(crate) struct RawMessage {
     pub seq: u64,
     pub subject: String,
     /// When the server stored it.
@@ -70,22 +70,22 @@ pub struct RawMessage {
 
 impl RawMessage {
     /// The message's envelope, if it is a message.
-    pub fn envelope(&self) -> Option<Envelope> {
+    pub(crate) fn envelope(&self) -> Option<Envelope> {
         Envelope::decode(&self.payload)
     }
 
     /// The message object of the API, as a reader with `read` sees it.
-    pub fn view(&self, read: bool) -> Option<MessageView> {
+    pub(crate) fn view(&self, read: bool) -> Option<MessageView> {
         MessageView::decode(self.seq, &self.payload, read)
     }
 
     /// False for KV delete and purge markers.
-    pub fn is_kv_value(&self) -> bool {
+    pub(crate) fn is_kv_value(&self) -> bool {
         self.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_none()
     }
 }
 
-pub struct Batch {
+pub(crate) struct Batch {
     pub messages: Vec<RawMessage>,
     /// Matching messages after the last one returned.
     pub pending: u64,
@@ -210,7 +210,7 @@ impl Bus {
     /// as the stream's leader has it. A direct get may be answered by a
     /// replica a moment behind the leader; a reader that must not miss the
     /// newest messages asks the leader once its direct gets found the end.
-    pub async fn first_on_leader(&self, filter: &str, from: u64) -> Result<Option<RawMessage>, Unavailable> {
+    pub(crate) async fn first_on_leader(&self, filter: &str, from: u64) -> Result<Option<RawMessage>, Unavailable> {
         self.ensure_connected()?;
         let read = async {
             let stream = self.js.get_stream_no_info(&self.stream).await.unavailable("cannot reach the stream")?;
@@ -236,7 +236,7 @@ impl Bus {
     /// The first message of any of `starts` (filters, each with the first id
     /// to read it from), as the stream's leader has it: what a scan that
     /// found the end confirms before a mark moves on that finding.
-    pub async fn first_on_leader_of(&self, starts: &[(String, u64)]) -> Result<Option<RawMessage>, Unavailable> {
+    pub(crate) async fn first_on_leader_of(&self, starts: &[(String, u64)]) -> Result<Option<RawMessage>, Unavailable> {
         let firsts = try_join_all(starts.iter().map(|(filter, from)| self.first_on_leader(filter, *from))).await?;
         Ok(firsts.into_iter().flatten().min_by_key(|raw| raw.seq))
     }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::{Bus, Incarnation, OrUnavailable, RawMessage, Unavailable};
 
-pub struct Follower {
+pub(crate) struct Follower {
     bus: Bus,
     filters: Vec<String>,
     next: u64,
@@ -45,12 +45,12 @@ impl Follower {
     /// The incarnation of the stream the messages come from: it changes
     /// when the stream was created again, and the next message is then the
     /// new stream's first.
-    pub fn incarnation(&self) -> Option<&Incarnation> {
+    pub(crate) fn incarnation(&self) -> Option<&Incarnation> {
         self.incarnation.as_ref()
     }
 
     /// The next message; waits for one, retrying through outages.
-    pub async fn next(&mut self) -> RawMessage {
+    pub(crate) async fn next(&mut self) -> RawMessage {
         let mut pause = Duration::from_millis(100);
         let mut failures = 0u32;
         loop {

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, ErrorCode};
 
 /// JetStream's refusal among `err` and its causes, if it says that a
 /// storage limit is reached.
-pub fn storage_limit<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a jetstream::Error> {
+pub(super) fn storage_limit<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a jetstream::Error> {
     std::iter::successors(Some(err), |&err| err.source())
         .filter_map(|err| err.downcast_ref::<jetstream::Error>())
         .find(|refusal| is_storage_limit(refusal))

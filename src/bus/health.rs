@@ -50,7 +50,7 @@ const SILENT_REPLICA: Duration = Duration::from_millis(2500);
 
 /// The verdict of the last probes, for `/readyz`, `/metrics`, `/api/stats`.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     /// The server connected to (its `server_name`); `None` while
     /// disconnected.
     pub server: Option<String>,
@@ -63,25 +63,25 @@ pub struct Status {
 }
 
 /// Shared between the probe task, the server picker and the bus.
-pub struct Health {
+pub(super) struct Health {
     status: Mutex<Status>,
     picker: Mutex<Picker>,
 }
 
 impl Health {
-    pub fn new() -> Arc<Health> {
+    pub(super) fn new() -> Arc<Health> {
         Arc::new(Health {
             status: Mutex::new(Status { server: None, ready: true, reason: None, moves: 0 }),
             picker: Mutex::new(Picker { turn: fastrand::usize(..), last: None, avoided: Vec::new(), pool: 0 }),
         })
     }
 
-    pub fn status(&self) -> Status {
+    pub(super) fn status(&self) -> Status {
         self.status.lock().expect("health lock").clone()
     }
 
     /// `Err(why)` while JetStream does not answer through this server.
-    pub fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), String> {
         let status = self.status.lock().expect("health lock");
         match status.ready {
             true => Ok(()),
@@ -95,7 +95,7 @@ impl Health {
     /// before a dead one is tried over and over, and a node that was out of
     /// reach (a partition that healed) gets its turn again. Turns start at
     /// a random server, so that adapters spread over the nodes.
-    pub fn pick(&self, servers: &[Server]) -> Option<ReconnectToServer> {
+    pub(super) fn pick(&self, servers: &[Server]) -> Option<ReconnectToServer> {
         let mut picker = self.picker.lock().expect("health lock");
         picker.pool = servers.len();
         let now = Instant::now();
@@ -119,7 +119,7 @@ impl Health {
 
     /// The connection dropped: no server until the client is connected
     /// again (it reconnects by itself).
-    pub fn disconnected(&self) {
+    pub(super) fn disconnected(&self) {
         self.status.lock().expect("health lock").server = None;
     }
 
@@ -172,7 +172,7 @@ fn same(a: &ServerAddr, b: &ServerAddr) -> bool {
 
 /// Probes JetStream through `client` for as long as the client lives, and
 /// moves to another server when this one fails.
-pub fn watch(client: async_nats::Client, health: Arc<Health>, incarnation: Arc<Current>, streams: [String; 2]) {
+pub(super) fn watch(client: async_nats::Client, health: Arc<Health>, incarnation: Arc<Current>, streams: [String; 2]) {
     let streams = Arc::new(streams);
     tokio::spawn(async move {
         let mut probes = tokio::task::JoinSet::new();

@@ -28,7 +28,7 @@ use super::Bus;
 
 /// The stream's creation time, as written in records (RFC 3339).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Incarnation(Arc<str>);
+pub(crate) struct Incarnation(Arc<str>);
 
 impl Incarnation {
     pub(super) fn of(created: OffsetDateTime) -> Self {
@@ -37,7 +37,7 @@ impl Incarnation {
         Incarnation(text.into())
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -60,7 +60,7 @@ impl Default for Current {
 
 impl Bus {
     /// The incarnation of the stream as last seen.
-    pub fn incarnation(&self) -> Option<Incarnation> {
+    pub(crate) fn incarnation(&self) -> Option<Incarnation> {
         self.incarnation.0.borrow().clone()
     }
 
@@ -71,7 +71,7 @@ impl Bus {
 
     /// Whether a record written for `tag` speaks of the current stream: one
     /// without a tag is an older version's, and taken as current.
-    pub fn is_current(&self, tag: Option<&str>) -> bool {
+    pub(crate) fn is_current(&self, tag: Option<&str>) -> bool {
         match (tag, &*self.incarnation.0.borrow()) {
             (Some(tag), Some(current)) => tag == current.as_str(),
             // Compatibility: see docs/architecture.md#compatibility

@@ -5,7 +5,7 @@
 //! wake marks, and host heartbeats. Adapters keep nothing that matters in
 //! memory, so any adapter can answer for any agent and a restart loses nothing.
 
-pub mod clock;
+pub(crate) mod clock;
 mod connect;
 mod direct;
 mod follow;
@@ -30,33 +30,33 @@ use async_nats::jetstream::{self, kv, stream};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
 
-pub use connect::{Nats, Unreached, connect, connect_within, inbox_prefix};
-pub use direct::{RawMessage, Start};
-pub use follow::Follower;
-pub use health::Status as Health;
-pub use incarnation::Incarnation;
-pub use owned::Owned;
-pub use provision::Missing;
-pub use publish::{Outgoing, SendError, Stored};
-pub use subjects::{Inbox, Route, Subjects};
+pub(crate) use connect::{Nats, Unreached, connect, connect_within, inbox_prefix};
+pub(crate) use direct::{RawMessage, Start};
+pub(crate) use follow::Follower;
+pub(crate) use health::Status as Health;
+pub(crate) use incarnation::Incarnation;
+pub(crate) use owned::Owned;
+pub(crate) use provision::Missing;
+pub(crate) use publish::{Outgoing, SendError, Stored};
+pub(crate) use subjects::{Inbox, Route, Subjects};
 
 /// A JetStream request failed, or NATS cannot be reached: nothing was
 /// changed, and the HTTP layer answers 503 (507 when the store is full).
 #[derive(Debug, thiserror::Error)]
 #[error("NATS is unavailable: {what}")]
-pub struct Unavailable {
+pub(crate) struct Unavailable {
     what: Cow<'static, str>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Unavailable {
-    pub fn new(what: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(what: impl Into<Cow<'static, str>>) -> Self {
         Self { what: what.into(), source: None }
     }
 
     /// `source` is any error, or one the NATS client already boxed.
-    pub fn caused(
+    pub(crate) fn caused(
         what: impl Into<Cow<'static, str>>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
@@ -65,14 +65,14 @@ impl Unavailable {
 
     /// JetStream's refusal that caused this, when it says that a storage
     /// limit is reached (see `full`).
-    pub fn store_full(&self) -> Option<&jetstream::Error> {
+    pub(crate) fn store_full(&self) -> Option<&jetstream::Error> {
         full::storage_limit(self)
     }
 }
 
 /// `.unavailable("what was being done")` on a NATS result keeps the error as
 /// the cause.
-pub trait OrUnavailable<T> {
+pub(crate) trait OrUnavailable<T> {
     fn unavailable(self, what: &'static str) -> Result<T, Unavailable>;
 }
 
@@ -83,7 +83,7 @@ impl<T, E: std::error::Error + Send + Sync + 'static> OrUnavailable<T> for Resul
 }
 
 /// A value of the state bucket and when the server stored it.
-pub struct KvValue<T> {
+pub(crate) struct KvValue<T> {
     pub value: T,
     pub revision: u64,
     pub stored: time::OffsetDateTime,
@@ -91,7 +91,7 @@ pub struct KvValue<T> {
 
 /// The server this adapter is connected to, and the stream's replicas.
 #[derive(Debug, serde::Serialize)]
-pub struct Placement {
+pub(crate) struct Placement {
     pub server: String,
     pub leader: Option<String>,
     /// The followers (the leader is not listed).
@@ -99,7 +99,7 @@ pub struct Placement {
 }
 
 #[derive(Debug, serde::Serialize)]
-pub struct Replica {
+pub(crate) struct Replica {
     pub name: String,
     pub current: bool,
     pub lag: Option<u64>,
@@ -108,7 +108,7 @@ pub struct Replica {
 /// The largest record written to the state bucket, whatever the server takes: tens of
 /// thousands of holes, half of NATS's default payload limit (1 MiB), and
 /// small enough to read with every inbox page.
-pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 512 * 1024;
 
 /// How large the record of the state bucket may grow on a server that takes payloads of
 /// up to `max_payload` bytes (0: not known yet): half of that, leaving room
@@ -116,7 +116,7 @@ pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 /// hole hides an unread message, so the bound is as high as the server
 /// allows rather than a fixed small size; a limit not known yet is taken as
 /// the largest, since a record the server refuses only fails that ack.
-pub fn record_limit(max_payload: usize) -> usize {
+pub(crate) fn record_limit(max_payload: usize) -> usize {
     match max_payload {
         0 => MAX_RECORD_BYTES,
         payload => (payload / 2).min(MAX_RECORD_BYTES),
@@ -128,7 +128,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connected, provisioned bus.
 #[derive(Clone)]
-pub struct Bus {
+pub(crate) struct Bus {
     client: async_nats::Client,
     connects: watch::Receiver<u64>,
     health: Arc<health::Health>,
@@ -165,52 +165,52 @@ pub struct Bus {
 const NEWEST_TRUSTED: Duration = Duration::from_secs(60);
 
 impl Bus {
-    pub fn subjects(&self) -> &Subjects {
+    pub(crate) fn subjects(&self) -> &Subjects {
         &self.subjects
     }
 
-    pub fn kv(&self) -> &kv::Store {
+    pub(crate) fn kv(&self) -> &kv::Store {
         &self.kv
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
     }
 
     /// The largest payload the connected server takes, in bytes (0 before
     /// the first connection).
-    pub fn max_payload(&self) -> usize {
+    pub(crate) fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
     }
 
     /// Fails fast instead of letting a request queue up behind a reconnect.
-    pub fn ensure_connected(&self) -> Result<(), Unavailable> {
+    pub(crate) fn ensure_connected(&self) -> Result<(), Unavailable> {
         if self.is_connected() { Ok(()) } else { Err(Unavailable::new("not connected")) }
     }
 
     /// Whether JetStream answers through the server connected to, which
     /// one that is, and why not (see `health`).
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health.status()
     }
 
     /// Fails fast while JetStream does not answer through this server:
     /// connected, but to a node cut off from its cluster or stalled.
-    pub fn ensure_healthy(&self) -> Result<(), Unavailable> {
+    pub(crate) fn ensure_healthy(&self) -> Result<(), Unavailable> {
         self.ensure_connected()?;
         self.health.check().map_err(Unavailable::new)
     }
 
     /// The NATS server's time now: what presence, the limits' windows and
     /// message timestamps go by, whatever this host's clock says.
-    pub fn now(&self) -> time::OffsetDateTime {
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
         self.clock.now()
     }
 
     /// Reads the server's time again (at start-up and every heartbeat), and
     /// logs when this host's clock is off by more than
     /// [`clock::SKEW_TOLERANCE`].
-    pub async fn read_clock(&self) -> Result<clock::Reading, Unavailable> {
+    pub(crate) async fn read_clock(&self) -> Result<clock::Reading, Unavailable> {
         self.ensure_connected()?;
         let (anchor, reading) = clock::read(&self.js, &format!("KV_{}", self.kv_bucket)).await?;
         self.clock.set(anchor, reading);
@@ -218,13 +218,13 @@ impl Bus {
     }
 
     /// Times the connection to NATS was established again after the first.
-    pub fn reconnects(&self) -> u64 {
+    pub(crate) fn reconnects(&self) -> u64 {
         self.connects.borrow().saturating_sub(1)
     }
 
     /// The highest message id known to exist (see [`Bus::last_sequence`]
     /// for the authoritative one).
-    pub fn seen(&self) -> u64 {
+    pub(crate) fn seen(&self) -> u64 {
         self.seen.load(Ordering::Relaxed)
     }
 
@@ -247,13 +247,13 @@ impl Bus {
     }
 
     /// The stream's last sequence: the newest message id.
-    pub async fn last_sequence(&self) -> Result<u64, Unavailable> {
+    pub(crate) async fn last_sequence(&self) -> Result<u64, Unavailable> {
         Ok(self.stream_info().await?.state.last_sequence)
     }
 
     /// Where the stream lives: for `/api/stats`, so operators (and tests)
     /// can see the leader and whether every replica is caught up.
-    pub async fn placement(&self) -> Result<Placement, Unavailable> {
+    pub(crate) async fn placement(&self) -> Result<Placement, Unavailable> {
         let info = self.stream_info().await?;
         let cluster = info.cluster.unwrap_or_default();
         Ok(Placement {
@@ -269,17 +269,17 @@ impl Bus {
 
     /// Number of messages matching `filter` with a sequence of at least
     /// `from`, and the first of them.
-    pub async fn count(&self, filter: &str, from: u64) -> Result<Count, Unavailable> {
+    pub(crate) async fn count(&self, filter: &str, from: u64) -> Result<Count, Unavailable> {
         self.count_from(&self.stream, filter, Start::Seq(from)).await
     }
 
     /// Number of messages matching `filter` stored at or after `since`.
-    pub async fn count_since(&self, filter: &str, since: time::OffsetDateTime) -> Result<Count, Unavailable> {
+    pub(crate) async fn count_since(&self, filter: &str, since: time::OffsetDateTime) -> Result<Count, Unavailable> {
         self.count_from(&self.stream, filter, Start::Time(since)).await
     }
 
     /// Number of state bucket keys under `prefix` (e.g. `agent.`).
-    pub async fn count_keys(&self, prefix: &str) -> Result<u64, Unavailable> {
+    pub(crate) async fn count_keys(&self, prefix: &str) -> Result<u64, Unavailable> {
         let filter = format!("$KV.{}.{prefix}>", self.kv_bucket);
         Ok(self.count_from(&format!("KV_{}", self.kv_bucket), &filter, Start::Seq(1)).await?.total)
     }
@@ -298,7 +298,7 @@ impl Bus {
     /// that has not caught up yet does not have the message, so "no such
     /// message" is asked again of the stream's leader before it is believed
     /// (an acknowledgement would otherwise be ignored, or a reply refused).
-    pub async fn message(&self, seq: u64) -> Result<Option<RawMessage>, Unavailable> {
+    pub(crate) async fn message(&self, seq: u64) -> Result<Option<RawMessage>, Unavailable> {
         let every = self.subjects.every_message();
         let batch = self.direct_batch(&self.stream, &every, Start::Seq(seq), 1).await?;
         if let Some(found) = batch.messages.into_iter().next().filter(|m| m.seq == seq) {
@@ -308,26 +308,26 @@ impl Bus {
     }
 
     /// Id of the first message stored at or after `at`.
-    pub async fn first_stored_since(&self, at: time::OffsetDateTime) -> Result<Option<u64>, Unavailable> {
+    pub(crate) async fn first_stored_since(&self, at: time::OffsetDateTime) -> Result<Option<u64>, Unavailable> {
         let batch = self.direct_batch(&self.stream, &self.subjects.every_message(), Start::Time(at), 1).await?;
         Ok(batch.messages.first().map(|m| m.seq))
     }
 
     /// Scans messages matching any of `filters`, each from its own start,
     /// in id order.
-    pub fn scan(&self, filters: Vec<(String, Start)>, chunk: usize) -> scan::Scan<'_> {
+    pub(crate) fn scan(&self, filters: Vec<(String, Start)>, chunk: usize) -> scan::Scan<'_> {
         scan::Scan::new(self, self.stream.clone(), filters, chunk)
     }
 
     /// Follows messages matching `filters` from sequence `from` on.
-    pub fn follow(&self, filters: Vec<String>, from: u64) -> Follower {
+    pub(crate) fn follow(&self, filters: Vec<String>, from: u64) -> Follower {
         Follower::new(self.clone(), filters, from)
     }
 
     /// Current values of the state bucket under `prefix` (e.g. `agent.`),
     /// keyed by the rest of the key, read in bulk rather than key by key.
     /// Values that are not JSON of type `T` are skipped.
-    pub async fn kv_values<T: DeserializeOwned>(
+    pub(crate) async fn kv_values<T: DeserializeOwned>(
         &self,
         prefix: &str,
     ) -> Result<HashMap<String, KvValue<T>>, Unavailable> {
@@ -349,7 +349,7 @@ impl Bus {
 
 /// A state bucket key's newest version, as the bucket's leader has it.
 #[derive(Clone)]
-pub struct LeaderEntry {
+pub(crate) struct LeaderEntry {
     /// `None` when the newest version is a delete or purge marker.
     pub value: Option<bytes::Bytes>,
     pub revision: u64,
@@ -362,7 +362,7 @@ impl Bus {
     /// version than one already acted on (read marks): a direct get may be
     /// answered by a replica that is behind, by seconds after a partition
     /// heals, and an acknowledged message would show unread again.
-    pub async fn kv_leader_entry(&self, key: &str) -> Result<Option<LeaderEntry>, Unavailable> {
+    pub(crate) async fn kv_leader_entry(&self, key: &str) -> Result<Option<LeaderEntry>, Unavailable> {
         self.ensure_connected()?;
         let subject = format!("$KV.{}.{key}", self.kv_bucket);
         let read = async {
@@ -391,7 +391,7 @@ impl Bus {
     }
 
     /// Notes a version of a record this adapter has just written.
-    pub fn kv_wrote(&self, key: &str, value: bytes::Bytes, revision: u64, stored: time::OffsetDateTime) {
+    pub(crate) fn kv_wrote(&self, key: &str, value: bytes::Bytes, revision: u64, stored: time::OffsetDateTime) {
         self.newest_of(key, LeaderEntry { value: Some(value), revision, stored });
     }
 
@@ -417,14 +417,14 @@ impl Bus {
 
     /// The current value of one state bucket key, if it exists and is JSON
     /// of type `T`.
-    pub async fn kv_get<T: DeserializeOwned>(&self, key: String) -> Result<Option<KvValue<T>>, Unavailable> {
+    pub(crate) async fn kv_get<T: DeserializeOwned>(&self, key: String) -> Result<Option<KvValue<T>>, Unavailable> {
         Ok(self.kv_get_many(vec![key]).await?.into_values().next())
     }
 
     /// Current values of the given state bucket keys that exist, read in
     /// requests of a few hundred keys rather than one per key. Values that
     /// are not JSON of type `T` are left out.
-    pub async fn kv_get_many<T: DeserializeOwned>(
+    pub(crate) async fn kv_get_many<T: DeserializeOwned>(
         &self,
         keys: Vec<String>,
     ) -> Result<HashMap<String, KvValue<T>>, Unavailable> {
@@ -449,7 +449,7 @@ impl Bus {
 
 /// An unread count and where the counted messages start.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Count {
+pub(crate) struct Count {
     pub total: u64,
     /// Id of the first counted message, and when it was stored.
     pub first: Option<u64>,

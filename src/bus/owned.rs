@@ -13,7 +13,7 @@ use super::{Bus, Unavailable};
 
 /// How a write of an owned record ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Owned {
+pub(crate) enum Owned {
     Written,
     /// Another process wrote the record: it is no longer this one's.
     Lost,
@@ -25,7 +25,7 @@ impl Bus {
     /// keeps the new revision in it. A conflicting value that `ours`
     /// recognizes (a write whose answer was lost) or a deleted key is
     /// written over; one that `ours` does not is another writer's: `Lost`.
-    pub async fn kv_write_owned(
+    pub(crate) async fn kv_write_owned(
         &self,
         key: &str,
         value: Bytes,

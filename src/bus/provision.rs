@@ -12,7 +12,7 @@ use crate::config::Config;
 
 /// What a look at the stream and the bucket found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
+pub(crate) enum Missing {
     Stream,
     Bucket,
 }
@@ -34,7 +34,7 @@ impl Bus {
     /// Either way the bus has read the server's time before it is used. A
     /// stream that does not exist is left to [`Bus::create_stream`]: where
     /// it starts depends on what the fleet's records say.
-    pub async fn open(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+    pub(crate) async fn open(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         if !config.nats.least_privilege {
             return Bus::setup(connection, config).await;
         }
@@ -54,7 +54,7 @@ impl Bus {
 
     /// Creates or updates the state bucket, and updates the stream to
     /// `config` if it exists.
-    pub async fn setup(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
+    pub(crate) async fn setup(connection: Nats, config: &Config) -> Result<Bus, Unavailable> {
         let js = context(&connection, config);
         let kv = create_bucket(&js, &config.bucket(), config.nats.replicas).await?;
         let bus = Bus::new(connection, js, kv, config).with_clock().await?;
@@ -93,7 +93,7 @@ impl Bus {
     }
 
     /// Which of the stream and the bucket no longer exists.
-    pub async fn missing(&self) -> Result<Option<Missing>, Unavailable> {
+    pub(crate) async fn missing(&self) -> Result<Option<Missing>, Unavailable> {
         self.ensure_connected()?;
         // The bucket first: a stream is re-created from what the bucket says.
         for (name, missing) in [(&format!("KV_{}", self.kv_bucket), Missing::Bucket), (&self.stream, Missing::Stream)] {
@@ -115,13 +115,13 @@ impl Bus {
     /// Creates the stream, its first message id `first`: above every id
     /// that the fleet's records mention, so that no id is handed out twice.
     /// (With least privilege the server refuses; `clawbus setup` has to.)
-    pub async fn create_stream(&self, config: &Config, first: u64) -> Result<(), Unavailable> {
+    pub(crate) async fn create_stream(&self, config: &Config, first: u64) -> Result<(), Unavailable> {
         self.write_stream(config, (first > 1).then_some(first)).await
     }
 
     /// Re-creates the state bucket deleted behind the adapter's back.
     /// (Handles to it keep working: they address it by name.)
-    pub async fn create_bucket(&self, config: &Config) -> Result<(), Unavailable> {
+    pub(crate) async fn create_bucket(&self, config: &Config) -> Result<(), Unavailable> {
         create_bucket(&self.js, &self.kv_bucket, config.nats.replicas).await.map(drop)
     }
 

@@ -38,7 +38,7 @@ use super::{Bus, RawMessage, Unavailable};
 
 /// A message ready to publish.
 #[derive(Clone, Debug)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub subject: String,
     /// Deduplication id (`Nats-Msg-Id`).
     pub msg_id: String,
@@ -47,7 +47,7 @@ pub struct Outgoing {
 
 /// A definite outcome: the message id is taken, and this says by what.
 #[derive(Clone, Debug)]
-pub enum Stored {
+pub(crate) enum Stored {
     /// This send is stored, as message `seq`.
     New(u64),
     /// An earlier send from the same sender with the same id is stored;
@@ -60,7 +60,7 @@ pub enum Stored {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// Definitely not stored; [`Unavailable::store_full`] tells whether
     /// JetStream's store is at its limit.
     #[error(transparent)]
@@ -89,7 +89,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 impl Bus {
     /// Stores `out`; an error other than [`SendError::Unknown`] means that
     /// nothing was stored (see the module docs).
-    pub async fn store(&self, out: &Outgoing) -> Result<Stored, SendError> {
+    pub(crate) async fn store(&self, out: &Outgoing) -> Result<Stored, SendError> {
         self.ensure_healthy()?;
         let _admitted =
             self.in_flight.try_acquire().map_err(|_| Unavailable::new("too many sends waiting for JetStream"))?;

@@ -59,7 +59,7 @@ impl Drop for Inbox {
 impl Replies {
     /// Replies for reads whose answers fit `capacity` messages, the size of
     /// the client's buffer per subscription.
-    pub fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize) -> Self {
         let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             prefix: OnceCell::new(),
@@ -72,7 +72,7 @@ impl Replies {
 
     /// A reply subject of its own for one read of up to `replies` replies,
     /// once there is room for them.
-    pub async fn inbox(&self, client: &async_nats::Client, replies: usize) -> Result<Inbox, Unavailable> {
+    pub(super) async fn inbox(&self, client: &async_nats::Client, replies: usize) -> Result<Inbox, Unavailable> {
         let prefix = self.prefix.get_or_try_init(|| self.subscribe(client)).await?;
         let wanted = u32::try_from(replies.clamp(1, self.capacity)).unwrap_or(u32::MAX);
         let room = self.room.clone().acquire_many_owned(wanted).await.unavailable("reads are shut down")?;

@@ -38,7 +38,7 @@ impl Cursor {
     }
 }
 
-pub struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     bus: &'a Bus,
     stream: String,
     cursors: Vec<Cursor>,
@@ -56,7 +56,7 @@ impl<'a> Scan<'a> {
     }
 
     /// The next message in sequence order, or `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<RawMessage>, Unavailable> {
+    pub(crate) async fn next(&mut self) -> Result<Option<RawMessage>, Unavailable> {
         let (bus, stream, chunk) = (self.bus, self.stream.as_str(), self.chunk);
         try_join_all(self.cursors.iter_mut().filter(|c| c.needs_fill()).map(|c| c.fill(bus, stream, chunk))).await?;
         let Some(seq) = self.cursors.iter().filter_map(|c| c.buffer.front()).map(|m| m.seq).min() else {

@@ -6,13 +6,13 @@ use crate::names::AgentName;
 
 /// Where a stored message went, read back from its subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     Direct { to: &'a str, from: &'a str },
     Broadcast { from: &'a str },
 }
 
 impl<'a> Route<'a> {
-    pub fn from(&self) -> &'a str {
+    pub(crate) fn from(&self) -> &'a str {
         match *self {
             Route::Direct { from, .. } | Route::Broadcast { from } => from,
         }
@@ -21,55 +21,55 @@ impl<'a> Route<'a> {
 
 /// The subject layout under one prefix.
 #[derive(Clone, Debug)]
-pub struct Subjects {
+pub(crate) struct Subjects {
     prefix: String,
 }
 
 impl Subjects {
-    pub fn new(prefix: impl Into<String>) -> Self {
+    pub(crate) fn new(prefix: impl Into<String>) -> Self {
         Self { prefix: prefix.into() }
     }
 
     /// Subjects the stream captures. `void` holds the markers that settle
     /// sends whose outcome was unknown (see `bus::publish`).
-    pub fn stream_subjects(&self) -> Vec<String> {
+    pub(crate) fn stream_subjects(&self) -> Vec<String> {
         let p = &self.prefix;
         vec![format!("{p}.msg.*.*"), format!("{p}.all.*"), self.void()]
     }
 
-    pub fn direct(&self, to: &AgentName, from: &AgentName) -> String {
+    pub(crate) fn direct(&self, to: &AgentName, from: &AgentName) -> String {
         format!("{}.msg.{to}.{from}", self.prefix)
     }
 
-    pub fn broadcast(&self, from: &AgentName) -> String {
+    pub(crate) fn broadcast(&self, from: &AgentName) -> String {
         format!("{}.all.{from}", self.prefix)
     }
 
-    pub fn void(&self) -> String {
+    pub(crate) fn void(&self) -> String {
         format!("{}.void", self.prefix)
     }
 
     /// Direct messages to `agent`, from anyone.
-    pub fn to(&self, agent: &AgentName) -> String {
+    pub(crate) fn to(&self, agent: &AgentName) -> String {
         format!("{}.msg.{agent}.*", self.prefix)
     }
 
     /// Direct messages from `agent`, to anyone.
-    pub fn sent_by(&self, agent: &AgentName) -> String {
+    pub(crate) fn sent_by(&self, agent: &AgentName) -> String {
         format!("{}.msg.*.{agent}", self.prefix)
     }
 
     /// Every broadcast.
-    pub fn broadcasts(&self) -> String {
+    pub(crate) fn broadcasts(&self) -> String {
         format!("{}.all.*", self.prefix)
     }
 
     /// Every message, direct or broadcast (and no markers).
-    pub fn every_message(&self) -> String {
+    pub(crate) fn every_message(&self) -> String {
         format!("{}.*.>", self.prefix)
     }
 
-    pub fn route<'s>(&self, subject: &'s str) -> Option<Route<'s>> {
+    pub(crate) fn route<'s>(&self, subject: &'s str) -> Option<Route<'s>> {
         let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix('.')?;
         let mut parts = rest.split('.');
         let route = match (parts.next()?, parts.next(), parts.next()) {
@@ -85,13 +85,13 @@ impl Subjects {
 /// and broadcasts by others sent after it registered (`since` is the last
 /// stream sequence at registration).
 #[derive(Clone, Debug)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     pub agent: AgentName,
     pub since: u64,
 }
 
 impl Inbox {
-    pub fn contains(&self, seq: u64, route: Route<'_>) -> bool {
+    pub(crate) fn contains(&self, seq: u64, route: Route<'_>) -> bool {
         match route {
             Route::Direct { to, .. } => to == self.agent.as_str(),
             Route::Broadcast { from } => from != self.agent.as_str() && seq > self.since,
@@ -99,7 +99,7 @@ impl Inbox {
     }
 
     /// Whether the message stored as `seq` under `subject` is in the inbox.
-    pub fn holds(&self, subjects: &Subjects, subject: &str, seq: u64) -> bool {
+    pub(crate) fn holds(&self, subjects: &Subjects, subject: &str, seq: u64) -> bool {
         subjects.route(subject).is_some_and(|route| self.contains(seq, route))
     }
 
@@ -107,7 +107,7 @@ impl Inbox {
     /// with the first id to read it from to find the inbox's messages after
     /// `after`: broadcasts before registration are skipped by the server,
     /// not read and dropped.
-    pub fn starts(&self, subjects: &Subjects, after: u64) -> Vec<(String, u64)> {
+    pub(crate) fn starts(&self, subjects: &Subjects, after: u64) -> Vec<(String, u64)> {
         vec![
             (subjects.to(&self.agent), after.saturating_add(1)),
             (subjects.broadcasts(), after.max(self.since).saturating_add(1)),
@@ -115,7 +115,7 @@ impl Inbox {
     }
 
     /// [`Inbox::starts`] as the starts of a scan.
-    pub fn cursors(&self, subjects: &Subjects, after: u64) -> Vec<(String, Start)> {
+    pub(crate) fn cursors(&self, subjects: &Subjects, after: u64) -> Vec<(String, Start)> {
         self.starts(subjects, after).into_iter().map(|(filter, from)| (filter, Start::Seq(from))).collect()
     }
 }

@@ -24,7 +24,7 @@ use crate::policy::WakeMode;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// nats-server's monitoring endpoint, to read its settings
     /// [default: port 8222 on the host of the first nats.url].
     #[arg(long)]
@@ -66,7 +66,7 @@ impl Report {
     }
 }
 
-pub fn run(path: Option<&Path>, args: Args) -> ExitCode {
+pub(super) fn run(path: Option<&Path>, args: Args) -> ExitCode {
     let mut report = Report::default();
     let config = match Config::load(path) {
         Ok(config) => {

@@ -21,14 +21,14 @@ mod secret;
 mod sources;
 mod validate;
 
-pub use validate::Problem;
+pub(crate) use validate::Problem;
 
-pub use secret::Secret;
+pub(crate) use secret::Secret;
 use sources::{default_host, duration, env_provider};
 
 /// Default path of the config file when neither `--config` nor
 /// `CLAWBUS_CONFIG` names one.
-pub const DEFAULT_PATH: &str = "clawbus.toml";
+pub(crate) const DEFAULT_PATH: &str = "clawbus.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -17,7 +17,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 mod path;
 
-pub use path::{Acknowledged, MessagePath, Woken};
+pub(crate) use path::{Acknowledged, MessagePath, Woken};
 
 use crate::bus::Unavailable;
 use crate::mailbox::Mailbox;
@@ -35,7 +35,7 @@ const FRESH: Duration = Duration::from_secs(1);
 const STALE: Duration = Duration::from_secs(15);
 
 /// One row of `GET /api/agents`.
-pub struct AgentRow {
+pub(crate) struct AgentRow {
     pub status: AgentStatus,
     pub unread: u64,
     /// What its wakes came to, if it was ever woken.
@@ -43,7 +43,7 @@ pub struct AgentRow {
 }
 
 /// The fleet at one moment.
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub agents: Vec<AgentRow>,
     /// Messages in the stream (markers excluded).
     pub messages: u64,
@@ -54,7 +54,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Seconds since the listing was made.
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.made.elapsed()
     }
 }
@@ -69,18 +69,18 @@ struct Cache {
 
 /// The fleet's read model, over the mailbox of this adapter.
 #[derive(Clone)]
-pub struct FleetView {
+pub(crate) struct FleetView {
     mailbox: Mailbox,
     cache: Arc<Cache>,
 }
 
 impl FleetView {
-    pub fn new(mailbox: Mailbox) -> Self {
+    pub(crate) fn new(mailbox: Mailbox) -> Self {
         FleetView { mailbox, cache: Arc::default() }
     }
 
     /// The fleet now, or for a large fleet as of at most [`STALE`] ago.
-    pub async fn fleet(&self) -> Result<Arc<Fleet>, Unavailable> {
+    pub(crate) async fn fleet(&self) -> Result<Arc<Fleet>, Unavailable> {
         let cache = &self.cache;
         let asked = Instant::now();
         let last = cache.last.lock().expect("fleet lock").clone();

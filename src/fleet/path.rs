@@ -10,7 +10,7 @@ use crate::readstate;
 use crate::wake;
 
 /// A message, and what happened to it after it was stored.
-pub struct MessagePath {
+pub(crate) struct MessagePath {
     pub message: MessageView,
     /// Whether a wake of its recipient covers it: by which host, and when
     /// that host last woke the recipient (at or after this message's wake).
@@ -22,7 +22,7 @@ pub struct MessagePath {
 
 /// The wake that covers a message.
 #[derive(Debug, Serialize)]
-pub struct Woken {
+pub(crate) struct Woken {
     /// The host that woke the recipient.
     pub by: String,
     pub last_wake_at: Option<String>,
@@ -30,12 +30,12 @@ pub struct Woken {
 
 /// A message's acknowledgement by its recipient.
 #[derive(Debug, Serialize)]
-pub struct Acknowledged {
+pub(crate) struct Acknowledged {
     pub mark_written_at: Option<String>,
 }
 
 impl FleetView {
-    pub async fn path(&self, id: u64) -> Result<MessagePath, MailError> {
+    pub(crate) async fn path(&self, id: u64) -> Result<MessagePath, MailError> {
         let bus = self.mailbox.bus();
         let raw = bus.message(id).await?.ok_or(MailError::NoMessage(id))?;
         let message = raw.view(false).ok_or(MailError::NoMessage(id))?;

@@ -16,7 +16,7 @@ use crate::names::AgentName;
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
+pub(super) enum Identity {
     /// No tokens are configured.
     Open,
     Operator,
@@ -25,7 +25,7 @@ pub enum Identity {
 
 impl Identity {
     /// Acting as `agent`: sending as it, or reading or acknowledging its mail.
-    pub fn may_act_as(&self, agent: &AgentName) -> Result<(), ApiError> {
+    pub(super) fn may_act_as(&self, agent: &AgentName) -> Result<(), ApiError> {
         match self {
             Identity::Agent(own) if own != agent => {
                 Err(ApiError::forbidden(format!("this token belongs to {own}, not {agent}")))
@@ -35,7 +35,7 @@ impl Identity {
     }
 
     /// Reading every agent's mail at once.
-    pub fn may_see_fleet(&self) -> Result<(), ApiError> {
+    pub(super) fn may_see_fleet(&self) -> Result<(), ApiError> {
         match self {
             Identity::Agent(_) => Err(ApiError::forbidden("only the operator token may follow the whole fleet")),
             _ => Ok(()),
@@ -44,13 +44,13 @@ impl Identity {
 }
 
 /// The configured tokens.
-pub struct Tokens {
+pub(super) struct Tokens {
     operator: Option<Secret>,
     agents: Vec<(AgentName, Secret)>,
 }
 
 impl Tokens {
-    pub fn new(http: &HttpConfig) -> Self {
+    pub(super) fn new(http: &HttpConfig) -> Self {
         let agents = http
             .tokens
             .iter()

@@ -26,14 +26,14 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-pub async fn index() -> Response {
+pub(super) async fn index() -> Response {
     file("text/html; charset=utf-8", INDEX)
 }
 
-pub async fn script() -> Response {
+pub(super) async fn script() -> Response {
     file("text/javascript; charset=utf-8", SCRIPT)
 }
 
-pub async fn style() -> Response {
+pub(super) async fn style() -> Response {
     file("text/css; charset=utf-8", STYLE)
 }

@@ -14,7 +14,7 @@ const RETRY_AFTER_SECS: u64 = 1;
 const STORE_FULL_RETRY_AFTER_SECS: u64 = 10;
 
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -27,23 +27,23 @@ impl ApiError {
         Self { status, code, message: message.into(), retry_after: None }
     }
 
-    pub fn invalid_json(message: impl Into<String>) -> Self {
+    pub(super) fn invalid_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
-    pub fn invalid_request(message: impl Into<String>) -> Self {
+    pub(super) fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
-    pub fn invalid_agent(message: impl Into<String>) -> Self {
+    pub(super) fn invalid_agent(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_agent", message)
     }
 
-    pub fn too_large(message: impl Into<String>) -> Self {
+    pub(super) fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
-    pub fn unsupported_media_type() -> Self {
+    pub(super) fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -51,33 +51,33 @@ impl ApiError {
         )
     }
 
-    pub fn unauthorized() -> Self {
+    pub(super) fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown bearer token")
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(super) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    pub fn not_found() -> Self {
+    pub(super) fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     }
 
-    pub fn method_not_allowed() -> Self {
+    pub(super) fn method_not_allowed() -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
     }
 
-    pub fn request_timeout() -> Self {
+    pub(super) fn request_timeout() -> Self {
         Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")
     }
 
     /// 429: the caller has too much open or sent; `Retry-After` says when
     /// to try again.
-    pub fn rate_limited(message: impl Into<String>) -> Self {
+    pub(super) fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(super) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
@@ -89,21 +89,21 @@ impl ApiError {
     }
 
     /// A handler panicked: a bug, answered rather than cutting the connection.
-    pub fn internal() -> Self {
+    pub(super) fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the adapter failed on this request; it is logged")
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(super) fn status(&self) -> StatusCode {
         self.status
     }
 
     #[cfg(test)]
-    pub fn code(&self) -> &'static str {
+    pub(super) fn code(&self) -> &'static str {
         self.code
     }
 
     #[cfg(test)]
-    pub fn message(&self) -> &str {
+    pub(super) fn message(&self) -> &str {
         &self.message
     }
 }

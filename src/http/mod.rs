@@ -29,11 +29,11 @@ use crate::mailbox::Mailbox;
 use crate::metrics::Metrics;
 
 use error::ApiError;
-pub use server::serve;
+pub(crate) use server::serve;
 
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 struct Shared {
     host: String,
@@ -52,7 +52,7 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(config: &Config, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         AppState(Arc::new(Shared {
             host: config.host.clone(),
             max_message_bytes: config.http.max_message_bytes,
@@ -66,7 +66,7 @@ impl AppState {
         }))
     }
 
-    pub fn set_mailbox(&self, mailbox: Mailbox) {
+    pub(crate) fn set_mailbox(&self, mailbox: Mailbox) {
         let fleet = FleetView::new(mailbox.clone());
         let _ = self.0.mailbox.set((mailbox, fleet));
     }
@@ -144,7 +144,7 @@ async fn stamp(State(state): State<AppState>, request: Request, next: Next) -> R
 /// The response header that names the stream's incarnation.
 const STREAM_HEADER: &str = "clawbus-stream";
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/send", post(routes::send::send))
         .route("/inbox", get(routes::inbox::inbox))

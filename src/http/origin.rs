@@ -16,7 +16,7 @@ use super::error::ApiError;
 
 /// Refuses, in open mode, requests addressed to a name this adapter does not
 /// answer to.
-pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let host = request.headers().get(HOST).and_then(|v| v.to_str().ok());
     match host {
         Some(host) if state.is_open() && !answers_to(host, state.hosts()) => ApiError::forbidden(format!(

@@ -27,7 +27,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves `router` until `shutdown`, then lets in-flight requests finish.
 /// Past `max_connections` open connections, new ones are closed at once:
 /// idle or streaming clients cannot grow the adapter without bound.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, max_connections: usize) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken, max_connections: usize) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut http = http1::Builder::new();
     http.max_buf_size(MAX_HEAD_BYTES).header_read_timeout(HEADER_TIMEOUT).timer(TokioTimer::new());

@@ -9,25 +9,25 @@ use std::sync::{Arc, Mutex};
 use super::error::ApiError;
 use crate::names::AgentName;
 
-pub struct StreamCaps {
+pub(super) struct StreamCaps {
     total: usize,
     per_agent: usize,
     open: Mutex<HashMap<Option<AgentName>, usize>>,
 }
 
 /// One open stream; dropping it (the client went away) frees its place.
-pub struct StreamSlot {
+pub(super) struct StreamSlot {
     caps: Arc<StreamCaps>,
     agent: Option<AgentName>,
 }
 
 impl StreamCaps {
-    pub fn new(total: usize, per_agent: usize) -> Arc<Self> {
+    pub(super) fn new(total: usize, per_agent: usize) -> Arc<Self> {
         Arc::new(Self { total, per_agent, open: Mutex::default() })
     }
 
     /// A place for one more stream of `agent`, or 429.
-    pub fn open(self: &Arc<Self>, agent: Option<&AgentName>) -> Result<StreamSlot, ApiError> {
+    pub(super) fn open(self: &Arc<Self>, agent: Option<&AgentName>) -> Result<StreamSlot, ApiError> {
         let mut open = self.open.lock().expect("stream caps lock");
         let total: usize = open.values().sum();
         let mine = open.get(&agent.cloned()).copied().unwrap_or(0);

@@ -25,7 +25,7 @@ pub enum Ack {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct Acked {
+pub(crate) struct Acked {
     pub acked: u64,
     pub ignored: Vec<u64>,
 }
@@ -44,7 +44,7 @@ const MAX_CHUNK: usize = 256;
 /// lose its compare-and-set, again and again. Compare-and-set still settles
 /// races with other adapters. One lock per agent acknowledged here.
 #[derive(Default)]
-pub struct Turns(Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>);
+pub(super) struct Turns(Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>);
 
 impl Turns {
     async fn take(&self, agent: &AgentName) -> tokio::sync::OwnedMutexGuard<()> {
@@ -54,7 +54,7 @@ impl Turns {
 }
 
 impl Mailbox {
-    pub async fn ack(&self, agent: &AgentName, ack: Ack) -> Result<Acked, MailError> {
+    pub(crate) async fn ack(&self, agent: &AgentName, ack: Ack) -> Result<Acked, MailError> {
         let inbox = self.inbox_of(agent).await?;
         self.check_writable(agent).await?;
         let _turn = self.acks.take(agent).await;

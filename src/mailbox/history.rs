@@ -8,7 +8,7 @@ use crate::message::MessageView;
 use crate::names::AgentName;
 
 #[derive(Debug, Clone)]
-pub struct HistoryQuery {
+pub(crate) struct HistoryQuery {
     /// Only this thread (the id of its first message).
     pub thread: Option<u64>,
     pub with: Option<AgentName>,
@@ -23,7 +23,7 @@ pub struct HistoryQuery {
 const CLOCK_SKEW: Duration = Duration::minutes(1);
 
 impl Mailbox {
-    pub async fn history(&self, agent: &AgentName, query: &HistoryQuery) -> Result<Vec<MessageView>, MailError> {
+    pub(crate) async fn history(&self, agent: &AgentName, query: &HistoryQuery) -> Result<Vec<MessageView>, MailError> {
         let inbox = self.inbox_of(agent).await?;
         if query.since.zip(query.until).is_some_and(|(since, until)| since > until) {
             return Ok(Vec::new());

@@ -6,7 +6,7 @@ use crate::message::{MessageView, Priority};
 use crate::names::AgentName;
 
 #[derive(Debug, Clone)]
-pub struct InboxQuery {
+pub(crate) struct InboxQuery {
     pub unread_only: bool,
     pub limit: usize,
     pub after: u64,
@@ -14,13 +14,13 @@ pub struct InboxQuery {
 }
 
 #[derive(Debug)]
-pub struct InboxPage {
+pub(crate) struct InboxPage {
     pub messages: Vec<MessageView>,
     pub unread: u64,
 }
 
 impl Mailbox {
-    pub async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {
+    pub(crate) async fn inbox(&self, agent: &AgentName, query: &InboxQuery) -> Result<InboxPage, MailError> {
         let inbox = self.inbox_of(agent).await?;
         let mark = self.read_mark(agent).await?.mark;
         let after = if query.unread_only { query.after.max(mark.floor) } else { query.after };

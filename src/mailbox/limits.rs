@@ -25,7 +25,7 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Where a message sits in its thread: the envelope's `thread` and `hops`.
 /// The one rule of threads, for sends and for the import alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Threading {
+pub(crate) struct Threading {
     /// `None`: it starts a thread.
     pub thread: Option<u64>,
     pub hops: u32,
@@ -33,23 +33,23 @@ pub struct Threading {
 
 impl Threading {
     /// A message that answers none starts a thread.
-    pub const FIRST: Threading = Threading { thread: None, hops: 0 };
+    pub(crate) const FIRST: Threading = Threading { thread: None, hops: 0 };
 
     /// Of a stored message.
-    pub fn of(envelope: &Envelope) -> Threading {
+    pub(crate) fn of(envelope: &Envelope) -> Threading {
         Threading { thread: envelope.thread, hops: envelope.hops }
     }
 
     /// A reply to message `id`, which sits at `self`: in its thread (the
     /// one `id` starts, for a first message), one hop deeper.
-    pub fn reply(self, id: u64) -> Threading {
+    pub(crate) fn reply(self, id: u64) -> Threading {
         Threading { thread: Some(self.thread.unwrap_or(id)), hops: self.hops.saturating_add(1) }
     }
 }
 
 /// Why a send is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error(
         "thread {thread} was stopped after {allowed} replies to prevent an agent loop. Do not reply in it again; \
          if something is still open, tell a human operator, or send a new message (without reply_to) only if it \
@@ -71,7 +71,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The name counted in metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Refusal::Hops { .. } => "max_hops",
             Refusal::Pair { .. } => "pair_per_minute",
@@ -81,7 +81,7 @@ impl Refusal {
     }
 
     /// When trying again can succeed, where waiting helps.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Refusal::Pair { retry_after, .. } | Refusal::Budget { retry_after, .. } => Some(*retry_after),
             Refusal::Hops { .. } | Refusal::Contact { .. } => None,
@@ -91,7 +91,7 @@ impl Refusal {
 
 /// A thread that was stopped, and how often an operator released it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ThreadRecord {
+pub(crate) struct ThreadRecord {
     /// Each release allows another `max_hops` replies.
     #[serde(default)]
     pub releases: u32,
@@ -183,7 +183,7 @@ impl Mailbox {
         Ok(())
     }
 
-    pub async fn thread_record(&self, thread: u64) -> Result<ThreadRecord, Unavailable> {
+    pub(crate) async fn thread_record(&self, thread: u64) -> Result<ThreadRecord, Unavailable> {
         let value = self.bus.kv().get(thread_key(thread)).await.unavailable("cannot read a thread record")?;
         Ok(value.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default())
     }
@@ -208,7 +208,7 @@ impl Mailbox {
 
     /// `POST /api/threads/{id}/release`: lets a stopped thread go on for
     /// another `max_hops` replies.
-    pub async fn release_thread(&self, thread: u64) -> Result<ThreadRecord, MailError> {
+    pub(crate) async fn release_thread(&self, thread: u64) -> Result<ThreadRecord, MailError> {
         for _ in 0..8 {
             let entry = self.bus.kv().entry(thread_key(thread)).await.unavailable("cannot read a thread record")?;
             let (mut record, revision) = match entry {
@@ -233,7 +233,7 @@ impl Mailbox {
     }
 
     /// Threads stopped and not released, for `/api/stats`.
-    pub async fn stopped_threads(&self) -> Result<Vec<(u64, ThreadRecord)>, Unavailable> {
+    pub(crate) async fn stopped_threads(&self) -> Result<Vec<(u64, ThreadRecord)>, Unavailable> {
         let records = self.bus.kv_values::<ThreadRecord>("thread.").await?;
         let mut stopped: Vec<(u64, ThreadRecord)> = records
             .into_iter()

@@ -31,7 +31,7 @@ const READ_BACK: usize = 256;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Messages as they are stored, for one agent or the whole fleet.
-pub struct Live {
+pub(crate) struct Live {
     bus: Bus,
     hub: Arc<Hub>,
     inbox: Option<Inbox>,
@@ -52,7 +52,7 @@ pub struct Live {
 impl Live {
     /// The next message; waits for it. `None`: the stream was created
     /// again, and this live stream ends.
-    pub async fn next(&mut self) -> Option<MessageView> {
+    pub(crate) async fn next(&mut self) -> Option<MessageView> {
         loop {
             let raw = self.next_stored().await?;
             if raw.seq < self.next {
@@ -155,7 +155,7 @@ impl Mailbox {
     /// Follows `agent`'s inbox (or, for `None`, every message) from just
     /// after `after`, or from now on. An `after` beyond the newest message
     /// (say, from before the stream was re-created) starts at the newest.
-    pub async fn live(&self, agent: Option<&AgentName>, after: Option<u64>) -> Result<Live, MailError> {
+    pub(crate) async fn live(&self, agent: Option<&AgentName>, after: Option<u64>) -> Result<Live, MailError> {
         let (inbox, mark) = match agent {
             Some(agent) => (Some(self.inbox_of(agent).await?), self.read_mark(agent).await?.mark),
             None => (None, ReadMark::default()),

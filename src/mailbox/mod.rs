@@ -20,15 +20,15 @@ use crate::names::AgentName;
 use crate::readstate::{self, ReadMark, Versioned};
 use crate::registry::Registry;
 
-pub use ack::Ack;
-pub use history::HistoryQuery;
-pub use inbox::InboxQuery;
-pub use limits::{Refusal, Threading};
-pub use send::NewMessage;
+pub(crate) use ack::Ack;
+pub(crate) use history::HistoryQuery;
+pub(crate) use inbox::InboxQuery;
+pub(crate) use limits::{Refusal, Threading};
+pub(crate) use send::NewMessage;
 
 /// A failed mailbox operation, mapped to an HTTP status by the API layer.
 #[derive(Debug, thiserror::Error)]
-pub enum MailError {
+pub(crate) enum MailError {
     #[error("no adapter has ever registered agent {0}")]
     UnknownAgent(AgentName),
     #[error("no message {0}: never stored, or expired")]
@@ -62,7 +62,7 @@ pub enum MailError {
 
 /// Who may act through this adapter, beyond what API tokens decide.
 #[derive(Debug, Default)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// Names that may send without being registered agents.
     pub senders: HashSet<AgentName>,
     /// With least privilege: the names this host's NATS user may write for
@@ -73,7 +73,7 @@ pub struct Rules {
 }
 
 #[derive(Clone)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     bus: Bus,
     registry: Arc<Registry>,
     rules: Arc<Rules>,
@@ -82,7 +82,7 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
+    pub(crate) fn new(bus: Bus, registry: Arc<Registry>, rules: Rules) -> Self {
         let hub = Arc::new(live::Hub::new(bus.clone()));
         Self { bus, registry, rules: Arc::new(rules), hub, acks: Arc::default() }
     }
@@ -100,11 +100,11 @@ impl Mailbox {
         Err(MailError::Elsewhere { agent: agent.clone(), host })
     }
 
-    pub fn bus(&self) -> &Bus {
+    pub(crate) fn bus(&self) -> &Bus {
         &self.bus
     }
 
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
@@ -136,7 +136,7 @@ impl Mailbox {
     }
 
     /// The newest message id stored before `at` (`None`: now).
-    pub async fn newest_before(&self, at: Option<time::OffsetDateTime>) -> Result<u64, Unavailable> {
+    pub(crate) async fn newest_before(&self, at: Option<time::OffsetDateTime>) -> Result<u64, Unavailable> {
         let stored_since = match at {
             Some(at) => self.bus.first_stored_since(at).await?,
             None => None,
@@ -149,7 +149,7 @@ impl Mailbox {
 
     /// Unread messages in `inbox` under `mark`: its messages above the
     /// floor, less those the runs above it cover that still exist.
-    pub async fn unread(&self, inbox: &Inbox, mark: &ReadMark) -> Result<u64, Unavailable> {
+    pub(crate) async fn unread(&self, inbox: &Inbox, mark: &ReadMark) -> Result<u64, Unavailable> {
         let (above, oldest) = self.count_after(inbox, mark.floor).await?;
         // Messages expire oldest first: runs below the oldest message left
         // cover nothing now, and of the run it falls in, what follows it.

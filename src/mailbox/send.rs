@@ -9,7 +9,7 @@ use crate::names::AgentName;
 
 /// A validated send.
 #[derive(Debug)]
-pub struct NewMessage {
+pub(crate) struct NewMessage {
     pub from: AgentName,
     /// `None`: broadcast.
     pub to: Option<AgentName>,
@@ -20,7 +20,7 @@ pub struct NewMessage {
 }
 
 #[derive(Debug)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub id: u64,
     pub timestamp: String,
     /// The client's Idempotency-Key matched an earlier send: nothing new was
@@ -55,7 +55,7 @@ fn message_id(from: &AgentName, key: &str, reuse: usize) -> String {
 
 impl Mailbox {
     #[tracing::instrument(skip_all, fields(from = %message.from, to, id))]
-    pub async fn send(&self, message: NewMessage) -> Result<Sent, MailError> {
+    pub(crate) async fn send(&self, message: NewMessage) -> Result<Sent, MailError> {
         let from = &message.from;
         if !self.rules.senders.contains(from) && self.registry.inbox(from).await?.is_none() {
             return Err(MailError::UnknownSender(from.clone()));

@@ -39,13 +39,13 @@ static INSTANCE: LazyLock<String> = LazyLock::new(|| nuid::next().to_string());
     "another adapter is running as host \"{host}\": every adapter needs a host name of its own; \
      set `host` in the config of one of them (it defaults to the machine's short hostname)"
 )]
-pub struct HostTaken {
+pub(crate) struct HostTaken {
     pub host: String,
 }
 
 /// A host record could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
+pub(crate) enum HostError {
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
     #[error(transparent)]
@@ -53,7 +53,7 @@ pub enum HostError {
 }
 
 /// This process's hold on its host record.
-pub struct Heartbeat {
+pub(super) struct Heartbeat {
     host: String,
     /// This process's id, written in every heartbeat.
     pub instance: String,
@@ -76,7 +76,7 @@ impl Held {
 }
 
 impl Heartbeat {
-    pub fn new(host: String) -> Self {
+    pub(super) fn new(host: String) -> Self {
         Self { host, instance: INSTANCE.clone(), revision: Mutex::default() }
     }
 
@@ -104,7 +104,7 @@ impl Heartbeat {
     /// Takes the host record for this instance at start-up, waiting out a
     /// running record of another instance (see the module's doc); refused
     /// if that instance is alive.
-    pub async fn claim(&self, bus: &Bus) -> Result<(), HostError> {
+    pub(super) async fn claim(&self, bus: &Bus) -> Result<(), HostError> {
         loop {
             let held = self.read(bus).await?;
             if let Some(held) = held.as_ref().filter(|held| held.running_elsewhere(&self.instance)) {
@@ -150,7 +150,7 @@ impl Heartbeat {
 
     /// Reports this instance alive (or, on shutdown, stopped), with
     /// compare-and-set on the revision it last wrote.
-    pub async fn beat(&self, bus: &Bus, running: bool) -> Result<(), HostError> {
+    pub(super) async fn beat(&self, bus: &Bus, running: bool) -> Result<(), HostError> {
         match bus.kv_write_owned(&self.key(), self.record(bus, running), &self.revision, |v| self.is_ours(v)).await? {
             Owned::Written => Ok(()),
             Owned::Lost => Err(HostTaken { host: self.host.clone() }.into()),

@@ -8,14 +8,14 @@ use crate::message::MessageView;
 use crate::readstate::{self, ReadMark};
 
 /// Most messages handed to `/hooks/agent` in one call.
-pub const MAX_SLICE: usize = 20;
+pub(super) const MAX_SLICE: usize = 20;
 /// Most content bytes in one call (the gateway takes 256 KiB bodies); a
 /// single larger message still goes alone, and is shortened by the notice.
-pub const MAX_SLICE_BYTES: usize = 192 * 1024;
+pub(super) const MAX_SLICE_BYTES: usize = 192 * 1024;
 
 /// The messages of one call, and the id up to which it covers the inbox:
 /// past its last message when only acknowledged ones follow.
-pub struct Slice {
+pub(super) struct Slice {
     pub messages: Vec<MessageView>,
     pub up_to: u64,
 }
@@ -24,7 +24,7 @@ pub struct Slice {
 /// `(after, up_to]`, as unread: at most [`MAX_SLICE`], and no more content
 /// than [`MAX_SLICE_BYTES`] unless the first message alone has more. No
 /// messages: nothing up to `up_to` is left to hand over.
-pub async fn slice(bus: &Bus, inbox: &Inbox, after: u64, up_to: u64) -> Result<Slice, Unavailable> {
+pub(super) async fn slice(bus: &Bus, inbox: &Inbox, after: u64, up_to: u64) -> Result<Slice, Unavailable> {
     let acknowledged = trusted(bus, readstate::load(bus, &inbox.agent).await?.mark).await?;
     let mut scan = bus.scan(inbox.cursors(bus.subjects(), after), MAX_SLICE);
     let (mut found, mut bytes, mut scanned) = (Vec::new(), 0, after);
@@ -69,7 +69,7 @@ pub async fn slice(bus: &Bus, inbox: &Inbox, after: u64, up_to: u64) -> Result<S
 /// or a stream re-created behind the adapter's back; the inbox cuts such a
 /// mark back when it is next read): then an empty one, so that it hides
 /// nothing (handed twice rather than never).
-pub async fn trusted(bus: &Bus, mark: ReadMark) -> Result<ReadMark, Unavailable> {
+pub(super) async fn trusted(bus: &Bus, mark: ReadMark) -> Result<ReadMark, Unavailable> {
     if mark.highest() > bus.seen() && mark.highest() > bus.last_sequence().await? {
         tracing::warn!(floor = mark.floor, "a read mark is ahead of the stream; wakes do not go by it");
         return Ok(ReadMark::default());

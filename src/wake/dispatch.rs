@@ -32,7 +32,7 @@ struct Header {
 }
 
 /// Agents followed by one consumer.
-pub struct Group {
+pub(super) struct Group {
     pub slots: Vec<Arc<Slot>>,
     /// Every message up to this id for the group's agents has been handed
     /// to their slots.
@@ -41,16 +41,16 @@ pub struct Group {
 
 impl Group {
     /// A group whose consumer starts at `from`.
-    pub fn new(slots: Vec<Arc<Slot>>, from: u64) -> Self {
+    pub(super) fn new(slots: Vec<Arc<Slot>>, from: u64) -> Self {
         Self { slots, routed: AtomicU64::new(from.saturating_sub(1)) }
     }
 
-    pub fn routed(&self) -> u64 {
+    pub(super) fn routed(&self) -> u64 {
         self.routed.load(Ordering::Acquire)
     }
 
     /// Follows the group's mail until `shutdown`.
-    pub async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
+    pub(super) async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
         let subjects = bus.subjects().clone();
         let mut filters: Vec<String> = self.slots.iter().map(|slot| subjects.to(&slot.inbox.agent)).collect();
         filters.push(subjects.broadcasts());

@@ -14,13 +14,13 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// One call to a gateway, covering the agent's messages up to `up_to`.
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(super) struct Call {
     pub up_to: u64,
     pub hook: Hook,
 }
 
 #[derive(Debug, Clone)]
-pub enum Hook {
+pub(super) enum Hook {
     /// `POST /hooks/wake` with a notice.
     Wake { text: String },
     /// `POST /hooks/agent` with the messages themselves. The key makes a
@@ -31,17 +31,17 @@ pub enum Hook {
 
 /// Names the newest message id a call covers. Gateways ignore it; it lets
 /// an operator (or a benchmark) tie a wake to the messages behind it.
-pub const UP_TO_HEADER: &str = "Clawbus-Up-To";
+pub(super) const UP_TO_HEADER: &str = "Clawbus-Up-To";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivered {
+pub(super) enum Delivered {
     Queued,
     /// The gateway folded it into an identical pending wake.
     Coalesced,
 }
 
 #[derive(Debug)]
-pub enum Failed {
+pub(super) enum Failed {
     /// Connection errors, timeouts, 408, 429 and 5xx.
     Transient { retry_after: Option<Duration>, cause: Cause },
     /// Any other answer: the gateway refuses this call as configured, or
@@ -51,7 +51,7 @@ pub enum Failed {
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Cause {
+pub(super) enum Cause {
     #[error("no answer from the gateway")]
     Unreachable(#[source] reqwest::Error),
     #[error("the gateway answered {status}: {body}")]
@@ -96,7 +96,7 @@ struct HookAnswer {
 /// An agent's gateway as its calls need it: the hook URLs and the
 /// `Authorization` value, made once rather than parsed and formatted on
 /// every call.
-pub struct Hooks {
+pub(super) struct Hooks {
     /// The gateway's base URL, for logs.
     pub gateway: Url,
     wake: Url,
@@ -106,7 +106,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    pub fn new(gateway: &Gateway) -> Hooks {
+    pub(super) fn new(gateway: &Gateway) -> Hooks {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", gateway.hook_token.expose()))
             .expect("the config check refuses tokens a header cannot carry");
         authorization.set_sensitive(true);
@@ -121,7 +121,7 @@ impl Hooks {
 }
 
 /// Sends one call and classifies the answer.
-pub async fn call(http: &reqwest::Client, hooks: &Hooks, call: &Call) -> Result<Delivered, Failed> {
+pub(super) async fn call(http: &reqwest::Client, hooks: &Hooks, call: &Call) -> Result<Delivered, Failed> {
     let (url, body) = match &call.hook {
         Hook::Wake { text } => {
             let body = WakeBody { text, mode: "now", agent_id: &hooks.openclaw_agent };
@@ -169,7 +169,7 @@ pub async fn call(http: &reqwest::Client, hooks: &Hooks, call: &Call) -> Result<
 
 impl Cause {
     /// What an operator should look at when the gateway refuses calls.
-    pub fn hint(&self) -> &'static str {
+    pub(super) fn hint(&self) -> &'static str {
         match self {
             Cause::Redirected { .. } | Cause::NotAWake { .. } => {
                 "check the gateway url: it must reach the gateway's hooks"

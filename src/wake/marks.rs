@@ -38,7 +38,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// What this host recorded before: where each agent's wakes resume, and
 /// its counts.
-pub struct Stored {
+pub(super) struct Stored {
     /// Generation of the members record for the groups in use now.
     pub generation: u64,
     /// Members keys no longer referred to once the marks are written.
@@ -54,7 +54,7 @@ pub struct Stored {
 /// `groups` as a new generation of members if they changed.
 /// `agents` pairs each local agent with the host its registration named
 /// before this start (`None`: registered just now, nothing to resume).
-pub async fn load(
+pub(super) async fn load(
     bus: &Bus,
     host: &str,
     groups: &Groups,
@@ -132,7 +132,7 @@ async fn acknowledged(bus: &Bus, agents: &[&AgentName]) -> Result<HashMap<AgentN
     Ok(floors)
 }
 
-pub struct WakeMarks {
+pub(super) struct WakeMarks {
     bus: Bus,
     host: String,
     generation: u64,
@@ -184,7 +184,7 @@ fn bound_behind(marks: &mut HostMarks, mut behind: Vec<(usize, String, u64)>, li
 }
 
 impl WakeMarks {
-    pub fn new(bus: Bus, host: String, instance: String, groups: Vec<Arc<Group>>, stored: Stored) -> Self {
+    pub(super) fn new(bus: Bus, host: String, instance: String, groups: Vec<Arc<Group>>, stored: Stored) -> Self {
         let group_of = groups
             .iter()
             .enumerate()
@@ -214,7 +214,7 @@ impl WakeMarks {
 
     /// `agent`'s highest mark any host recorded; with none, its read floor
     /// (see `acknowledged`; 0: neither).
-    pub async fn stored(&self, agent: &AgentName) -> Result<u64, Unavailable> {
+    pub(super) async fn stored(&self, agent: &AgentName) -> Result<u64, Unavailable> {
         let marks = record::recorded_marks(&self.bus, None, std::slice::from_ref(agent)).await?;
         match marks.get(agent) {
             Some(mark) => Ok(*mark),
@@ -225,7 +225,7 @@ impl WakeMarks {
     /// A call for `agent` ended with `outcome`; a success covered `messages`
     /// messages, the oldest stored `latency` ago. (The mark itself is the
     /// agent's slot's.)
-    pub fn record(&self, agent: &AgentName, outcome: WakeOutcome, covered: Option<(u64, Duration)>) {
+    pub(super) fn record(&self, agent: &AgentName, outcome: WakeOutcome, covered: Option<(u64, Duration)>) {
         {
             let mut all = self.stats.lock().expect("marks lock");
             let stats = all.entry(agent.clone()).or_default();
@@ -252,7 +252,7 @@ impl WakeMarks {
     }
 
     /// A mark moved without a call (see `Waker::nothing_left`).
-    pub fn moved(&self) {
+    pub(super) fn moved(&self) {
         self.changed.notify_one();
     }
 
@@ -295,7 +295,7 @@ impl WakeMarks {
     /// passed (`now`: whatever the pace). True if everything due landed, or
     /// if nothing is to be written any more (the marks were lost to another
     /// writer).
-    pub async fn flush(&self, now: bool) -> bool {
+    pub(super) async fn flush(&self, now: bool) -> bool {
         if self.is_lost() {
             return true;
         }
@@ -346,7 +346,7 @@ impl WakeMarks {
     }
 
     /// From now on nothing is written: the host is another adapter's.
-    pub fn lose(&self) {
+    pub(super) fn lose(&self) {
         self.lost.store(true, Ordering::Relaxed);
     }
 
@@ -395,7 +395,7 @@ impl WakeMarks {
 
     /// Flushes whenever a wake ends, until `shutdown`. The last flush is
     /// the caller's, after the wakers have stopped.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    pub(super) async fn run(&self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.changed.notified() => {}

@@ -36,7 +36,7 @@ struct Part {
 const PART_OVERHEAD: usize = 40;
 const RUN_OVERHEAD: usize = 30;
 
-pub fn key(host: &str, generation: u64) -> String {
+pub(super) fn key(host: &str, generation: u64) -> String {
     format!("{}{generation}", prefix(host))
 }
 
@@ -51,7 +51,7 @@ fn part_key(host: &str, generation: u64, part: usize) -> String {
 
 /// Every generation of `host`'s members stored: its keys, and its groups
 /// (`None`: some of its parts are missing).
-pub struct Generation {
+pub(super) struct Generation {
     pub keys: Vec<String>,
     pub groups: Option<Groups>,
 }
@@ -59,7 +59,7 @@ pub struct Generation {
 /// What the keys of one generation hold: the keys, a whole list, parts.
 type Found = (Vec<String>, Option<Groups>, HashMap<usize, Part>);
 
-pub async fn generations(bus: &Bus, host: &str) -> Result<BTreeMap<u64, Generation>, Unavailable> {
+pub(super) async fn generations(bus: &Bus, host: &str) -> Result<BTreeMap<u64, Generation>, Unavailable> {
     let prefix = prefix(host);
     let mut by_generation: BTreeMap<u64, Found> = BTreeMap::new();
     for (rest, stored) in bus.kv_values::<Stored>(&prefix).await? {
@@ -89,7 +89,7 @@ pub async fn generations(bus: &Bus, host: &str) -> Result<BTreeMap<u64, Generati
 
 /// The groups of generation `generation` of each host's members, by host;
 /// hosts whose generation is missing are left out.
-pub async fn of_hosts(bus: &Bus, hosts: &[(String, u64)]) -> Result<HashMap<String, Groups>, Unavailable> {
+pub(super) async fn of_hosts(bus: &Bus, hosts: &[(String, u64)]) -> Result<HashMap<String, Groups>, Unavailable> {
     let keys: Vec<String> = hosts.iter().map(|(host, generation)| key(host, *generation)).collect();
     let mut whole = bus.kv_get_many::<Groups>(keys).await?;
     let mut found = HashMap::new();
@@ -160,7 +160,7 @@ fn split(groups: &Groups, limit: usize) -> Vec<Part> {
 /// record of it would pass the server's payload limit: a generation is
 /// written once, so an existing one means another adapter writes this
 /// host's records.
-pub async fn save(bus: &Bus, host: &str, generation: u64, groups: &Groups) -> Result<(), Unavailable> {
+pub(super) async fn save(bus: &Bus, host: &str, generation: u64, groups: &Groups) -> Result<(), Unavailable> {
     let limit = crate::bus::record_limit(bus.max_payload());
     let whole = serde_json::to_vec(groups).expect("groups serialize");
     if whole.len() <= limit {

@@ -34,7 +34,7 @@ use dispatch::Group;
 use gateway::Hooks;
 use marks::WakeMarks;
 use record::Groups;
-pub use record::{LastWake, WakeRecord, fleet as fleet_records, highest, of as record_of};
+pub(crate) use record::{LastWake, WakeRecord, fleet as fleet_records, highest, of as record_of};
 use waker::{Slot, Waker};
 
 /// Calls in flight to one gateway at most, across the agents behind it: a
@@ -44,7 +44,7 @@ use waker::{Slot, Waker};
 const MAX_CALLS_PER_GATEWAY: usize = 128;
 
 /// The running wake machinery of one adapter.
-pub struct Wakes {
+pub(crate) struct Wakes {
     tasks: JoinSet<()>,
     marks: Option<Arc<WakeMarks>>,
     slots: HashMap<AgentName, Arc<Slot>>,
@@ -52,7 +52,7 @@ pub struct Wakes {
 }
 
 /// Everything a waker needs besides its agent.
-pub struct WakeContext {
+pub(crate) struct WakeContext {
     pub bus: Bus,
     pub config: WakeConfig,
     pub metrics: Arc<Metrics>,
@@ -67,7 +67,10 @@ pub struct WakeContext {
 impl Wakes {
     /// Starts waking `agents` for every message not yet covered by a wake,
     /// including those stored while this adapter was down.
-    pub async fn start(context: WakeContext, agents: Vec<(LocalAgent, Registered)>) -> Result<Wakes, Unavailable> {
+    pub(crate) async fn start(
+        context: WakeContext,
+        agents: Vec<(LocalAgent, Registered)>,
+    ) -> Result<Wakes, Unavailable> {
         let bus = context.bus.clone();
         let stop = CancellationToken::new();
         let mut wakes = Wakes { tasks: JoinSet::new(), marks: None, slots: HashMap::new(), stop: stop.clone() };
@@ -158,7 +161,7 @@ impl Wakes {
     /// Wakes `agent` here or not: only one host wakes an agent that several
     /// list (see `registry`). Taking an agent back picks up the wake mark
     /// the other host left.
-    pub async fn set_serving(&self, agent: &AgentName, serving: bool) -> Result<(), Unavailable> {
+    pub(crate) async fn set_serving(&self, agent: &AgentName, serving: bool) -> Result<(), Unavailable> {
         let (Some(slot), Some(marks)) = (self.slots.get(agent), &self.marks) else { return Ok(()) };
         if serving == slot.serving() {
             return Ok(());
@@ -170,7 +173,7 @@ impl Wakes {
 
     /// Stops waking for good, writing nothing more: another adapter
     /// process took this host over.
-    pub fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         if let Some(marks) = &self.marks {
             marks.lose();
         }
@@ -179,7 +182,7 @@ impl Wakes {
 
     /// Stops waking. Calls in flight get `grace` to finish; whatever is not
     /// covered by then is woken again after the next start.
-    pub async fn stop(mut self, grace: Duration) {
+    pub(crate) async fn stop(mut self, grace: Duration) {
         self.stop.cancel();
         let drained = tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::message::Priority;
 
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Pending {
+pub(super) struct Pending {
     /// Oldest and newest message id covered.
     pub first: u64,
     pub up_to: u64,
@@ -25,11 +25,11 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.messages == 0
     }
 
-    pub fn add(&mut self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
+    pub(super) fn add(&mut self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
         self.first = if self.is_empty() { seq } else { self.first.min(seq) };
         self.up_to = self.up_to.max(seq);
         if !self.senders.contains(from) {
@@ -41,7 +41,7 @@ impl Pending {
     }
 
     /// Folds `other` in: the result covers both.
-    pub fn merge(&mut self, other: Pending) {
+    pub(super) fn merge(&mut self, other: Pending) {
         self.first = match (self.is_empty(), other.is_empty()) {
             (true, _) => other.first,
             (false, true) => self.first,

@@ -33,7 +33,7 @@ use crate::names::AgentName;
 /// cost of creating a consumer grows with the square of its filters
 /// (measured: about 50 ms for 1,000 filters, 1.8 s for 5,000, and again
 /// after every reconnect).
-pub const GROUP_SIZE: usize = 1000;
+pub(super) const GROUP_SIZE: usize = 1000;
 
 /// Bytes a consumer's filter takes besides its agent's name
 /// (`"clawbus.msg.<agent>.*",`), at most.
@@ -42,7 +42,7 @@ const FILTER_OVERHEAD: usize = 20;
 /// `names` (sorted) in groups of at most [`GROUP_SIZE`] whose consumer's
 /// filters take at most `limit` bytes: a consumer create request past the
 /// server's payload limit is refused, and would be retried for ever.
-pub fn grouped(names: Vec<String>, limit: usize) -> Groups {
+pub(super) fn grouped(names: Vec<String>, limit: usize) -> Groups {
     let mut groups: Groups = Vec::new();
     let mut size = 0;
     for name in names {
@@ -63,7 +63,7 @@ pub fn grouped(names: Vec<String>, limit: usize) -> Groups {
 
 /// The wake marks of one host's agents (`wakes.<host>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct HostMarks {
+pub(super) struct HostMarks {
     /// Generation of the `members` record whose groups `up_to` follows.
     pub members: u64,
     /// Per group: every member has been woken for its messages up to here,
@@ -83,7 +83,7 @@ pub struct HostMarks {
 }
 
 /// The groups of a host's agents, each sorted (`members.<host>.<generation>`).
-pub type Groups = Vec<Vec<String>>;
+pub(super) type Groups = Vec<Vec<String>>;
 
 /// The group `agent` is a member of.
 fn group_of(groups: &Groups, agent: &str) -> Option<usize> {
@@ -92,7 +92,7 @@ fn group_of(groups: &Groups, agent: &str) -> Option<usize> {
 
 impl HostMarks {
     /// `agent`'s mark, if it was a member of `groups`.
-    pub fn mark_of(&self, groups: &Groups, agent: &str) -> Option<u64> {
+    pub(super) fn mark_of(&self, groups: &Groups, agent: &str) -> Option<u64> {
         self.behind.get(agent).or(self.up_to.get(group_of(groups, agent)?)).copied()
     }
 }
@@ -100,7 +100,7 @@ impl HostMarks {
 /// One agent's calls: the last and counts (in `stats.<host>.<group>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct WakeStats {
+pub(crate) struct WakeStats {
     pub last: Option<LastWake>,
     /// Calls failed since the last success.
     pub failing: u32,
@@ -113,7 +113,7 @@ pub struct WakeStats {
 
 /// How a call ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LastWake {
+pub(crate) struct LastWake {
     /// When, as the message timestamps are written.
     pub at: String,
     /// `queued` or `coalesced` (answered 200), `retryable` or `rejected`.
@@ -125,7 +125,7 @@ pub struct LastWake {
 
 /// One agent's wakes as the API shows them.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct WakeRecord {
+pub(crate) struct WakeRecord {
     /// The wake mark: the newest message id covered by a call answered 200.
     pub up_to: u64,
     /// The host whose adapter wakes the agent.
@@ -133,11 +133,11 @@ pub struct WakeRecord {
     pub stats: WakeStats,
 }
 
-pub fn marks_key(host: &str) -> String {
+pub(super) fn marks_key(host: &str) -> String {
     format!("wakes.{host}")
 }
 
-pub fn stats_key(host: &str, group: usize) -> String {
+pub(super) fn stats_key(host: &str, group: usize) -> String {
     format!("stats.{host}.{group}")
 }
 
@@ -145,7 +145,7 @@ pub fn stats_key(host: &str, group: usize) -> String {
 /// An older version's per-agent record: a plain mark, or the mark with stats.
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum Legacy {
+pub(super) enum Legacy {
     Mark(u64),
     Record {
         up_to: u64,
@@ -155,11 +155,11 @@ pub enum Legacy {
 }
 
 impl Legacy {
-    pub fn key(agent: &AgentName) -> String {
+    pub(super) fn key(agent: &AgentName) -> String {
         format!("woken.{agent}")
     }
 
-    pub fn into_parts(self) -> (u64, WakeStats) {
+    pub(super) fn into_parts(self) -> (u64, WakeStats) {
         match self {
             Legacy::Mark(up_to) => (up_to, WakeStats::default()),
             Legacy::Record { up_to, stats } => (up_to, stats),
@@ -171,7 +171,7 @@ impl Legacy {
 /// highest where several did: each host's mark is one its own wakes earned,
 /// so any of them is safe to resume from. Agents no record covers are left
 /// out.
-pub async fn recorded_marks(
+pub(super) async fn recorded_marks(
     bus: &Bus,
     hosts: Option<&[String]>,
     agents: &[AgentName],
@@ -205,7 +205,7 @@ fn of_current(bus: &Bus, marks: Vec<(String, HostMarks)>) -> Vec<(String, HostMa
 
 /// The highest message id any host's wake marks mention, whichever stream
 /// they speak of.
-pub async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
+pub(crate) async fn highest(bus: &Bus) -> Result<u64, Unavailable> {
     let marks = bus.kv_values::<HostMarks>("wakes.").await?;
     Ok(marks.values().flat_map(|m| m.value.up_to.iter().chain(m.value.behind.values())).copied().max().unwrap_or(0))
 }
@@ -218,7 +218,7 @@ async fn members_of(bus: &Bus, marks: &[(String, HostMarks)]) -> Result<HashMap<
 
 /// Every host's wake records, by agent and host (an agent two hosts list
 /// has a record on each).
-pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, Unavailable> {
+pub(crate) async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, Unavailable> {
     let (marks, stats) =
         tokio::try_join!(bus.kv_values::<HostMarks>("wakes."), bus.kv_values::<BTreeMap<String, WakeStats>>("stats."))?;
     let marks = of_current(bus, marks.into_iter().map(|(host, marks)| (host, marks.value)).collect());
@@ -246,7 +246,7 @@ pub async fn fleet(bus: &Bus) -> Result<HashMap<(String, String), WakeRecord>, U
 }
 
 /// `agent`'s wakes on `host`, if that host wakes it.
-pub async fn of(bus: &Bus, host: &str, agent: &AgentName) -> Result<Option<WakeRecord>, Unavailable> {
+pub(crate) async fn of(bus: &Bus, host: &str, agent: &AgentName) -> Result<Option<WakeRecord>, Unavailable> {
     let Some(marks) = bus.kv_get::<HostMarks>(marks_key(host)).await? else { return Ok(None) };
     if !bus.is_current(marks.value.stream.as_deref()) {
         return Ok(None);

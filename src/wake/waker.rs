@@ -31,7 +31,7 @@ use super::pending::Pending;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What the dispatcher and an agent's waker share.
-pub struct Slot {
+pub(super) struct Slot {
     pub inbox: Inbox,
     pending: Mutex<Pending>,
     /// Messages up to this id are covered by a successful wake.
@@ -45,7 +45,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    pub fn new(inbox: Inbox, woken: u64) -> Self {
+    pub(super) fn new(inbox: Inbox, woken: u64) -> Self {
         Self {
             inbox,
             pending: Mutex::default(),
@@ -56,18 +56,18 @@ impl Slot {
         }
     }
 
-    pub fn woken(&self) -> u64 {
+    pub(super) fn woken(&self) -> u64 {
         self.woken.load(Ordering::Acquire)
     }
 
     /// The wake mark, if messages offered since are not all covered by it.
-    pub fn behind(&self) -> Option<u64> {
+    pub(super) fn behind(&self) -> Option<u64> {
         let woken = self.woken();
         (self.noted.load(Ordering::Acquire) > woken).then_some(woken)
     }
 
     /// A message for this agent was stored.
-    pub fn offer(&self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
+    pub(super) fn offer(&self, seq: u64, from: &str, priority: Priority, stored: OffsetDateTime) {
         if seq <= self.woken() {
             return;
         }
@@ -78,19 +78,19 @@ impl Slot {
 
     /// Forgets what the agent was woken for: the stream was created again,
     /// and those ids are not its messages.
-    pub fn restart(&self) {
+    pub(super) fn restart(&self) {
         self.woken.store(0, Ordering::Release);
         self.noted.store(0, Ordering::Release);
         *self.pending.lock().expect("slot lock") = Pending::default();
     }
 
-    pub fn serving(&self) -> bool {
+    pub(super) fn serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
     }
 
     /// Starts or stops waking the agent here. On taking it back, `woken` is
     /// what the other host recorded meanwhile.
-    pub fn set_serving(&self, serving: bool, woken: u64) {
+    pub(super) fn set_serving(&self, serving: bool, woken: u64) {
         self.woken.fetch_max(woken, Ordering::AcqRel);
         if self.serving.swap(serving, Ordering::AcqRel) != serving {
             tracing::info!(agent = %self.inbox.agent, serving, "wakes for this agent {}", if serving { "resumed" } else { "paused: another host serves it" });
@@ -109,7 +109,7 @@ impl Slot {
     }
 }
 
-pub struct Waker {
+pub(super) struct Waker {
     pub slot: Arc<Slot>,
     pub mode: WakeMode,
     pub hooks: Hooks,
@@ -127,7 +127,7 @@ pub struct Waker {
 
 impl Waker {
     #[tracing::instrument(name = "waker", skip_all, fields(agent = %self.slot.inbox.agent))]
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(super) async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.slot.arrived.notified() => {}

@@ -14,7 +14,7 @@ use crate::wake::{LastWake, WakeRecord};
 
 /// Every error: `{"ok": false, "error": code, "message": text}`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorAnswer {
+pub(crate) struct ErrorAnswer {
     pub ok: bool,
     pub error: String,
     pub message: String,
@@ -22,7 +22,7 @@ pub struct ErrorAnswer {
 
 /// `POST /api/send`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Sent {
+pub(crate) struct Sent {
     pub ok: bool,
     pub id: u64,
     pub timestamp: String,
@@ -33,7 +33,7 @@ pub struct Sent {
 
 /// `GET /api/inbox`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     pub agent: AgentName,
     pub messages: Vec<MessageView>,
     pub unread: u64,
@@ -41,7 +41,7 @@ pub struct Inbox {
 
 /// `POST /api/ack`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Acked {
+pub(crate) struct Acked {
     pub ok: bool,
     pub acked: u64,
     /// Ids named that are not in the agent's inbox.
@@ -50,7 +50,7 @@ pub struct Acked {
 
 /// `GET /api/history`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct History {
+pub(crate) struct History {
     pub agent: AgentName,
     pub with: Option<AgentName>,
     pub messages: Vec<MessageView>,
@@ -58,7 +58,7 @@ pub struct History {
 
 /// `POST /api/threads/{id}/release`.
 #[derive(Debug, Serialize)]
-pub struct Released {
+pub(crate) struct Released {
     pub ok: bool,
     pub thread: u64,
     pub releases: u32,
@@ -66,20 +66,20 @@ pub struct Released {
 
 /// `GET /healthz`.
 #[derive(Debug, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     pub ok: bool,
 }
 
 /// `GET /readyz`: the NATS server JetStream answers through.
 #[derive(Debug, Serialize)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub ok: bool,
     pub server: Option<String>,
 }
 
 /// `GET /api/agents`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Agents {
+pub(crate) struct Agents {
     pub agents: Vec<AgentEntry>,
     /// How old the listing is.
     pub age_ms: u64,
@@ -87,7 +87,7 @@ pub struct Agents {
 
 /// One agent of `GET /api/agents`.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct AgentEntry {
+pub(crate) struct AgentEntry {
     pub name: AgentName,
     pub host: String,
     pub online: bool,
@@ -115,7 +115,7 @@ impl From<&AgentRow> for AgentEntry {
 
 /// An agent's wakes.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Wakes {
+pub(crate) struct Wakes {
     pub host: String,
     pub woken_up_to: u64,
     pub last: Option<LastWake>,
@@ -140,7 +140,7 @@ impl From<&WakeRecord> for Wakes {
 
 /// `GET /api/stats`.
 #[derive(Debug, Serialize)]
-pub struct Stats<'a> {
+pub(crate) struct Stats<'a> {
     pub messages: u64,
     pub agents: usize,
     pub online: usize,
@@ -156,7 +156,7 @@ pub struct Stats<'a> {
 
 /// A host of `GET /api/stats`.
 #[derive(Debug, Serialize)]
-pub struct HostRow<'a> {
+pub(crate) struct HostRow<'a> {
     pub host: &'a str,
     pub agents: usize,
     pub online: bool,
@@ -165,7 +165,7 @@ pub struct HostRow<'a> {
 
 /// The fleet's wakes in `GET /api/stats`.
 #[derive(Debug, Serialize)]
-pub struct WakeStats<'a> {
+pub(crate) struct WakeStats<'a> {
     pub sent: u64,
     pub failed: u64,
     pub coalesced: u64,
@@ -176,7 +176,7 @@ pub struct WakeStats<'a> {
 
 /// An agent whose wakes fail.
 #[derive(Debug, Serialize)]
-pub struct WakeFailing<'a> {
+pub(crate) struct WakeFailing<'a> {
     pub agent: &'a str,
     pub host: &'a str,
     pub failing: u32,
@@ -184,7 +184,7 @@ pub struct WakeFailing<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Latencies {
+pub(crate) struct Latencies {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
@@ -192,13 +192,13 @@ pub struct Latencies {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ThreadStats {
+pub(crate) struct ThreadStats {
     pub stopped: Vec<StoppedThread>,
 }
 
 /// A thread stopped as a loop.
 #[derive(Debug, Serialize)]
-pub struct StoppedThread {
+pub(crate) struct StoppedThread {
     pub thread: u64,
     pub hops: u32,
     pub between: Vec<String>,
@@ -208,7 +208,7 @@ pub struct StoppedThread {
 
 /// The NATS connection in `GET /api/stats`.
 #[derive(Debug, Serialize)]
-pub struct NatsStats {
+pub(crate) struct NatsStats {
     pub connected: bool,
     pub health: NatsHealth,
     /// Where the stream lives; `null` while JetStream does not answer.
@@ -217,14 +217,14 @@ pub struct NatsStats {
 
 /// `GET /api/messages/{id}`.
 #[derive(Debug, Serialize)]
-pub struct MessagePage {
+pub(crate) struct MessagePage {
     pub message: MessageView,
     pub path: PathSteps,
 }
 
 /// How far a message got.
 #[derive(Debug, Serialize)]
-pub struct PathSteps {
+pub(crate) struct PathSteps {
     pub stored: String,
     pub woken: Option<Woken>,
     pub acknowledged: Option<Acknowledged>,

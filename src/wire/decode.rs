@@ -26,19 +26,19 @@ impl Invalid {
 }
 
 /// An agent name given as `field`.
-pub fn agent_name(field: &'static str, raw: &str) -> Result<AgentName, Invalid> {
+pub(crate) fn agent_name(field: &'static str, raw: &str) -> Result<AgentName, Invalid> {
     AgentName::parse(raw).map_err(|source| Invalid::Agent { field, source })
 }
 
 /// `body` as a `T`. Serde refuses unknown fields; the refusal names the
 /// first of them and lists the accepted ones, as the API always has.
-pub fn decode<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Invalid> {
+pub(crate) fn decode<T: DeserializeOwned>(body: Map<String, Value>) -> Result<T, Invalid> {
     decode_named(body, "field")
 }
 
 /// Query string parameters (each name once) as a `T`, refusing unknown
 /// ones as [`decode`] refuses unknown fields.
-pub fn decode_params<'a, T: DeserializeOwned>(
+pub(crate) fn decode_params<'a, T: DeserializeOwned>(
     params: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Result<T, Invalid> {
     let params = params.into_iter().map(|(name, value)| (name.clone(), Value::String(value.clone())));

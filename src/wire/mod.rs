@@ -9,13 +9,13 @@ mod field;
 mod query;
 mod request;
 
-pub use answer::{
+pub(crate) use answer::{
     Acked, AgentEntry, Agents, ErrorAnswer, Health, History, HostRow, Inbox, Latencies, MessagePage, NatsStats,
     PathSteps, Ready, Released, Sent, Stats, StoppedThread, ThreadStats, WakeFailing, WakeStats,
 };
-pub use decode::{Invalid, agent_name, decode, decode_params};
-pub use query::{HistoryParams, InboxParams, StreamParams};
-pub use request::{AckBody, SendBody, bad_priority};
+pub(crate) use decode::{Invalid, agent_name, decode, decode_params};
+pub(crate) use query::{HistoryParams, InboxParams, StreamParams};
+pub(crate) use request::{AckBody, SendBody, bad_priority};
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -23,7 +23,7 @@ pub(crate) mod tests {
     use serde_json::Value;
 
     /// Any JSON value, with the strings the API gives meaning to among them.
-    pub fn json_value() -> impl Strategy<Value = Value> {
+    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),

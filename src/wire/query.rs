@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `GET /api/inbox`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct InboxParams {
+pub(crate) struct InboxParams {
     pub agent: Option<String>,
     pub unread: Option<String>,
     pub limit: Option<String>,
@@ -18,7 +18,7 @@ pub struct InboxParams {
 /// `GET /api/history`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HistoryParams {
+pub(crate) struct HistoryParams {
     pub agent: Option<String>,
     pub with: Option<String>,
     pub since: Option<String>,
@@ -31,7 +31,7 @@ pub struct HistoryParams {
 /// `GET /api/stream`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct StreamParams {
+pub(crate) struct StreamParams {
     pub agent: Option<String>,
     pub after: Option<String>,
 }

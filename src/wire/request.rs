@@ -17,7 +17,7 @@ const MAX_ACK_IDS: usize = 10_000;
 /// is the content, which serde's aliases cannot say.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SendBody {
+pub(crate) struct SendBody {
     #[serde(default)]
     pub from: Option<Field<String>>,
     #[serde(default)]
@@ -106,7 +106,7 @@ impl TryFrom<AckBody> for (AgentName, Ack) {
 }
 
 /// The answer to a priority that is not one.
-pub fn bad_priority() -> Invalid {
+pub(crate) fn bad_priority() -> Invalid {
     Invalid::request("priority must be normal, high or urgent")
 }
 

@@ -4,7 +4,7 @@
 use clawbus_testkit::clawbus;
 
 /// Runs `clawbus` with `args`; (exit code, stdout, stderr).
-pub fn run<S: AsRef<str>>(args: &[S]) -> (i32, String, String) {
+pub(crate) fn run<S: AsRef<str>>(args: &[S]) -> (i32, String, String) {
     let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let output = clawbus(&args);
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");

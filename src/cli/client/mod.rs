@@ -19,7 +19,7 @@ use connection::Client;
 
 /// Which adapter to talk to, and how.
 #[derive(clap::Args)]
-pub struct Target {
+pub(super) struct Target {
     /// The adapter's base URL [default: http.listen of the config, else http://127.0.0.1:8091].
     #[arg(long, env = "CLAWBUS_URL", global = true)]
     url: Option<String>,
@@ -32,7 +32,7 @@ pub struct Target {
 }
 
 #[derive(clap::Subcommand)]
-pub enum Request {
+pub(super) enum Request {
     /// Send a message (`--to '*'` broadcasts); `-` as content reads standard input.
     Send {
         #[arg(long)]
@@ -92,7 +92,7 @@ pub enum Request {
 
 /// `clawbus tail`.
 #[derive(clap::Args)]
-pub struct Tail {
+pub(super) struct Tail {
     /// Whose messages [default: the whole fleet, with the operator token].
     agent: Option<String>,
     /// Start after this id, replaying what came since.
@@ -104,7 +104,7 @@ pub struct Tail {
 }
 
 /// Runs `request` against the adapter `target` (or the config) names.
-pub fn run(target: &Target, config: Option<&Path>, request: Request) -> ExitCode {
+pub(super) fn run(target: &Target, config: Option<&Path>, request: Request) -> ExitCode {
     with_client(target, config, |client| async move {
         let (method, path, body) = request.http();
         match client.call(method, &path, body).await {
@@ -118,7 +118,7 @@ pub fn run(target: &Target, config: Option<&Path>, request: Request) -> ExitCode
 }
 
 /// Follows the live stream of `tail.agent` until interrupted.
-pub fn tail(target: &Target, config: Option<&Path>, tail: Tail) -> ExitCode {
+pub(super) fn tail(target: &Target, config: Option<&Path>, tail: Tail) -> ExitCode {
     with_client(
         target,
         config,

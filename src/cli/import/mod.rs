@@ -120,7 +120,7 @@ use error::ImportError;
 use source::Source;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// The old bus's SQLite database (opened read-only).
     #[arg(long, value_name = "FILE")]
     sqlite: PathBuf,
@@ -154,7 +154,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
 }
-pub fn run(config: Config, args: Args) -> ExitCode {
+pub(super) fn run(config: Config, args: Args) -> ExitCode {
     let (source, name) = match open(&config, &args) {
         Ok(Some(opened)) => opened,
         Ok(None) => {

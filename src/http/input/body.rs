@@ -21,7 +21,7 @@ const JSON_OVERHEAD: usize = 64 * 1024;
 const DRAIN_BYTES: usize = 1024 * 1024;
 /// A JSON object sent with `Content-Type: application/json`, decoded as
 /// a `T` of the wire types.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;

@@ -7,5 +7,5 @@
 mod body;
 mod query;
 
-pub use body::JsonBody;
-pub use query::Params;
+pub(super) use body::JsonBody;
+pub(super) use query::Params;

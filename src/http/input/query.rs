@@ -18,7 +18,7 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 /// Query string parameters; later repeats of a name win.
-pub struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
@@ -33,12 +33,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
 impl Params {
     /// The required `agent`, checked before anything else is.
-    pub fn agent(&self) -> Result<AgentName, ApiError> {
+    pub(crate) fn agent(&self) -> Result<AgentName, ApiError> {
         let raw = self.0.get("agent").ok_or_else(|| ApiError::invalid_request("the agent parameter is required"))?;
         Ok(agent_name("agent", raw)?)
     }
 
-    pub fn inbox_query(&self) -> Result<InboxQuery, ApiError> {
+    pub(crate) fn inbox_query(&self) -> Result<InboxQuery, ApiError> {
         let params: InboxParams = decode_params(&self.0)?;
         let unread_only = match params.unread.as_deref() {
             None | Some("true" | "1") => true,
@@ -49,7 +49,7 @@ impl Params {
         Ok(InboxQuery { unread_only, limit: limit(params.limit)?, after: after(params.after)?, priority })
     }
 
-    pub fn history_query(&self) -> Result<HistoryQuery, ApiError> {
+    pub(crate) fn history_query(&self) -> Result<HistoryQuery, ApiError> {
         let params: HistoryParams = decode_params(&self.0)?;
         let thread = params
             .thread
@@ -70,7 +70,7 @@ impl Params {
     }
 
     /// The stream's `agent` (none: the whole fleet) and `after`.
-    pub fn stream_query(&self) -> Result<(Option<AgentName>, Option<u64>), ApiError> {
+    pub(crate) fn stream_query(&self) -> Result<(Option<AgentName>, Option<u64>), ApiError> {
         let params: StreamParams = decode_params(&self.0)?;
         let after = after(params.after)?;
         Ok((optional_agent("agent", params.agent)?, (after > 0).then_some(after)))

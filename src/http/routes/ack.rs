@@ -11,7 +11,7 @@ use crate::mailbox::Ack;
 use crate::names::AgentName;
 use crate::wire::{AckBody, Acked};
 
-pub async fn ack(
+pub(crate) async fn ack(
     State(state): State<AppState>,
     identity: Identity,
     JsonBody(body): JsonBody<AckBody>,

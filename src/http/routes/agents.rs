@@ -15,13 +15,13 @@ use crate::wire::{
     AgentEntry, Agents, HostRow, Latencies, NatsStats, Stats, StoppedThread, ThreadStats, WakeFailing, WakeStats,
 };
 
-pub async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Agents>, ApiError> {
+pub(crate) async fn agents(State(state): State<AppState>, _: Identity) -> Result<Json<Agents>, ApiError> {
     let fleet = state.fleet()?.fleet().await?;
     let agents = fleet.agents.iter().map(AgentEntry::from).collect();
     Ok(Json(Agents { agents, age_ms: fleet.age().as_millis() as u64 }))
 }
 
-pub async fn stats(State(state): State<AppState>, _: Identity) -> Result<Response, ApiError> {
+pub(crate) async fn stats(State(state): State<AppState>, _: Identity) -> Result<Response, ApiError> {
     let (mailbox, view) = (state.mailbox()?, state.fleet()?);
     // Where the stream lives cannot be learnt while JetStream does not
     // answer through this adapter's server; the rest of the page can.

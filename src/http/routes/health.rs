@@ -9,14 +9,14 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::wire::{Health, Ready};
 
-pub async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { ok: true })
 }
 
 /// Ready: connected to a server through which JetStream answers (else the
 /// adapter is moving to another), and the stream and the state bucket exist
 /// (the adapter re-creates them if they vanish; until then, sends would fail).
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let bus = state.mailbox()?.bus().clone();
     bus.ensure_healthy()?;
     match bus.missing().await? {
@@ -25,7 +25,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.metrics();
     let started = state.started().ok();
     metrics.nats_connected.set(started.is_some_and(|(m, _)| m.bus().is_connected()).into());

@@ -9,7 +9,7 @@ use crate::http::error::ApiError;
 use crate::http::input::Params;
 use crate::wire::History;
 
-pub async fn history(
+pub(crate) async fn history(
     State(state): State<AppState>,
     identity: Identity,
     params: Params,

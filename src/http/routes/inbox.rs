@@ -9,7 +9,11 @@ use crate::http::error::ApiError;
 use crate::http::input::Params;
 use crate::wire::Inbox;
 
-pub async fn inbox(State(state): State<AppState>, identity: Identity, params: Params) -> Result<Json<Inbox>, ApiError> {
+pub(crate) async fn inbox(
+    State(state): State<AppState>,
+    identity: Identity,
+    params: Params,
+) -> Result<Json<Inbox>, ApiError> {
     let agent = params.agent()?;
     identity.may_act_as(&agent)?;
     let page = state.mailbox()?.inbox(&agent, &params.inbox_query()?).await?;

@@ -11,7 +11,7 @@ use crate::http::error::ApiError;
 use crate::names::AgentName;
 use crate::wire::{MessagePage, PathSteps};
 
-pub async fn message(
+pub(crate) async fn message(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,

@@ -1,21 +1,21 @@
 //! The endpoints of API.md, one file each; `http/mod.rs` routes them.
 
-pub mod ack;
-pub mod agents;
-pub mod health;
-pub mod history;
-pub mod inbox;
-pub mod messages;
-pub mod send;
-pub mod stream;
-pub mod threads;
+pub(super) mod ack;
+pub(super) mod agents;
+pub(super) mod health;
+pub(super) mod history;
+pub(super) mod inbox;
+pub(super) mod messages;
+pub(super) mod send;
+pub(super) mod stream;
+pub(super) mod threads;
 
 use super::error::ApiError;
 
-pub async fn not_found() -> ApiError {
+pub(super) async fn not_found() -> ApiError {
     ApiError::not_found()
 }
 
-pub async fn method_not_allowed() -> ApiError {
+pub(super) async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }

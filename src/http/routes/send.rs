@@ -20,7 +20,7 @@ const MAX_KEY: usize = 128;
 /// Every outcome is counted, so the extractors' rejections (401, 413, 415,
 /// malformed JSON, a body that is no send) are taken as values rather than
 /// left to axum.
-pub async fn send(
+pub(crate) async fn send(
     State(state): State<AppState>,
     identity: Result<Identity, ApiError>,
     headers: HeaderMap,

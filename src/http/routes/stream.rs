@@ -17,7 +17,7 @@ use crate::http::input::Params;
 /// Comment lines on an idle event stream keep proxies from closing it.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-pub async fn stream(
+pub(crate) async fn stream(
     State(state): State<AppState>,
     identity: Identity,
     params: Params,

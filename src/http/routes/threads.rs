@@ -9,7 +9,7 @@ use crate::http::auth::Identity;
 use crate::http::error::ApiError;
 use crate::wire::Released;
 
-pub async fn release(
+pub(crate) async fn release(
     State(state): State<AppState>,
     identity: Identity,
     Path(id): Path<String>,

@@ -17,7 +17,7 @@ use crate::bus::{Bus, Follower, RawMessage, Unavailable};
 /// to read them back from the stream.
 const CAPACITY: usize = 1024;
 
-pub struct Hub {
+pub(crate) struct Hub {
     bus: Bus,
     following: Arc<Mutex<Option<Following>>>,
 }
@@ -30,7 +30,7 @@ struct Following {
     last: u64,
 }
 
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// Every message with an id above `after`, in id order (unless the
     /// receiver lags).
     pub receiver: broadcast::Receiver<Arc<RawMessage>>,
@@ -44,7 +44,7 @@ impl Following {
 }
 
 impl Hub {
-    pub fn new(bus: Bus) -> Self {
+    pub(crate) fn new(bus: Bus) -> Self {
         Self { bus, following: Arc::default() }
     }
 
@@ -53,7 +53,7 @@ impl Hub {
     }
 
     /// Messages from now on, following the stream if nobody else does yet.
-    pub async fn subscribe(&self) -> Result<Subscription, Unavailable> {
+    pub(crate) async fn subscribe(&self) -> Result<Subscription, Unavailable> {
         if let Some(following) = &*self.lock() {
             return Ok(following.subscribe());
         }
