@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, KvValue, LeaderEntry, Unavailable};
+use crate::bus::{Bus, Incarnation, KvValue, LeaderEntry, Unavailable};
 use crate::names::AgentName;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +282,9 @@ pub(crate) struct Versioned {
     revision: Option<u64>,
     /// When the server stored this version.
     pub written: Option<time::OffsetDateTime>,
+    /// The stream incarnation the mark was read in: a mark changed from it
+    /// is written for it, and not at all once the stream was re-created.
+    stream: Option<Incarnation>,
 }
 
 fn key(agent: &AgentName) -> String {
@@ -313,6 +316,7 @@ impl Stored {
 /// a mark older than one already acknowledged against would show read
 /// messages unread again.
 pub(crate) async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unavailable> {
+    let stream = bus.incarnation();
     let entry = bus.kv_leader_entry(&key(agent)).await?;
     Ok(match entry {
         Some(LeaderEntry { value: Some(value), revision, stored }) => Versioned {
@@ -327,11 +331,12 @@ pub(crate) async fn load(bus: &Bus, agent: &AgentName) -> Result<Versioned, Unav
             },
             revision: Some(revision),
             written: Some(stored),
+            stream,
         },
         Some(LeaderEntry { value: None, revision, .. }) => {
-            Versioned { mark: ReadMark::default(), revision: Some(revision), written: None }
+            Versioned { mark: ReadMark::default(), revision: Some(revision), written: None, stream }
         }
-        None => Versioned { mark: ReadMark::default(), revision: None, written: None },
+        None => Versioned { mark: ReadMark::default(), revision: None, written: None, stream },
     })
 }
 
@@ -372,7 +377,11 @@ pub(crate) async fn save(
     mark: &ReadMark,
 ) -> Result<bool, Unavailable> {
     bus.ensure_connected()?;
-    let stored = Stored { mark: mark.clone(), stream: bus.incarnation().map(|i| i.to_string()) };
+    if bus.incarnation() != previous.stream {
+        // Re-created since: ids of the stream before would name other messages.
+        return Ok(false);
+    }
+    let stored = Stored { mark: mark.clone(), stream: previous.stream.as_ref().map(|i| i.to_string()) };
     let value: bytes::Bytes = serde_json::to_vec(&stored).expect("serializes").into();
     let written = match previous.revision {
         Some(revision) => match bus.kv().update(key(agent), value.clone(), revision).await {

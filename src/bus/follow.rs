@@ -90,8 +90,13 @@ impl Follower {
             if self.incarnation.as_ref().is_some_and(|followed| *followed != incarnation) {
                 self.next = 1;
             }
-            self.incarnation = Some(incarnation);
-            self.incarnations.mark_unchanged();
+            // A newer stream seen while the consumer was being opened makes
+            // it the stream before: open again.
+            let newest = self.incarnations.borrow_and_update().clone();
+            self.incarnation = Some(incarnation.clone());
+            if newest.is_some_and(|newest| newest != incarnation) {
+                return Err(Unavailable::new("the stream was re-created"));
+            }
             self.messages = Some(messages);
         }
         let messages = self.messages.as_mut().expect("opened above");

@@ -242,7 +242,7 @@ async fn probe(client: async_nats::Client, streams: Arc<[String; 2]>) -> Result<
         let info: StreamInfo = serde_json::from_slice(&reply.payload)
             .map_err(|err| format!("an answer about {stream} that does not parse: {err}"))?;
         info.judge(stream)?;
-        if created.is_none() {
+        if *stream == streams[0] {
             created = info.created.as_deref().and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
         }
     }

@@ -22,7 +22,6 @@ mod subjects;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -142,10 +141,6 @@ pub(crate) struct Bus {
     /// Admission control for sends: past this many in flight, a send is
     /// refused at once (503) instead of queueing towards its deadline.
     in_flight: Arc<Semaphore>,
-    /// The highest message id this adapter knows to exist. A read mark at or
-    /// below it is certainly not ahead of the stream; only a mark above it
-    /// costs a look at the stream's last sequence.
-    seen: Arc<AtomicU64>,
     /// Where the replies to direct gets arrive (see `replies`).
     replies: Arc<replies::Replies>,
     /// The newest version of each record this adapter read from a leader or
@@ -220,16 +215,6 @@ impl Bus {
     /// Times the connection to NATS was established again after the first.
     pub(crate) fn reconnects(&self) -> u64 {
         self.connects.borrow().saturating_sub(1)
-    }
-
-    /// The highest message id known to exist (see [`Bus::last_sequence`]
-    /// for the authoritative one).
-    pub(crate) fn seen(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed)
-    }
-
-    fn saw(&self, seq: u64) {
-        self.seen.fetch_max(seq, Ordering::Relaxed);
     }
 
     /// The stream's state and placement, from its leader.

@@ -1,7 +1,6 @@
 //! Creating the stream and the state bucket, and noticing when they are gone.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, kv, stream};
@@ -84,7 +83,6 @@ impl Bus {
             send_timeout: nats.send_timeout,
             settle_timeout: nats.settle_timeout,
             in_flight: Arc::new(Semaphore::new(nats.max_sends_in_flight)),
-            seen: Arc::new(AtomicU64::new(0)),
             replies: Arc::new(super::replies::Replies::new(nats.reply_buffer)),
             newest: Arc::default(),
             clock: Arc::default(),

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast;
 
 use super::{MailError, Mailbox};
 use crate::bus::{Bus, Inbox, Incarnation, RawMessage, Start, Unavailable};
@@ -79,6 +79,11 @@ impl Live {
     async fn next_stored(&mut self) -> Option<Arc<RawMessage>> {
         let mut failures = 0u32;
         loop {
+            // Re-created: whatever this stream was to show next is of the
+            // stream before.
+            if self.bus.incarnation() != self.incarnation {
+                return None;
+            }
             if let Some(raw) = self.backlog.pop_front() {
                 return Some(raw);
             }
@@ -87,11 +92,9 @@ impl Live {
                 (Some(_), Some(up_to)) => self.read_back(up_to).await,
                 (Some(receiver), None) => match receiver.recv().await {
                     Ok(raw) => return Some(raw),
-                    // The hub stops following only when nobody is
-                    // subscribed, or when the stream was created again.
-                    Err(RecvError::Closed) if self.bus.incarnation() != self.incarnation => return None,
                     // Lagged: the channel dropped messages this client had
-                    // not taken.
+                    // not taken; closed: the hub stopped following, for a
+                    // stream created again (checked above).
                     Err(_) => {
                         tracing::info!(from = self.next, "a live stream fell behind; reading back from the stream");
                         self.receiver = None;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Route};
+use crate::bus::{Bus, Incarnation, Route};
 use crate::message::Priority;
 
 use super::waker::Slot;
@@ -49,6 +49,20 @@ impl Group {
         self.routed.load(Ordering::Acquire)
     }
 
+    /// A stream created again: what the members were woken for, and what
+    /// the consumer routed, are ids of the stream before.
+    fn restart_if_re_created(&self, followed: &mut Option<Incarnation>, now: Option<&Incarnation>) {
+        let Some(now) = now else { return };
+        if followed.as_ref().is_some_and(|before| before != now) {
+            tracing::warn!(agents = self.slots.len(), "the stream was re-created; waking its agents from its start");
+            for slot in &self.slots {
+                slot.restart();
+            }
+            self.routed.store(0, Ordering::Release);
+        }
+        *followed = Some(now.clone());
+    }
+
     /// Follows the group's mail until `shutdown`.
     pub(super) async fn run(self: Arc<Self>, bus: Bus, shutdown: CancellationToken) {
         let subjects = bus.subjects().clone();
@@ -57,24 +71,22 @@ impl Group {
         let by_name: HashMap<&str, &Arc<Slot>> =
             self.slots.iter().map(|slot| (slot.inbox.agent.as_str(), slot)).collect();
         let mut follower = bus.follow(filters, self.routed() + 1);
-        let mut followed = None;
+        let mut incarnations = bus.incarnations();
+        let mut followed = incarnations.borrow_and_update().clone();
         loop {
             let message = tokio::select! {
                 message = follower.next() => message,
+                // Forgotten at once, not at the next message: a mark written
+                // meanwhile would carry the new stream's name.
+                _ = incarnations.changed() => {
+                    let now = incarnations.borrow_and_update().clone();
+                    self.restart_if_re_created(&mut followed, now.as_ref());
+                    continue;
+                }
                 _ = shutdown.cancelled() => return,
             };
-            // A stream created again: what the members were woken for are
-            // ids of the stream before.
-            if followed.as_ref().is_some_and(|before| Some(before) != follower.incarnation()) {
-                tracing::warn!(
-                    agents = self.slots.len(),
-                    "the stream was re-created; waking its agents from its start"
-                );
-                for slot in &self.slots {
-                    slot.restart();
-                }
-            }
-            followed = follower.incarnation().cloned();
+            // The follower may have seen the new stream first.
+            self.restart_if_re_created(&mut followed, follower.incarnation());
             if let Some(route) = subjects.route(&message.subject) {
                 let recipients: Vec<&Arc<Slot>> = match route {
                     Route::Direct { to, .. } => by_name.get(to).copied().into_iter().collect(),
