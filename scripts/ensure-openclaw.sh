@@ -6,9 +6,8 @@
 # repository, once (about 650 MB). tests/it/openclaw.rs runs this before it
 # starts a gateway; scripts/test.sh runs it once before the tests.
 #
-# The install goes into a .partial directory, then is moved into place, under
-# a file lock, so an interrupted or concurrent install leaves no half tree.
-# Install scripts are skipped: the gateway needs none, and skipping them makes
+# The install is scripts/npm-install.sh's. Install scripts are
+# skipped: the gateway needs none, and skipping them makes
 # every npm version install the same tree.
 set -euo pipefail
 
@@ -23,14 +22,7 @@ export PATH="$(dirname "$NODE"):$PATH"
 
 installed() { [[ "$(node "$MJS" --version 2>/dev/null || true)" == "OpenClaw $OPENCLAW_VERSION"* ]]; }
 
-if ! installed; then
-    exec 9>"$ROOT/.tools/openclaw.lock"
-    flock 9
-    if ! installed; then
-        echo "ensure-openclaw: installing openclaw@$OPENCLAW_VERSION into ${DIR#"$ROOT"/} (about 650 MB)" >&2
-        "$ROOT/scripts/npm-install.sh" "$DIR" "openclaw@$OPENCLAW_VERSION" --ignore-scripts
-        installed || { echo "ensure-openclaw: openclaw $OPENCLAW_VERSION did not install" >&2; exit 1; }
-    fi
-fi
+installed || "$ROOT/scripts/npm-install.sh" "$DIR" "openclaw@$OPENCLAW_VERSION" --ignore-scripts
+installed || { echo "ensure-openclaw: openclaw $OPENCLAW_VERSION did not install" >&2; exit 1; }
 echo "$NODE"
 echo "$MJS"
